@@ -1,0 +1,418 @@
+"""Operator REST API under ``/api/v1`` (JSON, HTTP Basic with the admin credentials).
+
+Errors always have the shape ``{"status": "error", "error": CODE, "message": TEXT}`` and, for
+invalid bodies (422), ``"fields": [{"field": "location.coordinates.latitude", "message":
+...}]``. Lists answer ``{"items": [...], "total": N, "limit": L, "offset": O}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from .commands import CommandError, CommandPort, ConnectionRegistry
+from .events import StationDefined
+from .handlers import Services
+from .model import IdTagDef, StationDef
+from .passwords import hash_password
+from .timeparse import from_db, parse_api_time, to_ocpp
+
+log = structlog.get_logger("csms.api")
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    body = {"status": "error", "error": code, "message": message, **extra}
+    return web.json_response(body, status=status)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.response = error(status, code, message, **extra)
+
+
+def _iso(db_text: str | None) -> str | None:
+    value = from_db(db_text)
+    return to_ocpp(value) if value else None
+
+
+def _fields(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        out.append({"field": loc, "message": msg})
+    return out
+
+
+async def _json_body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        raise ApiError(400, "invalid_json", "a JSON body is required")
+    try:
+        return await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
+    try:
+        limit = int(request.query.get("limit", DEFAULT_LIMIT))
+        offset = int(request.query.get("offset", 0))
+    except ValueError:
+        raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
+    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+        raise ApiError(400, "invalid_query", f"limit must be 1..{MAX_LIMIT} and offset at least 0")
+    return limit, offset
+
+
+def _page(items: list[Any], total: int, limit: int, offset: int) -> web.Response:
+    return web.json_response(
+        {"items": items, "total": total, "limit": limit, "offset": offset},
+        headers={"X-Total-Count": str(total)},
+    )
+
+
+class Api:
+    def __init__(
+        self, services: Services, registry: ConnectionRegistry, commands: CommandPort
+    ) -> None:
+        self.s = services
+        self.registry = registry
+        self.commands = commands
+
+    def routes(self) -> list[web.RouteDef]:
+        p = "/api/v1"
+        return [
+            web.get(f"{p}/stations", self.list_stations),
+            web.get(f"{p}/stations/{{station_id}}", self.get_station),
+            web.put(f"{p}/stations/{{station_id}}", self.put_station),
+            web.post(f"{p}/stations/{{station_id}}/commands/{{action}}", self.send_command),
+            web.get(f"{p}/unknown-stations", self.unknown_stations),
+            web.get(f"{p}/id-tags", self.list_id_tags),
+            web.get(f"{p}/id-tags/{{id_tag}}", self.get_id_tag),
+            web.put(f"{p}/id-tags/{{id_tag}}", self.put_id_tag),
+            web.delete(f"{p}/id-tags/{{id_tag}}", self.delete_id_tag),
+            web.get(f"{p}/transactions", self.list_transactions),
+            web.get(f"{p}/transactions/{{transaction_id}}", self.get_transaction),
+            web.get(f"{p}/commands", self.list_commands),
+            web.get(f"{p}/anomalies", self.list_anomalies),
+        ]
+
+    # ------------------------------------------------------------------ stations
+
+    async def _station_view(
+        self, row: dict[str, Any], connectors: list[dict[str, Any]], with_snapshot: bool
+    ) -> dict[str, Any]:
+        definition = row["definition"] or {}
+        view: dict[str, Any] = {
+            "id": row["id"],
+            "defined": bool(row["defined"]),
+            "location": definition.get("location"),
+            "evses": definition.get("evses", []),
+            "boot_status": row["boot_status"],
+            "has_password": bool(row["password_hash"]),
+            "connected": self.registry.is_connected(row["id"]),
+            "last_seen": _iso(row["last_seen_at"]),
+            "connectors": [
+                {
+                    "connector_id": c["connector_id"],
+                    "status": c["status"],
+                    "error_code": c["error_code"],
+                    "info": c["info"],
+                    "vendor_error_code": c["vendor_error_code"],
+                    "timestamp": _iso(c["timestamp"]),
+                    "timestamp_original": c["timestamp_raw"],
+                    "received_at": _iso(c["received_at"]),
+                }
+                for c in connectors
+            ],
+            "boot": {
+                "vendor": row["vendor"],
+                "model": row["model"],
+                "serial_number": row["serial_number"],
+                "firmware_version": row["firmware_version"],
+                "first_boot_at": _iso(row["first_boot_at"]),
+                "last_boot_at": _iso(row["last_boot_at"]),
+                "notification": row["boot_info"],
+            },
+            "configuration": {
+                "status": row["config_status"],
+                "reasons": row["config_reasons"],
+                "checked_at": _iso(row["config_checked_at"]),
+            },
+            "diagnostics_status": row["diagnostics_status"],
+            "firmware_status": row["firmware_status"],
+            "created_at": _iso(row["created_at"]),
+            "updated_at": _iso(row["updated_at"]),
+        }
+        if with_snapshot:
+            view["configuration"]["snapshot"] = row["config_snapshot"]
+        return view
+
+    async def list_stations(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        rows, total = await self.s.store.list_stations(limit, offset)
+        statuses = await self.s.store.connector_statuses([r["id"] for r in rows])
+        items = [await self._station_view(r, statuses[r["id"]], False) for r in rows]
+        return _page(items, total, limit, offset)
+
+    async def get_station(self, request: web.Request) -> web.Response:
+        station_id = request.match_info["station_id"]
+        row = await self.s.store.get_station(station_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no station {station_id!r}")
+        statuses = await self.s.store.connector_statuses([station_id])
+        return web.json_response(await self._station_view(row, statuses[station_id], True))
+
+    async def put_station(self, request: web.Request) -> web.Response:
+        station_id = request.match_info["station_id"]
+        if not station_id or len(station_id) > 255 or "/" in station_id:
+            raise ApiError(422, "invalid_id", "a charge point id is 1 to 255 characters, no '/'")
+        body = await _json_body(request)
+        try:
+            station = StationDef.model_validate(body)
+        except ValidationError as e:
+            raise ApiError(
+                422, "invalid_body", "the station definition is invalid", fields=_fields(e)
+            ) from None
+        keep_password = isinstance(body, dict) and "password" not in body
+        password_hash = None
+        if station.password is not None:
+            password_hash = await asyncio.to_thread(hash_password, station.password)
+        try:
+            created = await self.s.store.put_station(
+                station_id,
+                station.location.id,
+                station.definition(),
+                {e.connector_id: e.uid for e in station.evses},
+                password_hash,
+                keep_password,
+                station.boot_status,
+            )
+        except ValueError as e:
+            raise ApiError(409, "conflict", str(e)) from None
+        self.s.bus.publish(StationDefined(station_id, self.s.clock.now(), created))
+        log.info("station defined", station_id=station_id, created=created)
+        row = await self.s.store.get_station(station_id)
+        assert row is not None
+        statuses = await self.s.store.connector_statuses([station_id])
+        view = await self._station_view(row, statuses[station_id], True)
+        return web.json_response(view, status=201 if created else 200)
+
+    async def unknown_stations(self, request: web.Request) -> web.Response:
+        rows = await self.s.store.list_unknown_stations()
+        items = [
+            {
+                "charge_point_id": r["charge_point_id"],
+                "first_seen_at": _iso(r["first_seen_at"]),
+                "last_seen_at": _iso(r["last_seen_at"]),
+                "attempts": r["attempts"],
+                "last_remote_address": r["last_remote_address"],
+            }
+            for r in rows
+        ]
+        return _page(items, len(items), len(items), 0)
+
+    async def send_command(self, request: web.Request) -> web.Response:
+        station_id = request.match_info["station_id"]
+        action = request.match_info["action"]
+        if await self.s.store.station_auth(station_id) is None:
+            raise ApiError(404, "not_found", f"no station {station_id!r}")
+        payload = await _json_body(request) if request.can_read_body else {}
+        if not isinstance(payload, dict):
+            raise ApiError(422, "invalid_payload", "the body must be a JSON object")
+        timeout = None
+        if "timeout" in request.query:
+            try:
+                timeout = float(request.query["timeout"])
+            except ValueError:
+                raise ApiError(400, "invalid_query", "timeout must be a number") from None
+        try:
+            response = await self.commands.send(station_id, action, payload, timeout=timeout)
+        except CommandError as e:
+            extra = {}
+            if hasattr(e, "error"):
+                err = e.error
+                extra["call_error"] = {
+                    "code": err.code,
+                    "description": err.description,
+                    "details": err.details,
+                }
+            raise ApiError(e.http_status, e.code, str(e), **extra) from None
+        return web.json_response({"status": "ok", "response": response})
+
+    async def list_commands(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        rows, total = await self.s.store.list_commands(request.query.get("station"), limit, offset)
+        for r in rows:
+            r["sent_at"] = _iso(r["sent_at"])
+            r["finished_at"] = _iso(r["finished_at"])
+        return _page(rows, total, limit, offset)
+
+    async def list_anomalies(self, request: web.Request) -> web.Response:
+        rows = await self.s.store.anomalies(request.query.get("station"))
+        for r in rows:
+            r["received_at"] = _iso(r["received_at"])
+        return _page(rows, len(rows), len(rows), 0)
+
+    # ------------------------------------------------------------------ id tags
+
+    @staticmethod
+    def _tag_view(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id_tag": row["id_tag"],
+            "status": row["status"],
+            "expiry_date": _iso(row["expiry_date"]),
+            "parent_id_tag": row["parent_id_tag"],
+            "created_at": _iso(row["created_at"]),
+            "updated_at": _iso(row["updated_at"]),
+        }
+
+    async def put_id_tag(self, request: web.Request) -> web.Response:
+        id_tag = request.match_info["id_tag"]
+        if not 1 <= len(id_tag) <= 20:
+            raise ApiError(422, "invalid_id", "an OCPP idTag is 1 to 20 characters")
+        body = await _json_body(request)
+        try:
+            tag = IdTagDef.model_validate(body)
+        except ValidationError as e:
+            raise ApiError(
+                422, "invalid_body", "the id tag is invalid", fields=_fields(e)
+            ) from None
+        expiry = None
+        if tag.expiry_date is not None:
+            try:
+                expiry = parse_api_time(tag.expiry_date)
+            except ValueError as e:
+                raise ApiError(
+                    422,
+                    "invalid_body",
+                    "the id tag is invalid",
+                    fields=[{"field": "expiry_date", "message": str(e)}],
+                ) from None
+        created = await self.s.store.put_id_tag(id_tag, tag.status, expiry, tag.parent_id_tag)
+        row = await self.s.store.get_id_tag(id_tag)
+        assert row is not None
+        return web.json_response(self._tag_view(row), status=201 if created else 200)
+
+    async def get_id_tag(self, request: web.Request) -> web.Response:
+        row = await self.s.store.get_id_tag(request.match_info["id_tag"])
+        if row is None:
+            raise ApiError(404, "not_found", "no such id tag")
+        return web.json_response(self._tag_view(row))
+
+    async def delete_id_tag(self, request: web.Request) -> web.Response:
+        if not await self.s.store.delete_id_tag(request.match_info["id_tag"]):
+            raise ApiError(404, "not_found", "no such id tag")
+        return web.Response(status=204)
+
+    async def list_id_tags(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        rows, total = await self.s.store.list_id_tags(limit, offset)
+        return _page([self._tag_view(r) for r in rows], total, limit, offset)
+
+    # ------------------------------------------------------------------ transactions
+
+    @staticmethod
+    def _tx_view(row: dict[str, Any]) -> dict[str, Any]:
+        stop = row["meter_stop"]
+        return {
+            "id": row["id"],
+            "station_id": row["station_id"],
+            "connector_id": row["connector_id"],
+            "id_tag": row["id_tag"],
+            "id_tag_status": row["id_tag_status"],
+            "reservation_id": row["reservation_id"],
+            "active": row["stop_received_at"] is None,
+            "meter_start_wh": row["meter_start"],
+            "meter_stop_wh": stop,
+            "energy_wh": (stop - row["meter_start"]) if stop is not None else None,
+            "start_time": _iso(row["start_time"]),
+            "start_time_original": row["start_time_raw"],
+            "stop_time": _iso(row["stop_time"]),
+            "stop_time_original": row["stop_time_raw"],
+            "stop_reason": row["stop_reason"],
+            "stop_id_tag": row["stop_id_tag"],
+            "flags": row["flags"],
+            "start_received_at": _iso(row["start_received_at"]),
+            "stop_received_at": _iso(row["stop_received_at"]),
+        }
+
+    async def list_transactions(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        q = request.query
+        active = None
+        if "active" in q:
+            if q["active"].lower() not in ("true", "false", "1", "0"):
+                raise ApiError(400, "invalid_query", "active must be true or false")
+            active = q["active"].lower() in ("true", "1")
+        since = None
+        if "since" in q:
+            try:
+                since = parse_api_time(q["since"])
+            except ValueError as e:
+                raise ApiError(400, "invalid_query", f"since: {e}") from None
+        rows, total = await self.s.store.list_transactions(
+            q.get("station"), active, since, limit, offset
+        )
+        return _page([self._tx_view(r) for r in rows], total, limit, offset)
+
+    async def get_transaction(self, request: web.Request) -> web.Response:
+        try:
+            tx_id = int(request.match_info["transaction_id"])
+        except ValueError:
+            raise ApiError(404, "not_found", "a transaction id is an integer") from None
+        row = await self.s.store.get_transaction(tx_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no transaction {tx_id}")
+        view = self._tx_view(row)
+        view["meter_values"] = [
+            {
+                "timestamp": _iso(m["timestamp"]),
+                "timestamp_original": m["timestamp_raw"],
+                "source": m["source"],
+                "measurand": m["measurand"],
+                "phase": m["phase"],
+                "unit": m["unit"],
+                "context": m["context"],
+                "location": m["location"],
+                "format": m["format"],
+                "value": m["value_raw"],
+                "normalised_value": m["value"],
+                "normalised_unit": m["norm_unit"],
+            }
+            for m in await self.s.store.meter_values_of(tx_id)
+        ]
+        return web.json_response(view)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn ApiError and unexpected failures into the API's JSON error shape."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.response
+    except web.HTTPException as e:
+        if not request.path.startswith("/api/"):
+            raise
+        return error(e.status, e.reason.lower().replace(" ", "_"), e.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("API request failed", path=request.path, method=request.method)
+        return error(500, "internal_error", "internal error; see the server log")

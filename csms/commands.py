@@ -1,0 +1,145 @@
+"""The command port: the one way to send a request to a station.
+
+Used by the operator API, the post-boot configuration and (later) the OCPI bridge. Every
+request goes through the station's current connection (its single owner), with a timeout,
+is logged and recorded; the caller gets the station's answer or one clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from . import ocppj
+from .connection import ConnectionGone, StationCallError, StationConnection
+from .handlers import Services
+
+log = structlog.get_logger("csms.commands")
+
+
+class CommandError(Exception):
+    http_status = 500
+    code = "command_failed"
+
+
+class UnknownAction(CommandError):
+    http_status = 404
+    code = "unknown_action"
+
+
+class InvalidCommand(CommandError):
+    http_status = 422
+    code = "invalid_payload"
+
+
+class StationOffline(CommandError):
+    http_status = 409
+    code = "station_offline"
+
+
+class CommandTimeout(CommandError):
+    http_status = 504
+    code = "timeout"
+
+
+class StationRejected(CommandError):
+    """The station answered with a CallError."""
+
+    http_status = 502
+    code = "station_call_error"
+
+    def __init__(self, error: StationCallError) -> None:
+        super().__init__(f"the station answered with CallError {error.code}: {error.description}")
+        self.error = error
+
+
+class ConnectionRegistry:
+    """Station id -> its current connection. A newer connection replaces an older one."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, StationConnection] = {}
+
+    def register(self, conn: StationConnection) -> StationConnection | None:
+        old = self._by_id.get(conn.station_id)
+        self._by_id[conn.station_id] = conn
+        return old
+
+    def unregister(self, conn: StationConnection) -> bool:
+        """Forget ``conn`` unless a newer connection has replaced it; True if it was current."""
+        if self._by_id.get(conn.station_id) is conn:
+            del self._by_id[conn.station_id]
+            return True
+        return False
+
+    def get(self, station_id: str) -> StationConnection | None:
+        return self._by_id.get(station_id)
+
+    def is_connected(self, station_id: str) -> bool:
+        return station_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def all(self) -> list[StationConnection]:
+        return list(self._by_id.values())
+
+
+class CommandPort:
+    def __init__(self, services: Services, registry: ConnectionRegistry) -> None:
+        self.services = services
+        self.registry = registry
+
+    async def send(
+        self,
+        station_id: str,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        origin: str = "api",
+    ) -> Any:
+        """Send ``action`` to the station and return its answer payload.
+
+        Raises UnknownAction, InvalidCommand, StationOffline, CommandTimeout or
+        StationRejected (each a CommandError with the HTTP status the API answers with).
+        """
+        if action not in ocppj.CS_ACTIONS:
+            raise UnknownAction(
+                f"{action!r} is not an OCPP 1.6 request to a charge point; "
+                f"one of: {', '.join(sorted(ocppj.CS_ACTIONS))}"
+            )
+        try:
+            ocppj.check_payload(ocppj.CALL, action, payload)
+        except ocppj.OcppError as e:
+            raise InvalidCommand(f"invalid {action} payload: {e.description}") from None
+        s = self.services
+        timeout = timeout if timeout is not None else s.settings.ocpp.call_timeout
+        conn = self.registry.get(station_id)
+        command_id = await s.store.command_started(station_id, action, payload, origin)
+        bound = log.bind(station_id=station_id, action=action, command_id=command_id, origin=origin)
+        if conn is None:
+            await s.store.command_finished(command_id, "offline", None)
+            s.metrics.calls_sent.labels(action, "offline").inc()
+            bound.info("command not sent: station offline")
+            raise StationOffline(f"station {station_id} is not connected")
+        try:
+            answer = await conn.call(action, payload, timeout)
+        except TimeoutError as e:
+            outcome, result, error = "timeout", None, CommandTimeout(str(e))
+        except ConnectionGone:
+            outcome, result = "offline", None
+            error = StationOffline(f"station {station_id} disconnected before answering")
+        except StationCallError as e:
+            outcome = "call_error"
+            result = {"code": e.code, "description": e.description, "details": e.details}
+            error = StationRejected(e)
+        else:
+            await s.store.command_finished(command_id, "ok", answer)
+            s.metrics.calls_sent.labels(action, "ok").inc()
+            bound.debug("command answered")
+            return answer
+        await s.store.command_finished(command_id, outcome, result)
+        s.metrics.calls_sent.labels(action, outcome).inc()
+        bound.warning("command failed", outcome=outcome, error=str(error))
+        raise error

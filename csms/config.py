@@ -1,0 +1,185 @@
+"""Configuration: one TOML file, validated at start-up, with environment overrides.
+
+Any key can be overridden by an environment variable ``CSMS_<SECTION>__<KEY>`` (for example
+``CSMS_OCPP__PORT=9001``; a top-level key is ``CSMS_<KEY>``). Secrets are best given that
+way, or with the named variables below, rather than written in the file:
+
+- ``CSMS_ADMIN_PASSWORD``: the API admin password, in clear (hashed in memory at start);
+- ``CSMS_API__ADMIN_PASSWORD_HASH``: its hash, from ``csms hash-password``.
+
+A value that would break a MOBI.E rule is refused while ``mobie_mode`` is on (the default):
+lower intervals are fine (tests use seconds), higher ones are not.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# MOBI.E rules R3 and R4 (seed 000, section 3)
+MOBIE_HEARTBEAT_INTERVAL = 120
+MOBIE_MAX_METER_VALUE_SAMPLE_INTERVAL = 300
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OcppSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(9000, ge=0, le=65535)
+    path_prefix: str = "/ocpp"
+    accept_unknown_stations: bool = False
+    heartbeat_interval: int = Field(MOBIE_HEARTBEAT_INTERVAL, ge=1)
+    meter_value_sample_interval: int = Field(60, ge=1)
+    boot_retry_interval: int = Field(60, ge=1, description="interval given with Pending/Rejected")
+    call_timeout: float = Field(30.0, gt=0, description="seconds to wait for a station's answer")
+    ping_interval: float | None = Field(60.0, gt=0)
+    ping_timeout: float | None = Field(60.0, gt=0)
+    max_message_size: int = Field(1 << 20, ge=1024)
+    provision_on_boot: bool = Field(True, description="set R3/R4 intervals after each boot")
+
+    @model_validator(mode="after")
+    def _prefix(self) -> OcppSettings:
+        prefix = "/" + self.path_prefix.strip("/")
+        self.path_prefix = "" if prefix == "/" else prefix
+        return self
+
+
+class HttpSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class DatabaseSettings(_Section):
+    path: str = "csms.sqlite3"  # relative to data_dir
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+
+class ApiSettings(_Section):
+    admin_user: str = Field("admin", min_length=1)
+    admin_password_hash: str | None = None
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class IdTagSettings(_Section):
+    accept_unknown: bool = Field(False, description="answer Accepted for tags not in the store")
+
+
+class Settings(_Section):
+    data_dir: Path = Path("data")
+    mobie_mode: bool = True
+    ocpp: OcppSettings = OcppSettings()
+    http: HttpSettings = HttpSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    logging: LoggingSettings = LoggingSettings()
+    id_tags: IdTagSettings = IdTagSettings()
+
+    @model_validator(mode="after")
+    def _mobie_rules(self) -> Settings:
+        if self.mobie_mode:
+            if self.ocpp.heartbeat_interval > MOBIE_HEARTBEAT_INTERVAL:
+                raise _KeyError(
+                    "ocpp.heartbeat_interval",
+                    f"{self.ocpp.heartbeat_interval} s breaks MOBI.E rule R4 "
+                    f"(heartbeats every {MOBIE_HEARTBEAT_INTERVAL} s); use at most "
+                    f"{MOBIE_HEARTBEAT_INTERVAL} or set mobie_mode = false",
+                )
+            if self.ocpp.meter_value_sample_interval > MOBIE_MAX_METER_VALUE_SAMPLE_INTERVAL:
+                raise _KeyError(
+                    "ocpp.meter_value_sample_interval",
+                    f"{self.ocpp.meter_value_sample_interval} s breaks MOBI.E rule R3 "
+                    f"(meter values at least every {MOBIE_MAX_METER_VALUE_SAMPLE_INTERVAL} s); "
+                    f"use at most {MOBIE_MAX_METER_VALUE_SAMPLE_INTERVAL} "
+                    "or set mobie_mode = false",
+                )
+        return self
+
+    @property
+    def database_path(self) -> Path:
+        p = Path(self.database.path)
+        return p if p.is_absolute() else self.data_dir / p
+
+
+class _KeyError(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+ENV_PREFIX = "CSMS_"
+
+
+def _parse_env_value(text: str) -> Any:
+    """An environment value as TOML would read it, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "CSMS_ADMIN_PASSWORD":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        target = data
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
+        target[path[-1]] = _parse_env_value(text)
+    return data
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _KeyError):
+            lines.append(str(ctx_error))
+            continue
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config.example.toml)"
+        lines.append(f"{key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, merge with the environment and validate. Raises ConfigError naming the key."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            with p.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    data = apply_env(data, environ)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e)) from None
+    if path is not None and not settings.data_dir.is_absolute():
+        # a relative data_dir is relative to the working directory, as documented
+        settings.data_dir = Path(os.getcwd()) / settings.data_dir
+    return settings

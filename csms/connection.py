@@ -1,0 +1,252 @@
+"""One connected station: its receive loop and the requests we send it.
+
+Each websocket has exactly one :class:`StationConnection`, the single owner of that socket:
+incoming requests are handled one after another (a charge point waits for each answer), and
+answers to our own requests are matched to their callers by unique id. Nothing a frame or a
+handler does can end the loop; only the socket closing does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from . import ocppj
+from .events import StationSeen
+
+if TYPE_CHECKING:
+    from .handlers import OcppHandlers
+
+log = structlog.get_logger("csms.connection")
+
+
+class StationCallError(Exception):
+    """The station answered our request with a CallError."""
+
+    def __init__(self, code: str, description: str, details: Any) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+class ConnectionGone(Exception):
+    """The connection closed before the station answered."""
+
+
+class StationConnection:
+    def __init__(
+        self,
+        station_id: str,
+        ws: ServerConnection,
+        handlers: OcppHandlers,
+        remote_address: str | None,
+    ) -> None:
+        self.station_id = station_id
+        self.ws = ws
+        self.handlers = handlers
+        self.remote_address = remote_address
+        self.services = handlers.services
+        self.connected_at = self.services.clock.now()
+        self.booted = False
+        self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._call_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._after_answer: list[Callable[[], None]] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ receive loop
+
+    async def serve(self) -> None:
+        """Handle frames until the socket closes."""
+        metrics = self.services.metrics
+        try:
+            async for message in self.ws:
+                received_at = self.services.clock.now()
+                self.services.store.touch_seen(self.station_id, received_at)
+                try:
+                    frame = ocppj.parse_frame(message)
+                except ocppj.FrameError as e:
+                    metrics.frames_received.labels("invalid").inc()
+                    self.services.bus.publish(StationSeen(self.station_id, received_at, None))
+                    await self._answer_invalid(e, message)
+                    continue
+                if isinstance(frame, ocppj.Call):
+                    action = frame.action if frame.action in ocppj.CP_ACTIONS else "other"
+                    metrics.frames_received.labels(action).inc()
+                    self.services.bus.publish(
+                        StationSeen(self.station_id, received_at, frame.action)
+                    )
+                    await self._handle_call(frame, received_at)
+                else:
+                    kind = "CallResult" if isinstance(frame, ocppj.CallResult) else "CallError"
+                    metrics.frames_received.labels(kind).inc()
+                    self.services.bus.publish(StationSeen(self.station_id, received_at, None))
+                    self._resolve(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._closed = True
+            for _, fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionGone("connection closed"))
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _answer_invalid(self, e: ocppj.FrameError, message: str | bytes) -> None:
+        text = message if isinstance(message, str) else repr(message)
+        if e.unique_id is None:
+            log.warning("unanswerable frame ignored", error=e.error.description, frame=text[:1000])
+            return
+        log.warning(
+            "malformed call answered with CallError",
+            message_id=e.unique_id,
+            code=e.error.code,
+            error=e.error.description,
+            frame=text[:1000],
+        )
+        self.services.metrics.call_errors_sent.labels("invalid", e.error.code).inc()
+        await self._send(ocppj.error_frame(e.unique_id, e.error))
+
+    async def _handle_call(self, call: ocppj.Call, received_at: datetime) -> None:
+        started = time.perf_counter()
+        metrics = self.services.metrics
+        action_label = call.action if call.action in ocppj.CP_ACTIONS else "other"
+        with structlog.contextvars.bound_contextvars(message_id=call.unique_id, action=call.action):
+            try:
+                ocppj.check_incoming_action(call.action)
+                ocppj.check_payload(ocppj.CALL, call.action, call.payload)
+                response = await self.handlers.handle(self, call.action, call.payload, received_at)
+                ocppj.check_payload(ocppj.CALLRESULT, call.action, response)
+                frame = ocppj.result_frame(call.unique_id, response)
+            except ocppj.OcppError as e:
+                log.warning(
+                    "request answered with CallError",
+                    code=e.code,
+                    error=e.description,
+                    payload=call.payload,
+                )
+                metrics.call_errors_sent.labels(action_label, e.code).inc()
+                frame = ocppj.error_frame(call.unique_id, e)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handler failed", payload=call.payload)
+                err = ocppj.InternalErr("the central system could not process this request")
+                metrics.call_errors_sent.labels(action_label, err.code).inc()
+                frame = ocppj.error_frame(call.unique_id, err)
+                self._after_answer.clear()
+            await self._send(frame)
+            metrics.answer_seconds.labels(action_label).observe(time.perf_counter() - started)
+        # outside the message's log context: work started here is not part of that message
+        hooks, self._after_answer = self._after_answer, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("after-answer hook failed")
+
+    async def _send(self, frame: str) -> None:
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed:
+            log.info("answer not sent: connection closed")
+
+    def after_answer(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once the answer to the current request has been sent."""
+        self._after_answer.append(hook)
+
+    def _resolve(self, frame: ocppj.CallResult | ocppj.CallError) -> None:
+        entry = self._pending.get(frame.unique_id)
+        if entry is None:
+            log.warning(
+                "answer to an unknown or expired request ignored", message_id=frame.unique_id
+            )
+            return
+        _, fut = entry
+        if fut.done():
+            return
+        if isinstance(frame, ocppj.CallError):
+            fut.set_exception(StationCallError(frame.code, frame.description, frame.details))
+        else:
+            fut.set_result(frame.payload)
+
+    # ------------------------------------------------------------------ our requests
+
+    async def call(self, action: str, payload: dict[str, Any], timeout: float) -> Any:
+        """Send a request and return the station's answer payload.
+
+        Requests go one at a time (OCPP-J allows one outstanding call per direction).
+        Raises TimeoutError, StationCallError or ConnectionGone.
+        """
+        if self._closed:
+            raise ConnectionGone("connection closed")
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self._call_lock.acquire(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the station was busy with another request for {timeout:g} s"
+            ) from None
+        try:
+            unique_id = str(uuid.uuid4())
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending[unique_id] = (action, fut)
+            try:
+                with structlog.contextvars.bound_contextvars(message_id=unique_id, action=action):
+                    log.info("request sent", payload=payload)
+                    try:
+                        await self.ws.send(ocppj.call_frame(unique_id, action, payload))
+                    except ConnectionClosed:
+                        raise ConnectionGone("connection closed") from None
+                    remaining = max(0.0, deadline - time.monotonic())
+                    try:
+                        result = await asyncio.wait_for(fut, remaining)
+                    except TimeoutError:
+                        log.warning("no answer", timeout=timeout)
+                        raise TimeoutError(f"no answer within {timeout:g} s") from None
+                    except StationCallError as e:
+                        log.warning("answered with CallError", code=e.code, error=e.description)
+                        raise
+                    log.info("answer received", payload=result)
+            finally:
+                self._pending.pop(unique_id, None)
+        finally:
+            self._call_lock.release()
+        try:
+            ocppj.check_payload(ocppj.CALLRESULT, action, result)
+        except ocppj.OcppError as e:
+            log.warning("station answered with an invalid payload", action=action, error=str(e))
+        return result
+
+    # ------------------------------------------------------------------ tasks and closing
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run background work tied to this connection (cancelled when it closes)."""
+        task = asyncio.create_task(coro, name=f"{self.station_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", task=task.get_name(), exc_info=task.exception())
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        try:
+            await self.ws.close(code, reason)
+        except Exception:  # already gone
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -1,0 +1,211 @@
+"""The OCPP websocket server: handshake policy and one connection owner per station.
+
+URL ``ws://HOST:PORT{path_prefix}/{charge_point_id}``: the id is the last path segment,
+URL-decoded. During the handshake we refuse, before any websocket exists:
+- a client that offers no subprotocol or no ``ocpp1.6`` (HTTP 400, conformance TC_088);
+- an unknown charge point id (HTTP 404; recorded with time and remote address), unless
+  ``accept_unknown_stations`` is on;
+- a station with a password whose Basic credentials are missing or wrong (HTTP 401,
+  OCPP security profile 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import NegotiationError
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from .commands import ConnectionRegistry
+from .connection import StationConnection
+from .events import StationConnected, StationDisconnected
+from .handlers import OcppHandlers, Services
+from .passwords import VerifiedCache
+
+log = structlog.get_logger("csms.server")
+
+SUBPROTOCOL = Subprotocol("ocpp1.6")
+
+
+def charge_point_id_from_path(path: str, prefix: str) -> str | None:
+    """The URL-decoded last path segment, when the path is under ``prefix``."""
+    path = urlsplit(path).path
+    if prefix:
+        if not path.startswith(prefix + "/"):
+            return None
+        path = path[len(prefix) :]
+    segment = path.rstrip("/").rsplit("/", 1)[-1]
+    cp_id = unquote(segment)
+    if not cp_id or len(cp_id) > 255:
+        return None
+    return cp_id
+
+
+def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
+    value = headers.get("Authorization")
+    if not value:
+        return None
+    scheme, _, data = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(data.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+class OcppServer:
+    def __init__(
+        self, services: Services, handlers: OcppHandlers, registry: ConnectionRegistry
+    ) -> None:
+        self.services = services
+        self.handlers = handlers
+        self.registry = registry
+        self._verified = VerifiedCache()
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        cfg = self.services.settings.ocpp
+        self._server = await serve(
+            self._handler,
+            cfg.host,
+            cfg.port,
+            subprotocols=[SUBPROTOCOL],
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            max_size=cfg.max_message_size,
+        )
+        log.info("OCPP websocket server listening", host=cfg.host, port=self.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every station connection (going away) and wait for them."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    # ------------------------------------------------------------------ handshake
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol:
+        if SUBPROTOCOL in offered:
+            return SUBPROTOCOL
+        self.services.metrics.handshakes_refused.labels("subprotocol").inc()
+        log.warning(
+            "handshake refused: ocpp1.6 subprotocol not offered",
+            offered=list(offered),
+            station_id=getattr(connection, "station_id", None),
+        )
+        raise NegotiationError("this central system speaks ocpp1.6 only")
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        cfg = self.services.settings.ocpp
+        store = self.services.store
+        metrics = self.services.metrics
+        remote = _remote(connection)
+        cp_id = charge_point_id_from_path(request.path, cfg.path_prefix)
+        if cp_id is None:
+            metrics.handshakes_refused.labels("bad_path").inc()
+            log.warning("handshake refused: path", path=request.path, remote=remote)
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not an OCPP endpoint\n")
+        station = await store.station_auth(cp_id)
+        if station is None:
+            if not cfg.accept_unknown_stations:
+                await store.record_unknown_station(cp_id, remote)
+                metrics.handshakes_refused.labels("unknown_station").inc()
+                log.warning("handshake refused: unknown station", station_id=cp_id, remote=remote)
+                return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
+            await store.ensure_undefined_station(cp_id)
+            log.info("unknown station accepted (accept_unknown_stations)", station_id=cp_id)
+        elif station["password_hash"]:
+            creds = _basic_credentials(request.headers)
+            ok = (
+                creds is not None
+                and creds[0] == cp_id
+                and await asyncio.to_thread(
+                    self._verified.verify, creds[1], station["password_hash"]
+                )
+            )
+            if not ok:
+                metrics.handshakes_refused.labels("unauthorized").inc()
+                log.warning(
+                    "handshake refused: wrong or missing credentials",
+                    station_id=cp_id,
+                    remote=remote,
+                    credentials_sent=creds is not None,
+                )
+                response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+                response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+                return response
+        connection.station_id = cp_id  # type: ignore[attr-defined]
+        return None
+
+    # ------------------------------------------------------------------ connection
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        cp_id: str = ws.station_id  # type: ignore[attr-defined]  # set by the handshake
+        s = self.services
+        remote = _remote(ws)
+        structlog.contextvars.bind_contextvars(station_id=cp_id)
+        conn = StationConnection(cp_id, ws, self.handlers, remote)
+        old = self.registry.register(conn)
+        s.metrics.stations_connected.set(len(self.registry))
+        if old is not None:
+            log.info("new connection replaces the previous one", remote=remote)
+            task = asyncio.create_task(old.close(1000, "replaced by a newer connection"))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        s.bus.publish(StationConnected(cp_id, s.clock.now(), remote))
+        log.info("station connected", remote=remote, subprotocol=ws.subprotocol)
+        try:
+            await conn.serve()
+        finally:
+            current = self.registry.unregister(conn)
+            s.metrics.stations_connected.set(len(self.registry))
+            reason = _close_reason(ws)
+            log.info("station disconnected", reason=reason, replaced=not current)
+            if current:
+                s.bus.publish(StationDisconnected(cp_id, s.clock.now(), reason))
+
+
+def _remote(connection: ServerConnection) -> str | None:
+    try:
+        addr: Any = connection.remote_address
+    except Exception:
+        return None
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr) if addr else None
+
+
+def _close_reason(ws: ServerConnection) -> str:
+    rcvd, sent = ws.protocol.close_rcvd, ws.protocol.close_sent
+    if rcvd is not None:
+        return f"closed by station ({rcvd.code} {rcvd.reason})".strip()
+    if sent is not None:
+        return f"closed by us ({sent.code} {sent.reason})".strip()
+    return "connection lost"

@@ -1,0 +1,872 @@
+"""The durable store: SQLite through aiosqlite, WAL, versioned migrations, one writer.
+
+Writes are *jobs* (an async function of the writer connection) handed to :meth:`Store.write`.
+The writer runs every job waiting in its queue inside one transaction, each job in its own
+savepoint, commits once, and only then tells each caller its result: a request is answered
+only after what it says is committed, and under load many requests share one commit (group
+commit), which is what makes ``synchronous = FULL`` affordable.
+
+Reads go through a second, read-only connection, which in WAL mode never waits for the
+writer and sees only committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+
+from .clock import Clock
+from .meter import Sample
+from .timeparse import ParsedTime, from_db, to_db
+
+log = structlog.get_logger("csms.store")
+
+T = TypeVar("T")
+Job = Callable[[aiosqlite.Connection], Awaitable[T]]
+
+MAX_BATCH = 500
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    out = []
+    for entry in resources.files("csms.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (they contain no semicolons inside literals)."""
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None
+
+
+def _json(text: str | None, default: Any = None) -> Any:
+    return json.loads(text) if text else default
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    transaction_id: int
+    created: bool  # False when the same start was replayed
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    transaction_id: int | None  # None when the transaction is unknown to us
+    connector_id: int | None
+    outcome: str  # stopped | replayed | unknown_transaction
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MeterResult:
+    transaction_id: int | None  # ours, when known
+    unknown_transaction: bool
+
+
+class Store:
+    def __init__(self, path: Path, clock: Clock, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.clock = clock
+        self.synchronous = synchronous
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._seen: dict[str, datetime] = {}  # last_seen_at not yet written
+        self.commits = 0
+        self.jobs = 0
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._w = await aiosqlite.connect(self.path, isolation_level=None)
+        self._w.row_factory = sqlite3.Row
+        await self._w.execute("PRAGMA journal_mode = WAL")
+        await self._w.execute(f"PRAGMA synchronous = {self.synchronous}")
+        await self._w.execute("PRAGMA foreign_keys = ON")
+        await self._w.execute("PRAGMA busy_timeout = 5000")
+        await self._migrate()
+        self._r = await aiosqlite.connect(self.path, isolation_level=None)
+        self._r.row_factory = sqlite3.Row
+        await self._r.execute("PRAGMA query_only = ON")
+        await self._r.execute("PRAGMA busy_timeout = 5000")
+        self._writer_task = asyncio.create_task(self._writer(), name="store-writer")
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self.flush_seen()
+            await self._queue.put(None)
+            await self._writer_task
+            self._writer_task = None
+        for conn in (self._r, self._w):
+            if conn is not None:
+                await conn.close()
+        self._r = self._w = None
+
+    async def _migrate(self) -> None:
+        db = self._w
+        assert db is not None
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        rows = await db.execute_fetchall("SELECT version FROM schema_migrations")
+        applied = {r[0] for r in rows}
+        for version, name, script in _migrations():
+            if version in applied:
+                continue
+            log.info("applying migration", migration=name)
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(script):
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (version, name, to_db(self.clock.now())),
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def schema_version(self) -> int:
+        rows = await self.read("SELECT MAX(version) AS v FROM schema_migrations")
+        return int(rows[0]["v"] or 0)
+
+    # ------------------------------------------------------------------ writer
+
+    async def write(self, job: Job[T]) -> T:
+        """Run ``job`` in the writer's transaction; return once it is committed."""
+        if self._writer_task is None:
+            raise RuntimeError("store is not open")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((job, fut))
+        return await asyncio.shield(fut)
+
+    async def _writer(self) -> None:
+        db = self._w
+        assert db is not None
+        stop = False
+        while not stop:
+            item = await self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._run_batch(db, batch)
+
+    async def _run_batch(
+        self, db: aiosqlite.Connection, batch: list[tuple[Job[Any], asyncio.Future[Any]]]
+    ) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for job, _ in batch:
+                await db.execute("SAVEPOINT job")
+                try:
+                    result = await job(db)
+                except Exception as e:  # one bad job must not spoil the batch
+                    await db.execute("ROLLBACK TO job")
+                    await db.execute("RELEASE job")
+                    outcomes.append((False, e))
+                else:
+                    await db.execute("RELEASE job")
+                    outcomes.append((True, result))
+            await db.execute("COMMIT")
+            self.commits += 1
+            self.jobs += len(batch)
+        except Exception as e:
+            log.exception("commit failed", jobs=len(batch))
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            outcomes = [(False, e)] * len(batch)
+        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    # ------------------------------------------------------------------ reads
+
+    async def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        assert self._r is not None, "store is not open"
+        rows = await self._r.execute_fetchall(sql, tuple(params))
+        return [dict(r) for r in rows]
+
+    async def read_one(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+        rows = await self.read(sql, params)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ stations
+
+    async def put_station(
+        self,
+        station_id: str,
+        location_id: str,
+        definition: dict[str, Any],
+        connector_uids: dict[int, str],
+        password_hash: str | None,
+        keep_password: bool,
+        boot_status: str,
+    ) -> bool:
+        """Create or replace a station's definition. Returns True when it was created.
+
+        Raises ValueError when the Location id or an EVSE uid belongs to another station.
+        """
+        now = to_db(self.clock.now())
+
+        async def job(db: aiosqlite.Connection) -> bool:
+            rows = await db.execute_fetchall(
+                "SELECT id FROM stations WHERE location_id = ? COLLATE NOCASE AND id != ?",
+                (location_id, station_id),
+            )
+            if rows:
+                raise ValueError(f"location.id {location_id!r} is used by station {rows[0][0]}")
+            for uid in connector_uids.values():
+                rows = await db.execute_fetchall(
+                    "SELECT station_id FROM evses WHERE uid = ? AND station_id != ?",
+                    (uid, station_id),
+                )
+                if rows:
+                    raise ValueError(f"evse uid {uid!r} is used by station {rows[0][0]}")
+            existing = await db.execute_fetchall(
+                "SELECT password_hash FROM stations WHERE id = ?", (station_id,)
+            )
+            created = not existing
+            pw = existing[0][0] if (existing and keep_password) else password_hash
+            await db.execute(
+                """INSERT INTO stations (id, defined, location_id, definition, password_hash,
+                       boot_status, created_at, updated_at)
+                   VALUES (?, 1, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET defined = 1,
+                       location_id = excluded.location_id, definition = excluded.definition,
+                       password_hash = excluded.password_hash,
+                       boot_status = excluded.boot_status, updated_at = excluded.updated_at""",
+                (station_id, location_id, json.dumps(definition), pw, boot_status, now, now),
+            )
+            await db.execute("DELETE FROM evses WHERE station_id = ?", (station_id,))
+            await db.executemany(
+                "INSERT INTO evses (uid, station_id, connector_id) VALUES (?, ?, ?)",
+                [(uid, station_id, cid) for cid, uid in connector_uids.items()],
+            )
+            return created
+
+        return await self.write(job)
+
+    async def ensure_undefined_station(self, station_id: str) -> None:
+        """Record a station that connected while ``accept_unknown_stations`` is on."""
+        now = to_db(self.clock.now())
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT OR IGNORE INTO stations (id, defined, created_at, updated_at) "
+                "VALUES (?, 0, ?, ?)",
+                (station_id, now, now),
+            )
+
+        await self.write(job)
+
+    async def station_auth(self, station_id: str) -> dict[str, Any] | None:
+        """What the websocket handshake needs: does it exist, and its password hash."""
+        return await self.read_one(
+            "SELECT id, password_hash FROM stations WHERE id = ?", (station_id,)
+        )
+
+    async def get_station(self, station_id: str) -> dict[str, Any] | None:
+        row = await self.read_one("SELECT * FROM stations WHERE id = ?", (station_id,))
+        return self._station_row(row) if row else None
+
+    async def list_stations(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        rows = await self.read(
+            "SELECT * FROM stations ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+        )
+        total = await self.read_one("SELECT COUNT(*) AS n FROM stations")
+        return [self._station_row(r) for r in rows], int(total["n"] if total else 0)
+
+    def _station_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = dict(row)
+        for key in ("definition", "boot_info", "config_snapshot"):
+            row[key] = _json(row[key])
+        row["config_reasons"] = _json(row["config_reasons"], [])
+        seen = self._seen.get(row["id"])
+        if seen is not None:
+            row["last_seen_at"] = to_db(seen)
+        return row
+
+    async def connector_statuses(self, station_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in station_ids}
+        if not station_ids:
+            return out
+        marks = ",".join("?" * len(station_ids))
+        rows = await self.read(
+            f"SELECT * FROM connector_status WHERE station_id IN ({marks}) "
+            "ORDER BY station_id, connector_id",
+            station_ids,
+        )
+        for r in rows:
+            out[r["station_id"]].append(r)
+        return out
+
+    async def record_boot(
+        self, station_id: str, payload: dict[str, Any], at: datetime
+    ) -> tuple[str, bool]:
+        """Store a BootNotification. Returns the station's boot status setting (Accepted,
+        Pending or Rejected) and whether this is its first accepted boot (commissioning)."""
+        t = to_db(at)
+
+        async def job(db: aiosqlite.Connection) -> tuple[str, bool]:
+            rows = await db.execute_fetchall(
+                "SELECT boot_status, first_boot_at FROM stations WHERE id = ?", (station_id,)
+            )
+            status = rows[0][0] if rows else "Accepted"
+            first = status == "Accepted" and (not rows or rows[0][1] is None)
+            await db.execute(
+                """UPDATE stations SET vendor = ?, model = ?, serial_number = ?,
+                       firmware_version = ?, boot_info = ?, last_boot_at = ?,
+                       first_boot_at = COALESCE(first_boot_at, ?), updated_at = ?
+                   WHERE id = ?""",
+                (
+                    payload.get("chargePointVendor"),
+                    payload.get("chargePointModel"),
+                    payload.get("chargePointSerialNumber") or payload.get("chargeBoxSerialNumber"),
+                    payload.get("firmwareVersion"),
+                    json.dumps(payload),
+                    t,
+                    t if status == "Accepted" else None,
+                    t,
+                    station_id,
+                ),
+            )
+            return status, first
+
+        return await self.write(job)
+
+    async def record_status(
+        self,
+        station_id: str,
+        payload: dict[str, Any],
+        timestamp: ParsedTime,
+        at: datetime,
+    ) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                """INSERT INTO connector_status (station_id, connector_id, status, error_code,
+                       info, vendor_id, vendor_error_code, timestamp, timestamp_raw, received_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (station_id, connector_id) DO UPDATE SET
+                       status = excluded.status, error_code = excluded.error_code,
+                       info = excluded.info, vendor_id = excluded.vendor_id,
+                       vendor_error_code = excluded.vendor_error_code,
+                       timestamp = excluded.timestamp, timestamp_raw = excluded.timestamp_raw,
+                       received_at = excluded.received_at""",
+                (
+                    station_id,
+                    payload["connectorId"],
+                    payload["status"],
+                    payload["errorCode"],
+                    payload.get("info"),
+                    payload.get("vendorId"),
+                    payload.get("vendorErrorCode"),
+                    to_db(timestamp.value),
+                    timestamp.original,
+                    to_db(at),
+                ),
+            )
+
+        await self.write(job)
+
+    async def set_station_field(self, station_id: str, column: str, value: str | None) -> None:
+        if column not in ("diagnostics_status", "firmware_status"):
+            raise ValueError(column)
+        now = to_db(self.clock.now())
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                f"UPDATE stations SET {column} = ?, updated_at = ? WHERE id = ?",
+                (value, now, station_id),
+            )
+
+        await self.write(job)
+
+    async def save_configuration_check(
+        self,
+        station_id: str,
+        compliant: bool,
+        reasons: list[str],
+        snapshot: list[dict[str, Any]] | None,
+        at: datetime,
+    ) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                """UPDATE stations SET config_status = ?, config_reasons = ?,
+                       config_snapshot = COALESCE(?, config_snapshot), config_checked_at = ?
+                   WHERE id = ?""",
+                (
+                    "compliant" if compliant else "non_compliant",
+                    json.dumps(reasons),
+                    json.dumps(snapshot) if snapshot is not None else None,
+                    to_db(at),
+                    station_id,
+                ),
+            )
+
+        await self.write(job)
+
+    # last_seen_at changes on every frame: kept in memory, written in batches.
+
+    def touch_seen(self, station_id: str, at: datetime) -> None:
+        self._seen[station_id] = at
+
+    def last_seen(self, station_id: str) -> datetime | None:
+        return self._seen.get(station_id)
+
+    async def flush_seen(self) -> None:
+        if not self._seen or self._writer_task is None:
+            return
+        pending, self._seen = self._seen, {}
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "UPDATE stations SET last_seen_at = ? WHERE id = ? "
+                "AND (last_seen_at IS NULL OR last_seen_at < ?)",
+                [(to_db(t), sid, to_db(t)) for sid, t in pending.items()],
+            )
+
+        try:
+            await self.write(job)
+        except Exception:
+            for sid, t in pending.items():  # keep them for the next try
+                self._seen.setdefault(sid, t)
+            raise
+
+    # ------------------------------------------------------------------ unknown stations
+
+    async def record_unknown_station(self, station_id: str, remote: str | None) -> None:
+        now = to_db(self.clock.now())
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                """INSERT INTO unknown_stations VALUES (?, ?, ?, 1, ?)
+                   ON CONFLICT (charge_point_id) DO UPDATE SET
+                       last_seen_at = excluded.last_seen_at, attempts = attempts + 1,
+                       last_remote_address = excluded.last_remote_address""",
+                (station_id, now, now, remote),
+            )
+
+        await self.write(job)
+
+    async def list_unknown_stations(self) -> list[dict[str, Any]]:
+        return await self.read(
+            """SELECT u.* FROM unknown_stations u
+               WHERE NOT EXISTS (SELECT 1 FROM stations s WHERE s.id = u.charge_point_id
+                                 AND s.defined = 1)
+               ORDER BY u.last_seen_at DESC"""
+        )
+
+    # ------------------------------------------------------------------ id tags
+
+    async def put_id_tag(
+        self, id_tag: str, status: str, expiry_date: datetime | None, parent_id_tag: str | None
+    ) -> bool:
+        now = to_db(self.clock.now())
+
+        async def job(db: aiosqlite.Connection) -> bool:
+            rows = await db.execute_fetchall("SELECT 1 FROM id_tags WHERE id_tag = ?", (id_tag,))
+            await db.execute(
+                """INSERT INTO id_tags VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status,
+                       expiry_date = excluded.expiry_date, parent_id_tag = excluded.parent_id_tag,
+                       updated_at = excluded.updated_at""",
+                (
+                    id_tag,
+                    status,
+                    to_db(expiry_date) if expiry_date else None,
+                    parent_id_tag,
+                    now,
+                    now,
+                ),
+            )
+            return not rows
+
+        return await self.write(job)
+
+    async def delete_id_tag(self, id_tag: str) -> bool:
+        async def job(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute("DELETE FROM id_tags WHERE id_tag = ?", (id_tag,))
+            return cur.rowcount > 0
+
+        return await self.write(job)
+
+    async def get_id_tag(self, id_tag: str) -> dict[str, Any] | None:
+        return await self.read_one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,))
+
+    async def list_id_tags(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        rows = await self.read(
+            "SELECT * FROM id_tags ORDER BY id_tag LIMIT ? OFFSET ?", (limit, offset)
+        )
+        total = await self.read_one("SELECT COUNT(*) AS n FROM id_tags")
+        return rows, int(total["n"] if total else 0)
+
+    async def has_active_transaction(self, id_tag: str, exclude_station: str | None) -> bool:
+        row = await self.read_one(
+            "SELECT 1 FROM transactions WHERE id_tag = ? COLLATE NOCASE "
+            "AND stop_received_at IS NULL AND station_id != ? LIMIT 1",
+            (id_tag, exclude_station or ""),
+        )
+        return row is not None
+
+    # ------------------------------------------------------------------ transactions
+
+    async def start_transaction(
+        self,
+        station_id: str,
+        connector_id: int,
+        id_tag: str,
+        id_tag_status: str,
+        meter_start: int,
+        start: ParsedTime,
+        reservation_id: int | None,
+        flags: list[str],
+        at: datetime,
+    ) -> StartResult:
+        """Store a StartTransaction; the same start replayed gets the same id."""
+        raw_time = start.original or to_db(start.value)
+        key = f"{station_id}|{connector_id}|{id_tag.upper()}|{meter_start}|{raw_time}"
+
+        async def job(db: aiosqlite.Connection) -> StartResult:
+            rows = await db.execute_fetchall(
+                "SELECT id FROM transactions WHERE start_key = ?", (key,)
+            )
+            if rows:
+                return StartResult(int(rows[0][0]), created=False)
+            row = await db.execute_insert(
+                """INSERT INTO transactions (station_id, connector_id, id_tag, id_tag_status,
+                       reservation_id, meter_start, start_time, start_time_raw,
+                       start_received_at, start_key, flags)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    station_id,
+                    connector_id,
+                    id_tag,
+                    id_tag_status,
+                    reservation_id,
+                    meter_start,
+                    to_db(start.value),
+                    start.original,
+                    to_db(at),
+                    key,
+                    json.dumps(flags),
+                ),
+            )
+            assert row is not None
+            return StartResult(int(row[0]), created=True)
+
+        return await self.write(job)
+
+    async def stop_transaction(
+        self,
+        station_id: str,
+        transaction_id: int,
+        meter_stop: int,
+        stop: ParsedTime,
+        reason: str | None,
+        id_tag: str | None,
+        samples: list[tuple[ParsedTime, list[Sample]]],
+        payload: dict[str, Any],
+        at: datetime,
+    ) -> StopResult:
+        """Store a StopTransaction and its transactionData. Never refuses: a stop for a
+        transaction we do not know is kept as an anomaly, a replayed stop changes nothing."""
+        t_at = to_db(at)
+
+        async def job(db: aiosqlite.Connection) -> StopResult:
+            rows = await db.execute_fetchall(
+                "SELECT connector_id, meter_start, start_time, stop_received_at, meter_stop, "
+                "flags FROM transactions WHERE id = ? AND station_id = ?",
+                (transaction_id, station_id),
+            )
+            if not rows:
+                await db.execute(
+                    "INSERT INTO anomalies (station_id, kind, transaction_id, detail, "
+                    "received_at) VALUES (?, 'stop_unknown_transaction', ?, ?, ?)",
+                    (station_id, transaction_id, json.dumps(payload), t_at),
+                )
+                await _insert_samples(
+                    db, station_id, 0, None, transaction_id, "StopTransaction", samples, t_at
+                )
+                return StopResult(None, None, "unknown_transaction", ("unknown_transaction",))
+            connector_id, meter_start, start_time, stopped_at, old_stop, flags_text = rows[0]
+            if stopped_at is not None:
+                if old_stop != meter_stop:
+                    await db.execute(
+                        "INSERT INTO anomalies (station_id, kind, transaction_id, detail, "
+                        "received_at) VALUES (?, 'second_stop', ?, ?, ?)",
+                        (station_id, transaction_id, json.dumps(payload), t_at),
+                    )
+                return StopResult(transaction_id, connector_id, "replayed")
+            flags = list(json.loads(flags_text))
+            if meter_stop < meter_start:
+                flags.append("meter_backwards")
+            if to_db(stop.value) < start_time:
+                flags.append("stop_before_start")
+            await db.execute(
+                """UPDATE transactions SET meter_stop = ?, stop_time = ?, stop_time_raw = ?,
+                       stop_reason = ?, stop_id_tag = ?, stop_received_at = ?, flags = ?
+                   WHERE id = ?""",
+                (
+                    meter_stop,
+                    to_db(stop.value),
+                    stop.original,
+                    reason,
+                    id_tag,
+                    t_at,
+                    json.dumps(flags),
+                    transaction_id,
+                ),
+            )
+            await _insert_samples(
+                db, station_id, connector_id, transaction_id, None, "StopTransaction", samples, t_at
+            )
+            return StopResult(transaction_id, connector_id, "stopped", tuple(flags))
+
+        return await self.write(job)
+
+    async def add_meter_values(
+        self,
+        station_id: str,
+        connector_id: int,
+        reported_transaction_id: int | None,
+        samples: list[tuple[ParsedTime, list[Sample]]],
+        at: datetime,
+    ) -> MeterResult:
+        t_at = to_db(at)
+
+        async def job(db: aiosqlite.Connection) -> MeterResult:
+            ours: int | None = None
+            unknown = False
+            if reported_transaction_id is not None:
+                rows = await db.execute_fetchall(
+                    "SELECT id FROM transactions WHERE id = ? AND station_id = ?",
+                    (reported_transaction_id, station_id),
+                )
+                if rows:
+                    ours = reported_transaction_id
+                else:
+                    unknown = True
+                    await db.execute(
+                        "INSERT INTO anomalies (station_id, kind, transaction_id, detail, "
+                        "received_at) VALUES (?, 'meter_values_unknown_transaction', ?, ?, ?)",
+                        (
+                            station_id,
+                            reported_transaction_id,
+                            json.dumps({"connectorId": connector_id}),
+                            t_at,
+                        ),
+                    )
+            await _insert_samples(
+                db,
+                station_id,
+                connector_id,
+                ours,
+                reported_transaction_id if unknown else None,
+                "MeterValues",
+                samples,
+                t_at,
+            )
+            return MeterResult(ours, unknown)
+
+        return await self.write(job)
+
+    async def get_transaction(self, transaction_id: int) -> dict[str, Any] | None:
+        row = await self.read_one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
+        if row is not None:
+            row["flags"] = _json(row["flags"], [])
+        return row
+
+    async def list_transactions(
+        self,
+        station_id: str | None,
+        active: bool | None,
+        since: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, params = [], []
+        if station_id is not None:
+            where.append("station_id = ?")
+            params.append(station_id)
+        if active is not None:
+            where.append("stop_received_at IS NULL" if active else "stop_received_at IS NOT NULL")
+        if since is not None:
+            where.append("start_time >= ?")
+            params.append(to_db(since))
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = await self.read(
+            f"SELECT * FROM transactions {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self.read_one(f"SELECT COUNT(*) AS n FROM transactions {clause}", params)
+        for r in rows:
+            r["flags"] = _json(r["flags"], [])
+        return rows, int(total["n"] if total else 0)
+
+    async def meter_values_of(self, transaction_id: int) -> list[dict[str, Any]]:
+        return await self.read(
+            "SELECT * FROM meter_values WHERE transaction_id = ? ORDER BY timestamp, id",
+            (transaction_id,),
+        )
+
+    async def active_transaction_on(
+        self, station_id: str, connector_id: int
+    ) -> dict[str, Any] | None:
+        return await self.read_one(
+            "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
+            "AND stop_received_at IS NULL ORDER BY id DESC LIMIT 1",
+            (station_id, connector_id),
+        )
+
+    async def anomalies(self, station_id: str | None = None) -> list[dict[str, Any]]:
+        if station_id is None:
+            rows = await self.read("SELECT * FROM anomalies ORDER BY id")
+        else:
+            rows = await self.read(
+                "SELECT * FROM anomalies WHERE station_id = ? ORDER BY id", (station_id,)
+            )
+        for r in rows:
+            r["detail"] = _json(r["detail"])
+        return rows
+
+    # ------------------------------------------------------------------ misc records
+
+    async def record_data_transfer(
+        self, station_id: str, payload: dict[str, Any], answer: str, at: datetime
+    ) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO data_transfers (station_id, vendor_id, message_id, data, answer, "
+                "received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    station_id,
+                    payload["vendorId"],
+                    payload.get("messageId"),
+                    payload.get("data"),
+                    answer,
+                    to_db(at),
+                ),
+            )
+
+        await self.write(job)
+
+    async def command_started(
+        self, station_id: str, action: str, request: dict[str, Any], origin: str
+    ) -> int:
+        now = to_db(self.clock.now())
+
+        async def job(db: aiosqlite.Connection) -> int:
+            row = await db.execute_insert(
+                "INSERT INTO commands (station_id, action, request, outcome, origin, sent_at) "
+                "VALUES (?, ?, ?, 'pending', ?, ?)",
+                (station_id, action, json.dumps(request), origin, now),
+            )
+            assert row is not None
+            return int(row[0])
+
+        return await self.write(job)
+
+    async def command_finished(self, command_id: int, outcome: str, response: Any) -> None:
+        now = to_db(self.clock.now())
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE commands SET outcome = ?, response = ?, finished_at = ? WHERE id = ?",
+                (outcome, json.dumps(response), now, command_id),
+            )
+
+        await self.write(job)
+
+    async def list_commands(
+        self, station_id: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        clause, params = ("WHERE station_id = ?", [station_id]) if station_id else ("", [])
+        rows = await self.read(
+            f"SELECT * FROM commands {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self.read_one(f"SELECT COUNT(*) AS n FROM commands {clause}", params)
+        for r in rows:
+            r["request"] = _json(r["request"])
+            r["response"] = _json(r["response"])
+        return rows, int(total["n"] if total else 0)
+
+
+async def _insert_samples(
+    db: aiosqlite.Connection,
+    station_id: str,
+    connector_id: int,
+    transaction_id: int | None,
+    reported_transaction_id: int | None,
+    source: str,
+    samples: list[tuple[ParsedTime, list[Sample]]],
+    received_at: str,
+) -> None:
+    rows = []
+    for ts, values in samples:
+        t, raw = to_db(ts.value), ts.original
+        for s in values:
+            rows.append(
+                (
+                    station_id,
+                    connector_id,
+                    transaction_id,
+                    reported_transaction_id,
+                    source,
+                    t,
+                    raw,
+                    s.measurand,
+                    s.phase,
+                    s.unit,
+                    s.context,
+                    s.location,
+                    s.format,
+                    s.value_raw,
+                    s.value,
+                    s.norm_unit,
+                    received_at,
+                )
+            )
+    if rows:
+        await db.executemany(
+            """INSERT INTO meter_values (station_id, connector_id, transaction_id,
+                   reported_transaction_id, source, timestamp, timestamp_raw, measurand, phase,
+                   unit, context, location, format, value_raw, value, norm_unit, received_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            rows,
+        )
+
+
+__all__ = ["MeterResult", "StartResult", "StopResult", "Store", "from_db", "to_db"]
