@@ -47,4 +47,5 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     # one line per websocket handshake refusal is ours already; keep the library quieter
     logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
     logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, root.level))

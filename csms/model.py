@@ -189,15 +189,16 @@ class StationDef(_Model):
     location: LocationDef
     evses: list[EvseDef] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_evses(self) -> StationDef:
-        cids = [e.connector_id for e in self.evses]
+    @field_validator("evses")
+    @classmethod
+    def _unique_evses(cls, evses: list[EvseDef]) -> list[EvseDef]:
+        cids = [e.connector_id for e in evses]
         if len(set(cids)) != len(cids):
-            raise ValueError("evses: each connector_id may appear once")
-        uids = [e.uid.upper() for e in self.evses]
+            raise ValueError("each connector_id may appear once")
+        uids = [e.uid.upper() for e in evses]
         if len(set(uids)) != len(uids):
-            raise ValueError("evses: each uid may appear once")
-        return self
+            raise ValueError("each uid may appear once")
+        return evses
 
     def definition(self) -> dict[str, object]:
         """What is stored and published (no password, no boot policy)."""

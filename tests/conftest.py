@@ -1,0 +1,161 @@
+"""Shared fixtures: a real central system on loopback, with a real SQLite file."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from csms.app import CentralSystem
+from csms.clock import Clock
+from csms.config import Settings, load_settings
+from csms.logs import configure_logging
+from csms.passwords import hash_password
+
+ADMIN_PASSWORD = "test-admin-pw"
+# hashing is slow on purpose; one hash for the whole session
+_ADMIN_HASH = hash_password(ADMIN_PASSWORD, log2_n=10)
+
+configure_logging("debug", "console")
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    env = {
+        "CSMS_DATA_DIR": f'"{tmp_path / "data"}"',
+        "CSMS_OCPP__HOST": '"127.0.0.1"',
+        "CSMS_OCPP__PORT": "0",
+        "CSMS_HTTP__HOST": '"127.0.0.1"',
+        "CSMS_HTTP__PORT": "0",
+        "CSMS_DATABASE__SYNCHRONOUS": '"NORMAL"',
+        "CSMS_OCPP__CALL_TIMEOUT": "5",
+    }
+    for key, value in overrides.items():
+        env["CSMS_" + key.upper()] = value
+    return load_settings(None, env)
+
+
+class Api:
+    """A small client of the operator API."""
+
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.session = session
+        token = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+        self.auth = {"Authorization": f"Basic {token}"}
+
+    async def request(
+        self, method: str, path: str, body: Any = None, auth: bool = True, **kw: Any
+    ) -> tuple[int, Any]:
+        headers = dict(self.auth) if auth else {}
+        async with self.session.request(
+            method, self.base + path, json=body, headers=headers, **kw
+        ) as resp:
+            text = await resp.text()
+            try:
+                import json
+
+                data = json.loads(text) if text else None
+            except ValueError:
+                data = text
+            return resp.status, data
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kw)
+
+    async def put(self, path: str, body: Any, **kw: Any) -> tuple[int, Any]:
+        return await self.request("PUT", path, body, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, body, **kw)
+
+
+class Running:
+    def __init__(self, system: CentralSystem, api: Api) -> None:
+        self.system = system
+        self.api = api
+
+    @property
+    def ocpp_url(self) -> str:
+        return f"ws://127.0.0.1:{self.system.ocpp_port}/ocpp"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.system.http_port}"
+
+    async def define_station(
+        self, station_id: str, connectors: int = 2, **extra: Any
+    ) -> dict[str, Any]:
+        status, body = await self.api.put(
+            f"/api/v1/stations/{station_id}", station_body(station_id, connectors, **extra)
+        )
+        assert status in (200, 201), body
+        return body
+
+    async def put_tag(self, id_tag: str, status: str = "Accepted", **extra: Any) -> None:
+        code, body = await self.api.put(f"/api/v1/id-tags/{id_tag}", {"status": status, **extra})
+        assert code in (200, 201), body
+
+
+def station_body(station_id: str, connectors: int = 2, **extra: Any) -> dict[str, Any]:
+    loc = f"LOC-{station_id}"[:36]
+    return {
+        "location": {
+            "id": loc,
+            "name": f"Station {station_id}",
+            "address": "Avenida da Liberdade 1",
+            "city": "Lisboa",
+            "postal_code": "1250-096",
+            "country": "PRT",
+            "coordinates": {"latitude": "38.716670", "longitude": "-9.141670"},
+            "time_zone": "Europe/Lisbon",
+            "parking_type": "ON_STREET",
+            "mobie_voltage_level": "BTN",
+        },
+        "evses": [
+            {
+                "connector_id": n,
+                "uid": f"{loc}-{n:02d}"[:36],
+                "evse_id": f"PT*MOB*E{station_id}*{n}"[:48],
+                "capabilities": ["REMOTE_START_STOP_CAPABLE", "RFID_READER"],
+                "connectors": [
+                    {
+                        "id": "1",
+                        "standard": "IEC_62196_T2",
+                        "format": "SOCKET",
+                        "power_type": "AC_3_PHASE",
+                        "max_voltage": 230,
+                        "max_amperage": 32,
+                        "max_electric_power": 22000,
+                    }
+                ],
+            }
+            for n in range(1, connectors + 1)
+        ],
+        **extra,
+    }
+
+
+async def start_system(
+    tmp_path: Path, clock: Clock | None = None, **overrides: Any
+) -> tuple[CentralSystem, aiohttp.ClientSession, Running]:
+    system = CentralSystem(
+        make_settings(tmp_path, **overrides), clock=clock, admin_password_hash=_ADMIN_HASH
+    )
+    await system.start()
+    session = aiohttp.ClientSession()
+    running = Running(system, Api(f"http://127.0.0.1:{system.http_port}", session))
+    return system, session, running
+
+
+@pytest.fixture
+async def csms(tmp_path: Path) -> AsyncIterator[Running]:
+    system, session, running = await start_system(tmp_path)
+    try:
+        yield running
+    finally:
+        await session.close()
+        await system.stop()

@@ -1,0 +1,81 @@
+"""Run ``csms run`` as a real process, the way an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ADMIN_PASSWORD
+
+
+class Daemon:
+    def __init__(self, workdir: Path, extra_config: str = "") -> None:
+        self.workdir = workdir
+        self.config = workdir / "csms.toml"
+        if not self.config.exists():
+            self.config.write_text(
+                'data_dir = "data"\n'
+                '[ocpp]\nhost = "127.0.0.1"\nport = 0\ncall_timeout = 5\n'
+                '[http]\nhost = "127.0.0.1"\nport = 0\n'
+                '[logging]\nformat = "json"\nlevel = "info"\n' + extra_config
+            )
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ocpp_port = 0
+        self.http_port = 0
+        self.lines: list[dict[str, Any]] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env = dict(os.environ, CSMS_ADMIN_PASSWORD=ADMIN_PASSWORD)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "csms.cli",
+            "run",
+            "--config",
+            str(self.config),
+            cwd=self.workdir,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        ready = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(ready))
+        await asyncio.wait_for(ready, 20)
+
+    async def _read(self, ready: asyncio.Future[None]) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"event": raw.decode(errors="replace").rstrip()}
+            self.lines.append(line)
+            if line.get("event") == "HTTP server listening":
+                self.http_port = int(line["port"])
+            if line.get("event") == "OCPP websocket server listening":
+                self.ocpp_port = int(line["port"])
+            if line.get("event") == "central system running" and not ready.done():
+                ready.set_result(None)
+        if not ready.done():
+            ready.set_exception(RuntimeError(f"csms exited: {self.lines[-5:]}"))
+
+    @property
+    def ocpp_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ocpp_port}/ocpp"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    async def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), 20)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code

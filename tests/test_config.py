@@ -1,0 +1,73 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from csms.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_is_valid_and_has_mobie_defaults() -> None:
+    s = load_settings(ROOT / "config.example.toml", {})
+    assert s.mobie_mode
+    assert s.ocpp.port == 9000 and s.http.port == 8080
+    assert s.ocpp.heartbeat_interval == 120
+    assert s.ocpp.meter_value_sample_interval == 60
+    assert s.ocpp.path_prefix == "/ocpp"
+    assert s.database_path.name == "csms.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"CSMS_OCPP__METER_VALUE_SAMPLE_INTERVAL": "301"}, "ocpp.meter_value_sample_interval"),
+        ({"CSMS_OCPP__HEARTBEAT_INTERVAL": "300"}, "ocpp.heartbeat_interval"),
+        ({"CSMS_OCPP__PORT": '"nine"'}, "ocpp.port"),
+        ({"CSMS_OCPP__HEARTBEAT_INTERVL": "10"}, "ocpp.heartbeat_intervl"),
+        ({"CSMS_DATABASE__SYNCHRONOUS": '"OFF"'}, "database.synchronous"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(None, env)
+    assert key in str(e.value)
+
+
+def test_lower_intervals_are_accepted_and_mobie_mode_can_be_turned_off() -> None:
+    s = load_settings(None, {"CSMS_OCPP__HEARTBEAT_INTERVAL": "5"})
+    assert s.ocpp.heartbeat_interval == 5
+    s = load_settings(
+        None, {"CSMS_MOBIE_MODE": "false", "CSMS_OCPP__METER_VALUE_SAMPLE_INTERVAL": "900"}
+    )
+    assert s.ocpp.meter_value_sample_interval == 900
+
+
+def test_cli_exits_2_on_a_bad_config_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('data_dir = "d"\n[ocpp]\nmeter_value_sample_interval = 900\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "csms.cli", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "ocpp.meter_value_sample_interval" in proc.stderr
+    assert not (tmp_path / "d").exists(), "nothing may be started or created"
+
+
+def test_cli_exits_2_on_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[ocpp\n")
+    for path in (cfg, tmp_path / "missing.toml"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "csms.cli", "run", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert str(path) in proc.stderr

@@ -1,0 +1,164 @@
+"""The central system run as a daemon: durability across kill -9, clean SIGTERM, health and
+metrics endpoints, structured logs bound to the station and message id."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import Api, station_body
+from tests.daemon import Daemon
+from tests.raw_client import RawClient
+
+
+async def test_answered_stop_survives_kill_9(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(daemon.http_url, session)
+        assert (await api.put("/api/v1/stations/DUR1", station_body("DUR1", 1)))[0] == 201
+        assert (await api.put("/api/v1/id-tags/TAG1", {"status": "Accepted"}))[0] == 201
+        client = await RawClient.open(f"{daemon.ocpp_url}/DUR1")
+        await client.ok("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+        start = await client.ok(
+            "StartTransaction",
+            {
+                "connectorId": 1,
+                "idTag": "TAG1",
+                "meterStart": 1000,
+                "timestamp": "2026-01-01T10:00:00Z",
+            },
+        )
+        tx = start["transactionId"]
+        for i in range(1, 4):
+            await client.ok(
+                "MeterValues",
+                {
+                    "connectorId": 1,
+                    "transactionId": tx,
+                    "meterValue": [
+                        {
+                            "timestamp": f"2026-01-01T10:0{i}:00Z",
+                            "sampledValue": [
+                                {"value": str(1000 + i * 100), "unit": "Wh"},
+                                {"value": "6.0", "measurand": "Power.Active.Import", "unit": "kW"},
+                            ],
+                        }
+                    ],
+                },
+            )
+        await client.ok(
+            "StopTransaction",
+            {
+                "transactionId": tx,
+                "meterStop": 1400,
+                "timestamp": "2026-01-01T10:04:00Z",
+                "reason": "Local",
+                "transactionData": [
+                    {
+                        "timestamp": "2026-01-01T10:04:00Z",
+                        "sampledValue": [
+                            {"value": "1400", "context": "Transaction.End", "unit": "Wh"}
+                        ],
+                    }
+                ],
+            },
+        )
+        # the answer has arrived: kill at once, no chance to flush anything
+        assert await daemon.signal(signal.SIGKILL) == -signal.SIGKILL
+        await client.close()
+
+    daemon = Daemon(tmp_path)
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(daemon.http_url, session)
+        status, body = await api.get(f"/api/v1/transactions/{tx}")
+        assert status == 200
+        assert body["active"] is False
+        assert body["meter_start_wh"] == 1000 and body["meter_stop_wh"] == 1400
+        assert body["stop_reason"] == "Local"
+        values = body["meter_values"]
+        assert len(values) == 7  # 3 x (energy + power) + the Transaction.End reading
+        assert [v["value"] for v in values if v["measurand"] == "Power.Active.Import"] == [
+            "6.0"
+        ] * 3
+        assert {
+            v["normalised_value"] for v in values if v["measurand"] == "Power.Active.Import"
+        } == {6000.0}
+    assert await daemon.signal(signal.SIGTERM) == 0
+
+
+async def test_sigterm_closes_connections_and_exits_0(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(daemon.http_url, session)
+        await api.put("/api/v1/stations/T1", station_body("T1", 1))
+        client = await RawClient.open(f"{daemon.ocpp_url}/T1")
+        await client.ok("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+
+        async with session.get(daemon.http_url + "/healthz") as resp:
+            health = await resp.json()
+            assert resp.status == 200 and health["status"] == "ok"
+            assert health["stations_connected"] == 1 and health["database"] == "ok"
+        async with session.get(daemon.http_url + "/metrics") as resp:
+            text = await resp.text()
+            assert resp.status == 200 and resp.content_type.startswith("text/plain")
+        assert "csms_stations_connected 1.0" in text
+        assert 'csms_ocpp_frames_received_total{action="BootNotification"} 1.0' in text
+        assert 'csms_ocpp_answer_seconds_count{action="BootNotification"} 1.0' in text
+        assert "csms_ocpp_call_errors_sent_total" in text
+
+        assert await daemon.signal(signal.SIGTERM) == 0
+        await client.ws.wait_closed()
+        assert client.ws.close_code == 1001  # going away
+        await client.close()
+    events = [line.get("event") for line in daemon.lines]
+    assert "shutting down" in events and events[-1] == "stopped"
+    # every line is JSON, and the lines about the station carry its id and the message id
+    boot_lines = [line for line in daemon.lines if line.get("event") == "boot"]
+    assert boot_lines and boot_lines[0]["station_id"] == "T1"
+    assert boot_lines[0]["message_id"] == "m1"
+    assert all("timestamp" in line and "level" in line for line in daemon.lines)
+
+
+async def test_generated_admin_password_is_printed_once_and_kept(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CSMS_ADMIN_PASSWORD"}
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'data_dir = "data"\n[ocpp]\nhost="127.0.0.1"\nport=0\n[http]\nhost="127.0.0.1"\nport=0\n'
+        '[logging]\nformat="json"\n'
+    )
+    for _ in range(2):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "csms.cli",
+            "run",
+            "--config",
+            str(cfg),
+            cwd=tmp_path,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        lines = []
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            lines.append(raw.decode())
+            if "central system running" in lines[-1]:
+                break
+        proc.send_signal(signal.SIGTERM)
+        await proc.communicate()
+        assert proc.returncode == 0
+        generated = [line for line in lines if "generated one" in line]
+        if _ == 0:
+            assert len(generated) == 1 and '"password"' in generated[0]
+        else:
+            assert generated == []
+    assert (tmp_path / "data" / "admin-password.hash").read_text().startswith("scrypt$")
