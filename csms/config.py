@@ -42,8 +42,8 @@ class OcppSettings(_Section):
     meter_value_sample_interval: int = Field(60, ge=1)
     boot_retry_interval: int = Field(60, ge=1, description="interval given with Pending/Rejected")
     call_timeout: float = Field(30.0, gt=0, description="seconds to wait for a station's answer")
-    ping_interval: float | None = Field(60.0, gt=0)
-    ping_timeout: float | None = Field(60.0, gt=0)
+    ping_interval: float = Field(60.0, ge=0, description="0 disables keep-alive pings")
+    ping_timeout: float = Field(60.0, ge=0, description="0 waits for pongs forever")
     max_message_size: int = Field(1 << 20, ge=1024)
     provision_on_boot: bool = Field(True, description="set R3/R4 intervals after each boot")
 

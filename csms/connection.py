@@ -125,7 +125,11 @@ class StationConnection:
                 ocppj.check_incoming_action(call.action)
                 ocppj.check_payload(ocppj.CALL, call.action, call.payload)
                 response = await self.handlers.handle(self, call.action, call.payload, received_at)
-                ocppj.check_payload(ocppj.CALLRESULT, call.action, response)
+                try:
+                    ocppj.check_payload(ocppj.CALLRESULT, call.action, response)
+                except ocppj.OcppError as e:  # our bug, not the station's
+                    log.error("our answer is not schema-valid", error=str(e), answer=response)
+                    raise ocppj.InternalErr("the central system produced an invalid answer") from e
                 frame = ocppj.result_frame(call.unique_id, response)
             except ocppj.OcppError as e:
                 log.warning(

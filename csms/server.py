@@ -91,8 +91,8 @@ class OcppServer:
             select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
             compression=None,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_timeout,
+            ping_interval=cfg.ping_interval or None,
+            ping_timeout=cfg.ping_timeout or None,
             max_size=cfg.max_message_size,
         )
         log.info("OCPP websocket server listening", host=cfg.host, port=self.port)

@@ -225,3 +225,27 @@ async def test_boot_is_stored_and_answered_with_the_heartbeat_interval(csms: Run
     )
     assert boot["notification"] == payload and boot["first_boot_at"] == boot["last_boot_at"]
     await client.close()
+
+
+async def test_a_failing_handler_answers_internal_error_and_the_loop_goes_on(
+    csms: Running,
+) -> None:
+    client = await _station(csms)
+
+    async def broken(conn: Any, payload: Any, received_at: Any) -> dict[str, Any]:
+        raise RuntimeError("disk on fire")
+
+    async def wrong_answer(conn: Any, payload: Any, received_at: Any) -> dict[str, Any]:
+        return {"currentTime": 42}  # not schema-valid: must not reach the station
+
+    routes = csms.system.handlers._routes
+    original = routes["Heartbeat"]
+    routes["Heartbeat"] = broken
+    reply = await client.call("Heartbeat", {})
+    assert reply[0] == 4 and reply[2] == "InternalError"
+    routes["Heartbeat"] = wrong_answer
+    reply = await client.call("Heartbeat", {})
+    assert reply[0] == 4 and reply[2] == "InternalError"
+    routes["Heartbeat"] = original
+    assert (await client.ok("Heartbeat", {}))["currentTime"]
+    await client.close()
