@@ -7,16 +7,14 @@ before it starts.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .api import Api, error, errors_middleware
-from .passwords import VerifiedCache
+from .passwords import VerifiedCache, parse_basic_auth
 
 log = structlog.get_logger("csms.http")
 
@@ -24,25 +22,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 
 
-def basic_auth_middleware(user: str, password_hash: str, prefix: str = "/api/"):  # type: ignore[no-untyped-def]
+def basic_auth_middleware(
+    user: str, password_hash: str, prefix: str = "/api/"
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     cache = VerifiedCache(size=64)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(prefix):
             return await handler(request)
-        ok = False
-        header = request.headers.get("Authorization", "")
-        scheme, _, data = header.partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                given_user, sep, given_pw = (
-                    base64.b64decode(data, validate=True).decode().partition(":")
-                )
-            except (binascii.Error, UnicodeDecodeError):
-                sep = ""
-            if sep and given_user == user:
-                ok = await asyncio.to_thread(cache.verify, given_pw, password_hash)
+        creds = parse_basic_auth(request.headers.get("Authorization"))
+        ok = (
+            creds is not None
+            and creds[0] == user
+            and await asyncio.to_thread(cache.verify, creds[1], password_hash)
+        )
         if not ok:
             log.warning(
                 "API request refused: credentials", path=request.path, remote=request.remote
@@ -56,8 +50,12 @@ def basic_auth_middleware(user: str, password_hash: str, prefix: str = "/api/"):
 
 
 def build_app(
-    api: Api, admin_user: str, admin_password_hash: str, health: HealthCheck, registry_metrics
-) -> web.Application:  # type: ignore[no-untyped-def]
+    api: Api,
+    admin_user: str,
+    admin_password_hash: str,
+    health: HealthCheck,
+    registry_metrics: CollectorRegistry,
+) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, basic_auth_middleware(admin_user, admin_password_hash)],
         client_max_size=1 << 20,

@@ -8,6 +8,7 @@ so that a reconnect storm of thousands of stations does not cost minutes of CPU.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -69,3 +70,18 @@ class VerifiedCache:
         if len(self._seen) > self._size:
             self._seen.popitem(last=False)
         return True
+
+
+def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic ...`` header value, or None."""
+    if not header:
+        return None
+    scheme, _, data = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(data.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None

@@ -12,8 +12,6 @@ URL-decoded. During the handshake we refuse, before any websocket exists:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -21,7 +19,6 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
@@ -30,7 +27,7 @@ from .commands import ConnectionRegistry
 from .connection import StationConnection
 from .events import StationConnected, StationDisconnected
 from .handlers import OcppHandlers, Services
-from .passwords import VerifiedCache
+from .passwords import VerifiedCache, parse_basic_auth
 
 log = structlog.get_logger("csms.server")
 
@@ -49,20 +46,6 @@ def charge_point_id_from_path(path: str, prefix: str) -> str | None:
     if not cp_id or len(cp_id) > 255:
         return None
     return cp_id
-
-
-def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
-    value = headers.get("Authorization")
-    if not value:
-        return None
-    scheme, _, data = value.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, sep, password = base64.b64decode(data.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if sep else None
 
 
 class OcppServer:
@@ -142,7 +125,7 @@ class OcppServer:
             await store.ensure_undefined_station(cp_id)
             log.info("unknown station accepted (accept_unknown_stations)", station_id=cp_id)
         elif station["password_hash"]:
-            creds = _basic_credentials(request.headers)
+            creds = parse_basic_auth(request.headers.get("Authorization"))
             ok = (
                 creds is not None
                 and creds[0] == cp_id
