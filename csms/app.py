@@ -128,14 +128,14 @@ class CentralSystem:
 
     async def health(self) -> dict[str, object]:
         try:
-            version = await self.store.schema_version()
+            versions = await self.store.schema_versions()
             db = "ok"
         except Exception as e:
-            version, db = 0, f"error: {e}"
+            versions, db = {}, f"error: {e}"
         return {
             "status": "ok" if db == "ok" and self.started else "unavailable",
             "database": db,
-            "schema_version": version,
+            "schema_versions": versions,
             "stations_connected": len(self.registry),
         }
 

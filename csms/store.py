@@ -37,9 +37,10 @@ Job = Callable[[aiosqlite.Connection], Awaitable[T]]
 MAX_BATCH = 500
 
 
-def _migrations() -> list[tuple[int, str, str]]:
+def _migrations(package: str) -> list[tuple[int, str, str]]:
+    """The ``NNNN_name.sql`` files of a package, in order."""
     out = []
-    for entry in resources.files("csms.migrations").iterdir():
+    for entry in resources.files(package).iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
@@ -90,6 +91,7 @@ class Store:
         self._queue: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._seen: dict[str, datetime] = {}  # last_seen_at not yet written
+        self._components: dict[str, str] = {"csms": "csms.migrations"}
         self.commits = 0
         self.jobs = 0
 
@@ -121,35 +123,43 @@ class Store:
                 await conn.close()
         self._r = self._w = None
 
+    def add_migrations(self, component: str, package: str) -> None:
+        """Let an extension (the OCPI bridge) version its own tables; call before open()."""
+        self._components[component] = package
+
     async def _migrate(self) -> None:
         db = self._w
         assert db is not None
         await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
+            "version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
+            "PRIMARY KEY (component, version))"
         )
-        rows = await db.execute_fetchall("SELECT version FROM schema_migrations")
-        applied = {r[0] for r in rows}
-        for version, name, script in _migrations():
-            if version in applied:
-                continue
-            log.info("applying migration", migration=name)
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _split_sql(script):
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (version, name, to_db(self.clock.now())),
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        rows = await db.execute_fetchall("SELECT component, version FROM schema_migrations")
+        applied = {(r[0], r[1]) for r in rows}
+        for component, package in self._components.items():
+            for version, name, script in _migrations(package):
+                if (component, version) in applied:
+                    continue
+                log.info("applying migration", component=component, migration=name)
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(script):
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?, ?)",
+                        (component, version, name, to_db(self.clock.now())),
+                    )
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
 
-    async def schema_version(self) -> int:
-        rows = await self.read("SELECT MAX(version) AS v FROM schema_migrations")
-        return int(rows[0]["v"] or 0)
+    async def schema_versions(self) -> dict[str, int]:
+        rows = await self.read(
+            "SELECT component, MAX(version) AS v FROM schema_migrations GROUP BY component"
+        )
+        return {r["component"]: int(r["v"]) for r in rows}
 
     # ------------------------------------------------------------------ writer
 
