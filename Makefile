@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= config.example.toml
 STAMP  := $(VENV)/.installed
+# The independent OCPI peer used by the tests pins pydantic 1: it gets its own venv.
+PEER_VENV  ?= .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
 
 .PHONY: run test lint format bench clean
 
@@ -14,6 +17,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+$(PEER_STAMP): tests/ocpi_peer/requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet -r tests/ocpi_peer/requirements.txt
+	@touch $@
+
 run: $(STAMP)
 	$(VENV)/bin/csms run --config $(CONFIG)
 
@@ -21,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(STAMP) lint
+test: $(STAMP) $(PEER_STAMP) lint
 	$(PY) -m pytest -q
 
 format: $(STAMP)
@@ -29,4 +38,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEER_VENV) build *.egg-info .pytest_cache .ruff_cache
