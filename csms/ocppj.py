@@ -70,8 +70,12 @@ OTHER_16_ACTIONS = frozenset(
         "SignedFirmwareStatusNotification",
     }
 )
-# The 1.6 schemas have `multipleOf: 0.1` on these; validate them with Decimals.
-_DECIMAL_ACTIONS = frozenset({"SetChargingProfile", "RemoteStartTransaction"})
+# The 1.6 schemas have `multipleOf: 0.1` in these; they are validated with Decimals. The
+# library caches one validator per schema whatever it was loaded with, so we must load these
+# exactly as it does.
+_DECIMAL_SCHEMAS = frozenset(
+    {(2, "SetChargingProfile"), (2, "RemoteStartTransaction"), (3, "GetCompositeSchedule")}
+)
 
 
 class OcppError(Exception):
@@ -206,7 +210,7 @@ def parse_frame(text: str | bytes) -> Frame:
 
 
 def _validator(kind: int, action: str) -> Draft4Validator:
-    parse_float = Decimal if (kind == CALL and action in _DECIMAL_ACTIONS) else float
+    parse_float = Decimal if (kind, action) in _DECIMAL_SCHEMAS else float
     return get_validator(kind, action, OCPP_VERSION, parse_float=parse_float)
 
 
@@ -237,7 +241,7 @@ def check_payload(kind: int, action: str, payload: Any) -> None:
         validator = _validator(kind, action)
     except OSError:
         raise NotImplementedErr(f"no schema for {action}") from None
-    if action in _DECIMAL_ACTIONS and kind == CALL:
+    if (kind, action) in _DECIMAL_SCHEMAS:
         payload = json.loads(json.dumps(payload), parse_float=Decimal)
     error = next(iter(validator.iter_errors(payload)), None)
     if error is not None:
