@@ -28,19 +28,6 @@ async def _status_of_refusal(url: str, **kw: object) -> int:
     return e.value.response.status_code
 
 
-async def test_TC_088_CSMS_subprotocol(csms: Running) -> None:
-    await csms.define_station("CP1")
-    url = f"{csms.ocpp_url}/CP1"
-    # offering only an unknown subprotocol, or none at all, is refused during the handshake
-    assert await _status_of_refusal(url, subprotocols=["ocpp0.1"]) == 400
-    assert await _status_of_refusal(url) == 400
-    # from ["ocpp0.1", "ocpp1.6"] the central system chooses ocpp1.6
-    async with connect(url, subprotocols=["ocpp0.1", "ocpp1.6"]) as ws:
-        assert ws.subprotocol == "ocpp1.6"
-        assert ws.response.headers["Sec-WebSocket-Protocol"] == "ocpp1.6"
-        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None  # no compression
-
-
 async def test_unknown_station_is_refused_with_404_recorded_and_listed(csms: Running) -> None:
     url = f"{csms.ocpp_url}/GHOST%2001"
     assert await _status_of_refusal(url, subprotocols=["ocpp1.6"]) == 404
