@@ -345,8 +345,10 @@ class Api:
             "stop_reason": row["stop_reason"],
             "stop_id_tag": row["stop_id_tag"],
             "flags": row["flags"],
+            "tag_owner": row["tag_owner"],
             "start_received_at": _iso(row["start_received_at"]),
             "stop_received_at": _iso(row["stop_received_at"]),
+            "updated_at": _iso(row["updated_at"]),
         }
 
     async def list_transactions(self, request: web.Request) -> web.Response:

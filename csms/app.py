@@ -20,6 +20,7 @@ from .commands import CommandPort, ConnectionRegistry
 from .config import Settings
 from .connection import StationConnection
 from .events import EventBus
+from .extensions import Extension
 from .handlers import OcppHandlers, Services
 from .http import build_app
 from .metrics import Metrics
@@ -47,6 +48,7 @@ class CentralSystem:
         settings: Settings,
         clock: Clock | None = None,
         admin_password_hash: str | None = None,
+        extensions: list[tuple[Extension, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -74,6 +76,9 @@ class CentralSystem:
         self._site: web.TCPSite | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
+        self.extensions = [ext for ext, _ in extensions or []]
+        for ext, config in extensions or []:
+            ext.attach(self, config)
 
     def _provision(self, conn: StationConnection) -> None:
         conn.spawn(provision(conn, self.services, self.commands), "provisioning")
@@ -90,6 +95,8 @@ class CentralSystem:
     async def start(self) -> None:
         ocppj.prewarm_validators()
         await self.store.open()
+        for ext in self.extensions:
+            await ext.start()
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         h = self.settings.http
@@ -109,6 +116,11 @@ class CentralSystem:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for ext in reversed(self.extensions):
+            try:
+                await ext.stop()
+            except Exception:
+                log.exception("extension did not stop cleanly", extension=ext.name)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -176,9 +188,13 @@ def resolve_admin_password(settings: Settings, environ: dict[str, str] | None = 
     return encoded
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, extensions: list[tuple[Extension, Any]] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
-    system = CentralSystem(settings, admin_password_hash=resolve_admin_password(settings))
+    system = CentralSystem(
+        settings,
+        admin_password_hash=resolve_admin_password(settings),
+        extensions=extensions,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,7 +19,8 @@ class IdTagInfo:
     status: str
     expiry_date: datetime | None = None
     parent_id_tag: str | None = None
-    source: str = "local"  # which store answered: local, or the name of a token source
+    source: str = "local"  # which store answered: local, unknown, or a token source's name
+    owner: str | None = None  # opaque reference to who owns the token, kept on transactions
 
     def to_ocpp(self) -> dict[str, Any]:
         info: dict[str, Any] = {"status": self.status}

@@ -1,8 +1,9 @@
 """``csms``: the command line of the central system.
 
-csms run --config FILE       run everything in one process until SIGTERM/SIGINT
-csms check-config --config FILE
-csms hash-password           print a hash for api.admin_password_hash
+csms run --config FILE            run everything in one process until SIGTERM/SIGINT
+csms check-config --config FILE   validate a configuration file and exit
+csms hash-password                print a hash for api.admin_password_hash
+csms <extension> ...              commands of installed extensions (e.g. csms ocpi)
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import argparse
 import asyncio
 import getpass
 import sys
+from typing import Any
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, Settings, load_settings
+from .extensions import Extension, discover
 from .logs import configure_logging
 from .passwords import hash_password
 
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(extensions: list[Extension]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csms", description="OCPP 1.6J central system")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the central system")
@@ -28,31 +31,51 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", required=True)
     hp = sub.add_parser("hash-password", help="hash a password for the configuration file")
     hp.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    for ext in extensions:
+        ext_parser = sub.add_parser(ext.name, help=f"{ext.name} commands")
+        ext_parser.add_argument("--config", "-c", required=True, help="TOML configuration file")
+        ext.add_commands(ext_parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "hash-password":
-        if args.stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        else:
-            password = getpass.getpass("Password: ")
-            if getpass.getpass("Again: ") != password:
-                print("csms: the passwords differ", file=sys.stderr)
-                return 1
-        if len(password) < 8:
-            print("csms: use at least 8 characters", file=sys.stderr)
+def _hash_password(args: argparse.Namespace) -> int:
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("csms: the passwords differ", file=sys.stderr)
             return 1
-        print(hash_password(password))
-        return 0
+    if len(password) < 8:
+        print("csms: use at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def load_with_extensions(
+    path: str, extensions: list[Extension]
+) -> tuple[Settings, list[tuple[Extension, Any]]]:
+    """Load the configuration and let each extension validate its own section."""
+    settings = load_settings(path, extensions=[e.name for e in extensions])
+    configured = [
+        (e, e.validate_config(settings.extension_section(e.name), settings)) for e in extensions
+    ]
+    return settings, configured
+
+
+def main(argv: list[str] | None = None) -> int:
+    extensions = discover()
+    args = _parser(extensions).parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password(args)
 
     try:
-        settings = load_settings(args.config)
+        settings, configured = load_with_extensions(args.config, extensions)
+        configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "run":
             from .app import resolve_admin_password
 
-            configure_logging(settings.logging.level, settings.logging.format)
             resolve_admin_password(settings)  # fail on a bad hash before anything starts
     except ConfigError as e:
         print(f"csms: configuration error in {args.config}:\n{e}", file=sys.stderr)
@@ -60,13 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{args.config}: OK")
         return 0
+    if args.command == "run":
+        from .app import run
 
-    from .app import run
-
+        try:
+            return asyncio.run(run(settings, configured))
+        except KeyboardInterrupt:
+            return 0
+    ext = next(e for e in extensions if e.name == args.command)
     try:
-        return asyncio.run(run(settings))
+        return asyncio.run(ext.run_command(args, settings))
     except KeyboardInterrupt:
-        return 0
+        return 130
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 # MOBI.E rules R3 and R4 (seed 000, section 3)
 MOBIE_HEARTBEAT_INTERVAL = 120
@@ -87,6 +87,11 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
     id_tags: IdTagSettings = IdTagSettings()
+    # sections owned by extensions (e.g. [ocpi]), validated by them
+    _extension_sections: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+
+    def extension_section(self, name: str) -> dict[str, Any]:
+        return self._extension_sections.get(name, {})
 
     @model_validator(mode="after")
     def _mobie_rules(self) -> Settings:
@@ -161,8 +166,15 @@ def _format_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_settings(path: str | Path | None, environ: dict[str, str] | None = None) -> Settings:
-    """Read, merge with the environment and validate. Raises ConfigError naming the key."""
+def load_settings(
+    path: str | Path | None,
+    environ: dict[str, str] | None = None,
+    extensions: tuple[str, ...] | list[str] = (),
+) -> Settings:
+    """Read, merge with the environment and validate. Raises ConfigError naming the key.
+
+    Top-level sections named in ``extensions`` are set aside, unvalidated, for the
+    extension that owns them (:meth:`Settings.extension_section`)."""
     environ = dict(os.environ if environ is None else environ)
     data: dict[str, Any] = {}
     if path is not None:
@@ -175,10 +187,17 @@ def load_settings(path: str | Path | None, environ: dict[str, str] | None = None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
     data = apply_env(data, environ)
+    sections = {}
+    for name in extensions:
+        section = data.pop(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: must be a section ([{name}])")
+        sections[name] = section
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None
+    settings._extension_sections = sections
     if path is not None and not settings.data_dir.is_absolute():
         # a relative data_dir is relative to the working directory, as documented
         settings.data_dir = Path(os.getcwd()) / settings.data_dir

@@ -86,6 +86,7 @@ class TransactionStarted:
     meter_start_wh: int
     start_time: datetime
     at: datetime
+    tag_owner: str | None = None  # who owns the token, as its token source said
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,6 +236,7 @@ class OcppHandlers:
             payload.get("reservationId"),
             flags,
             received_at,
+            tag_owner=info.owner,
         )
         if result.created:
             s.bus.publish(
@@ -248,6 +249,7 @@ class OcppHandlers:
                     payload["meterStart"],
                     start.value,
                     received_at,
+                    info.owner,
                 )
             )
         log.info(

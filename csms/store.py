@@ -135,14 +135,18 @@ class Store:
             "version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
             "PRIMARY KEY (component, version))"
         )
-        rows = await db.execute_fetchall("SELECT component, version FROM schema_migrations")
-        applied = {(r[0], r[1]) for r in rows}
         for component, package in self._components.items():
             for version, name, script in _migrations(package):
-                if (component, version) in applied:
+                # decided under the write lock: another process may be migrating too
+                await db.execute("BEGIN IMMEDIATE")
+                rows = await db.execute_fetchall(
+                    "SELECT 1 FROM schema_migrations WHERE component = ? AND version = ?",
+                    (component, version),
+                )
+                if rows:
+                    await db.execute("ROLLBACK")
                     continue
                 log.info("applying migration", component=component, migration=name)
-                await db.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in _split_sql(script):
                         await db.execute(statement)
@@ -563,6 +567,7 @@ class Store:
         reservation_id: int | None,
         flags: list[str],
         at: datetime,
+        tag_owner: str | None = None,
     ) -> StartResult:
         """Store a StartTransaction; the same start replayed gets the same id."""
         raw_time = start.original or to_db(start.value)
@@ -577,8 +582,8 @@ class Store:
             row = await db.execute_insert(
                 """INSERT INTO transactions (station_id, connector_id, id_tag, id_tag_status,
                        reservation_id, meter_start, start_time, start_time_raw,
-                       start_received_at, start_key, flags)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       start_received_at, start_key, flags, updated_at, tag_owner)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     station_id,
                     connector_id,
@@ -591,6 +596,8 @@ class Store:
                     to_db(at),
                     key,
                     json.dumps(flags),
+                    to_db(at),
+                    tag_owner,
                 ),
             )
             assert row is not None
@@ -646,7 +653,8 @@ class Store:
                 flags.append("stop_before_start")
             await db.execute(
                 """UPDATE transactions SET meter_stop = ?, stop_time = ?, stop_time_raw = ?,
-                       stop_reason = ?, stop_id_tag = ?, stop_received_at = ?, flags = ?
+                       stop_reason = ?, stop_id_tag = ?, stop_received_at = ?, flags = ?,
+                       updated_at = ?
                    WHERE id = ?""",
                 (
                     meter_stop,
@@ -656,6 +664,7 @@ class Store:
                     id_tag,
                     t_at,
                     json.dumps(flags),
+                    t_at,
                     transaction_id,
                 ),
             )
@@ -686,6 +695,9 @@ class Store:
                 )
                 if rows:
                     ours = reported_transaction_id
+                    await db.execute(
+                        "UPDATE transactions SET updated_at = ? WHERE id = ?", (t_at, ours)
+                    )
                 else:
                     unknown = True
                     await db.execute(
