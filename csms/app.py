@@ -95,14 +95,15 @@ class CentralSystem:
     async def start(self) -> None:
         ocppj.prewarm_validators()
         await self.store.open()
-        for ext in self.extensions:
-            await ext.start()
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         h = self.settings.http
         self._site = web.TCPSite(self._runner, h.host, h.port)
         await self._site.start()
         log.info("HTTP server listening", host=h.host, port=self.http_port)
+        # extensions start once the HTTP port is known, before stations are let in
+        for ext in self.extensions:
+            await ext.start()
         await self.ocpp_server.start()
         self._tasks.append(asyncio.create_task(self._flush_seen_loop(), name="flush-seen"))
         self.started = True

@@ -20,7 +20,7 @@ ADMIN_PASSWORD = "test-admin-pw"
 # hashing is slow on purpose; one hash for the whole session
 _ADMIN_HASH = hash_password(ADMIN_PASSWORD, log2_n=10)
 
-configure_logging("debug", "console")
+configure_logging("info", "console")
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -139,11 +139,30 @@ def station_body(station_id: str, connectors: int = 2, **extra: Any) -> dict[str
     }
 
 
+OCPI_CONFIG = {
+    "country_code": "PT",
+    "party_id": "CPO",
+    "business_name": "Operador de Teste Lda",
+    "website": "https://cpo.example.pt",
+}
+
+
 async def start_system(
-    tmp_path: Path, clock: Clock | None = None, **overrides: Any
+    tmp_path: Path,
+    clock: Clock | None = None,
+    ocpi: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> tuple[CentralSystem, aiohttp.ClientSession, Running]:
+    """A central system on loopback; with ``ocpi`` (the [ocpi] section), the OCPI bridge too."""
+    settings = make_settings(tmp_path, **overrides)
+    extensions = []
+    if ocpi is not None:
+        from ocpi_bridge.extension import OcpiExtension
+
+        ext = OcpiExtension()
+        extensions.append((ext, ext.validate_config({**OCPI_CONFIG, **ocpi}, settings)))
     system = CentralSystem(
-        make_settings(tmp_path, **overrides), clock=clock, admin_password_hash=_ADMIN_HASH
+        settings, clock=clock, admin_password_hash=_ADMIN_HASH, extensions=extensions
     )
     await system.start()
     session = aiohttp.ClientSession()

@@ -1,0 +1,171 @@
+"""The OCPI part of the operator API (same /api/v1 prefix, same admin credentials):
+
+- ``GET /api/v1/ocpi/peers``: registered parties, their roles, version and endpoints;
+- ``POST /api/v1/ocpi/token-a``: a new token A, with what to send to MOBI.E;
+- ``POST /api/v1/ocpi/register``: ``{"versions_url", "token"}``, register with a peer;
+- ``PUT/GET/DELETE /api/v1/tariffs/{id}``, ``GET /api/v1/tariffs``: our OCPI tariffs,
+  which connectors reference through their ``tariff_ids``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from csms.api import ApiError
+
+from .client import OcpiCallFailed
+from .credentials import new_token
+from .pricing import TariffDef
+from .transport import OcpiError
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+
+log = structlog.get_logger("ocpi.admin")
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+
+
+def _fields(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
+            "message": "unknown field" if err["type"] == "extra_forbidden" else err["msg"],
+        }
+        for err in exc.errors()
+    ]
+
+
+class OcpiAdminApi:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+
+    def routes(self) -> list[web.RouteDef]:
+        p = "/api/v1"
+        return [
+            web.get(f"{p}/ocpi/peers", self.peers),
+            web.post(f"{p}/ocpi/token-a", self.token_a),
+            web.post(f"{p}/ocpi/register", self.register),
+            web.get(f"{p}/tariffs", self.list_tariffs),
+            web.get(f"{p}/tariffs/{{tariff_id}}", self.get_tariff),
+            web.put(f"{p}/tariffs/{{tariff_id}}", self.put_tariff),
+            web.delete(f"{p}/tariffs/{{tariff_id}}", self.delete_tariff),
+        ]
+
+    async def peers(self, request: web.Request) -> web.Response:
+        peers = await self.bridge.store.peers()
+        items = [
+            {
+                "id": p.id,
+                "status": p.status,
+                "initiated_by": p.initiated_by,
+                "version": p.version,
+                "versions_url": p.versions_url,
+                "roles": [
+                    {
+                        "role": r["role"],
+                        "country_code": r["country_code"],
+                        "party_id": r["party_id"],
+                        "name": r["business_details"]["name"],
+                    }
+                    for r in p.roles
+                ],
+                "endpoints": p.endpoints,
+            }
+            for p in peers
+        ]
+        return web.json_response({"items": items, "total": len(items)})
+
+    async def token_a(self, request: web.Request) -> web.Response:
+        token = new_token()
+        await self.bridge.store.add_token_a(token)
+        s = self.bridge.settings
+        log.info("token A created")
+        return web.json_response(
+            {
+                "token": token,
+                "versions_url": self.bridge.versions_url,
+                "party_id": s.party_id,
+                "country_code": s.country_code,
+            },
+            status=201,
+        )
+
+    async def register(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        url, token = (
+            (body.get("versions_url"), body.get("token"))
+            if isinstance(body, dict)
+            else (None, None)
+        )
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ApiError(422, "invalid_body", "versions_url: an http(s) URL is required")
+        if not isinstance(token, str) or not token:
+            raise ApiError(422, "invalid_body", "token: the peer's token A is required")
+        try:
+            peer = await self.bridge.credentials.register_with(url, token)
+        except OcpiError as e:
+            raise ApiError(
+                502, "registration_failed", f"OCPI {e.status_code}: {e.message}"
+            ) from None
+        except OcpiCallFailed as e:
+            raise ApiError(502, "registration_failed", str(e)) from None
+        return web.json_response(
+            {"status": "ok", "peer_id": peer.id, "version": peer.version, "roles": peer.roles},
+            status=201,
+        )
+
+    # ------------------------------------------------------------------ tariffs
+
+    def _view(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self.bridge.tariff_object(row)
+
+    async def list_tariffs(self, request: web.Request) -> web.Response:
+        items = [self._view(t) for t in await self.bridge.store.tariffs()]
+        return web.json_response({"items": items, "total": len(items)})
+
+    async def get_tariff(self, request: web.Request) -> web.Response:
+        rows = await self.bridge.store.tariffs([request.match_info["tariff_id"]])
+        if not rows:
+            raise ApiError(404, "not_found", "no such tariff")
+        return web.json_response(self._view(rows[0]))
+
+    async def put_tariff(self, request: web.Request) -> web.Response:
+        tariff_id = request.match_info["tariff_id"]
+        body = await _body(request)
+        if isinstance(body, dict):
+            body = {"id": tariff_id, **body}
+        try:
+            tariff = TariffDef.model_validate(body)
+        except ValidationError as e:
+            raise ApiError(
+                422, "invalid_body", "the tariff is invalid", fields=_fields(e)
+            ) from None
+        if tariff.id.upper() != tariff_id.upper():
+            raise ApiError(
+                422,
+                "invalid_body",
+                "the tariff is invalid",
+                fields=[{"field": "id", "message": "must equal the id in the URL"}],
+            )
+        created = await self.bridge.store.put_tariff(
+            tariff_id, tariff.model_dump(mode="json", exclude_none=True)
+        )
+        rows = await self.bridge.store.tariffs([tariff_id])
+        log.info("tariff defined", tariff_id=tariff_id, created=created)
+        return web.json_response(self._view(rows[0]), status=201 if created else 200)
+
+    async def delete_tariff(self, request: web.Request) -> web.Response:
+        if not await self.bridge.store.delete_tariff(request.match_info["tariff_id"]):
+            raise ApiError(404, "not_found", "no such tariff")
+        return web.Response(status=204)

@@ -1,0 +1,204 @@
+"""The OCPI bridge: one object holding what the endpoints, the handshake and (later) the
+pushes share. Built on csms's store, event bus and clock; csms knows nothing of it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .client import OcpiClient
+from .config import OcpiSettings
+from .credentials import CredentialsService
+from .locations import LocationBuilder
+from .sessions import SessionBuilder
+from .store import OcpiStore, Peer
+from .tokens import OcpiTokenSource
+from .transport import join_url, parse_ocpi_time
+
+if TYPE_CHECKING:
+    from csms.app import CentralSystem
+
+    from .server import Page
+
+log = structlog.get_logger("ocpi.bridge")
+
+# (identifier, role) of the modules we serve, as listed in our version details
+MODULES: list[tuple[str, str]] = [
+    ("credentials", "SENDER"),
+    ("locations", "SENDER"),
+    ("sessions", "SENDER"),
+    ("cdrs", "SENDER"),
+    ("tariffs", "SENDER"),
+    ("tokens", "RECEIVER"),
+]
+
+
+class Bridge:
+    def __init__(self, settings: OcpiSettings, system: CentralSystem) -> None:
+        self.settings = settings
+        self.system = system
+        self.clock = system.clock
+        self.store = OcpiStore(system.store)
+        self.client = OcpiClient(
+            settings.request_timeout, (settings.country_code, settings.party_id)
+        )
+        self.offline_after = timedelta(seconds=settings.offline_after)
+        self.locations = LocationBuilder(settings, self.offline_after)
+        self.sessions = SessionBuilder(settings, system.store, self.store)
+        self.credentials = CredentialsService(
+            self.store, self.client, self.our_credentials, self.reload_peers
+        )
+        self.modules = list(MODULES)
+        self.token_source = OcpiTokenSource(self.store)
+        self._peers_by_token: dict[str, Peer] = {}
+        self.public_url = (settings.public_url or "").rstrip("/")
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self, public_url: str) -> None:
+        self.public_url = (self.settings.public_url or public_url).rstrip("/")
+        if self.settings.token_a:
+            await self.store.add_token_a(self.settings.token_a)
+        await self.reload_peers()
+        await self.sessions.make_missing_cdrs(self.clock.now())
+        log.info(
+            "OCPI bridge ready",
+            versions_url=self.versions_url,
+            party=f"{self.settings.country_code}/{self.settings.party_id}",
+            peers=len(self._peers_by_token),
+        )
+
+    async def stop(self) -> None:
+        await self.client.close()
+
+    # ------------------------------------------------------------------ peers and tokens
+
+    async def reload_peers(self) -> None:
+        peers = await self.store.peers()
+        self._peers_by_token = {
+            p.token_in: p for p in peers if p.status == "registered" and p.token_in
+        }
+
+    def peer_by_token(self, token: str) -> Peer | None:
+        return self._peers_by_token.get(token)
+
+    def registered_peers(self) -> list[Peer]:
+        return list(self._peers_by_token.values())
+
+    async def token_a_valid(self, token: str) -> bool:
+        return await self.store.token_a_usable(token)
+
+    # ------------------------------------------------------------------ our identity
+
+    @property
+    def versions_url(self) -> str:
+        return join_url(self.public_url, "ocpi", "versions")
+
+    def details_url(self, version: str) -> str:
+        return join_url(self.public_url, "ocpi", version)
+
+    def module_url(self, version: str, identifier: str) -> str:
+        return join_url(self.public_url, "ocpi", version, identifier)
+
+    def our_credentials(self, token: str) -> dict[str, Any]:
+        s = self.settings
+        business: dict[str, Any] = {"name": s.business_name}
+        if s.website:
+            business["website"] = s.website
+        return {
+            "token": token,
+            "url": self.versions_url,
+            "roles": [
+                {
+                    "role": "CPO",
+                    "business_details": business,
+                    "party_id": s.party_id,
+                    "country_code": s.country_code,
+                }
+            ],
+        }
+
+    # ------------------------------------------------------------------ locations
+
+    async def _defined_stations(self) -> list[dict[str, Any]]:
+        store = self.system.store
+        rows = await store.read("SELECT * FROM stations WHERE defined = 1 ORDER BY created_at, id")
+        return [store._station_row(r) for r in rows]
+
+    async def all_locations(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        now = now or self.clock.now()
+        stations = await self._defined_stations()
+        statuses = await self.system.store.connector_statuses([s["id"] for s in stations])
+        return [self.locations.location(s, statuses[s["id"]], now) for s in stations]
+
+    async def list_locations(self, page: Page) -> tuple[list[dict[str, Any]], int]:
+        items = _date_filter(await self.all_locations(), page)
+        return items[page.offset : page.offset + page.limit], len(items)
+
+    async def get_location(self, location_id: str) -> dict[str, Any] | None:
+        store = self.system.store
+        row = await store.read_one(
+            "SELECT * FROM stations WHERE location_id = ? COLLATE NOCASE AND defined = 1",
+            (location_id,),
+        )
+        if row is None:
+            return None
+        station = store._station_row(row)
+        statuses = await store.connector_statuses([station["id"]])
+        return self.locations.location(station, statuses[station["id"]], self.clock.now())
+
+    # ------------------------------------------------------------------ sessions and CDRs
+
+    async def list_sessions(
+        self, peer: Peer, page: Page, version: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        return await self.sessions.list_sessions(
+            _owners(peer), page.date_from, page.date_to, page.offset, page.limit, version
+        )
+
+    async def list_cdrs(
+        self, peer: Peer, page: Page, version: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        return await self.sessions.list_cdrs(
+            _owners(peer), page.date_from, page.date_to, page.offset, page.limit, version
+        )
+
+    async def get_cdr(self, peer: Peer, cdr_id: str, version: str) -> dict[str, Any] | None:
+        return await self.sessions.get_cdr(_owners(peer), cdr_id, version)
+
+    # ------------------------------------------------------------------ tariffs
+
+    async def list_tariffs(self, page: Page) -> tuple[list[dict[str, Any]], int]:
+        items = [self.tariff_object(t) for t in await self.store.tariffs()]
+        items = _date_filter(items, page)
+        return items[page.offset : page.offset + page.limit], len(items)
+
+    def tariff_object(self, row: dict[str, Any]) -> dict[str, Any]:
+        from .pricing import TariffDef
+
+        tariff = TariffDef.model_validate(row["body"])
+        return tariff.to_ocpi(
+            self.settings.country_code, self.settings.party_id, row["last_updated"]
+        )
+
+
+def _owners(peer: Peer) -> set[str] | None:
+    """The token owners whose sessions and CDRs this peer may see; None = all (a hub)."""
+    if peer.is_hub:
+        return None
+    return {f"{cc}/{pid}" for cc, pid in peer.parties}
+
+
+def _date_filter(items: list[dict[str, Any]], page: Page) -> list[dict[str, Any]]:
+    """date_from inclusive, date_to exclusive, on last_updated."""
+    out = []
+    for item in items:
+        updated = parse_ocpi_time(item["last_updated"])
+        if page.date_from is not None and updated < page.date_from:
+            continue
+        if page.date_to is not None and updated >= page.date_to:
+            continue
+        out.append(item)
+    return out

@@ -1,0 +1,63 @@
+"""The `[ocpi]` section of the configuration file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from csms.config import ConfigError
+
+
+class OcpiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    country_code: str = Field("PT", pattern=r"^[A-Z]{2}$")
+    party_id: str = Field(pattern=r"^[A-Z0-9]{3}$", description="ours, e.g. from MOBI.E")
+    business_name: str = Field(min_length=1, max_length=100)
+    website: str | None = Field(None, max_length=255)
+    # Where peers reach our OCPI endpoints (the TLS proxy in front of us), e.g.
+    # https://ocpi.example.pt. Default: http://<http.host>:<http.port>.
+    public_url: str | None = Field(None, pattern=r"^https?://[^/]+(/.*)?$")
+    # An initial token A (also CSMS_OCPI__TOKEN_A); `csms ocpi token-a` makes more.
+    token_a: str | None = Field(None, min_length=8, max_length=64, pattern=r"^[!-~]+$")
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    page_limit: int = Field(100, ge=1, le=1000, description="X-Limit of our paginated GETs")
+    request_timeout: float = Field(30.0, gt=0, description="seconds, for our calls to peers")
+    # R7: a station silent this long has its EVSEs shown (and pushed) as UNKNOWN
+    offline_after: int = Field(300, ge=1)
+
+    @field_validator("party_id", "country_code", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+MOBIE_OFFLINE_AFTER = 300  # rule R7: five minutes
+
+
+def load_ocpi_settings(raw: dict[str, Any], mobie_mode: bool = True) -> OcpiSettings | None:
+    """None when OCPI is turned off (``enabled = false`` or no ``[ocpi]`` section)."""
+    if not raw or raw.get("enabled") is False:
+        return None
+    try:
+        settings = OcpiSettings.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = "ocpi." + ".".join(str(p) for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see config.example.toml)"
+            elif err["type"] == "missing":
+                msg = "required when OCPI is enabled"
+            lines.append(f"{key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+    if mobie_mode and settings.offline_after > MOBIE_OFFLINE_AFTER:
+        raise ConfigError(
+            f"ocpi.offline_after: {settings.offline_after} s breaks MOBI.E rule R7 (UNKNOWN "
+            f"after {MOBIE_OFFLINE_AFTER} s of silence); use at most {MOBIE_OFFLINE_AFTER} "
+            "or set mobie_mode = false"
+        )
+    return settings

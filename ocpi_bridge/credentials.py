@@ -1,0 +1,242 @@
+"""The credentials handshake, in both directions (OCPI 2.2.1 section 4.3).
+
+MOBI.E's way, where we are the Receiver: the operator creates a token A (`csms ocpi token-a`)
+and sends it with our versions URL and party id to MOBI.E. MOBI.E calls our versions and
+details with A and POSTs its credentials (its token B and versions URL). Before answering, we
+fetch its versions and details with B; then we answer with a fresh token C. A is spent.
+PUT renews (new B in, new C out), GET shows our credentials, DELETE unregisters.
+
+The other way, where we are the Sender (`csms ocpi register`): we fetch the peer's versions
+and details with its token A, POST our credentials with a token B we made, and keep the token
+C it answers with.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import structlog
+
+from .client import OcpiCallFailed, OcpiClient
+from .schemas import Credentials, dump
+from .store import OcpiStore, Peer
+from .transport import (
+    NO_MATCHING_ENDPOINTS,
+    UNABLE_TO_USE_CLIENT_API,
+    UNSUPPORTED_VERSION,
+    VERSIONS,
+    OcpiError,
+)
+
+log = structlog.get_logger("ocpi.credentials")
+
+
+def new_token() -> str:
+    """A credentials token: 43 printable characters, 256 bits of randomness."""
+    return secrets.token_urlsafe(32)
+
+
+def base64_for(version: str) -> bool:
+    """2.2.1 peers expect Base64-encoded tokens, 2.2 peers the raw token."""
+    return version != "2.2"
+
+
+class PeerEndpoints:
+    """What we learnt about a peer by calling its versions and details."""
+
+    def __init__(self, version: str, endpoints: list[dict[str, str]]) -> None:
+        self.version = version
+        self.endpoints = endpoints
+
+
+async def discover(
+    client: OcpiClient,
+    versions_url: str,
+    token: str,
+    version: str | None,
+) -> PeerEndpoints:
+    """GET the peer's versions and the details of ``version`` (or of the highest version we
+    both speak). Raises OcpiError 3001/3002 as the handshake requires."""
+    tried: list[str] = []
+    reply = None
+    # A 2.2.1 peer expects a Base64 token, a 2.2 peer the raw token: try the likely one first.
+    encodings = [base64_for(version)] if version else [True, False]
+    for use_b64 in encodings:
+        try:
+            reply = await client.request("GET", versions_url, token, base64_token=use_b64)
+        except OcpiCallFailed as e:
+            raise OcpiError(
+                UNABLE_TO_USE_CLIENT_API, f"cannot reach the versions URL: {e}"
+            ) from None
+        tried.append(reply.describe())
+        if reply.http_status != 401:
+            break
+    assert reply is not None
+    if not reply.ok or not isinstance(reply.data, list):
+        raise OcpiError(UNABLE_TO_USE_CLIENT_API, f"versions URL answered {'; '.join(tried)}")
+    offered = {
+        str(v.get("version")): str(v.get("url"))
+        for v in reply.data
+        if isinstance(v, dict) and v.get("url")
+    }
+    wanted = [version] if version else list(VERSIONS)
+    chosen = next((v for v in wanted if v in offered), None)
+    if chosen is None:
+        raise OcpiError(
+            UNSUPPORTED_VERSION,
+            f"no common version: we speak {', '.join(wanted)}, the peer offers "
+            f"{', '.join(sorted(offered)) or 'none'}",
+        )
+    try:
+        details = await client.request(
+            "GET", offered[chosen], token, base64_token=base64_for(chosen)
+        )
+    except OcpiCallFailed as e:
+        raise OcpiError(
+            UNABLE_TO_USE_CLIENT_API, f"cannot reach the version details: {e}"
+        ) from None
+    data = details.data
+    if not details.ok or not isinstance(data, dict) or not isinstance(data.get("endpoints"), list):
+        raise OcpiError(UNABLE_TO_USE_CLIENT_API, f"version details answered {details.describe()}")
+    endpoints = [
+        {"identifier": str(e["identifier"]), "role": str(e.get("role", "")), "url": str(e["url"])}
+        for e in data["endpoints"]
+        if isinstance(e, dict) and e.get("identifier") and e.get("url")
+    ]
+    if not any(e["identifier"] == "credentials" for e in endpoints):
+        raise OcpiError(NO_MATCHING_ENDPOINTS, "the peer has no credentials endpoint")
+    return PeerEndpoints(chosen, endpoints)
+
+
+class CredentialsService:
+    def __init__(
+        self,
+        store: OcpiStore,
+        client: OcpiClient,
+        our_credentials: Any,  # callable(token) -> dict
+        on_change: Any,  # async callable() after peers changed
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.our_credentials = our_credentials
+        self.on_change = on_change
+
+    # ------------------------------------------------------------------ we are the Receiver
+
+    async def register(self, token_a: str, version: str, body: Any) -> dict[str, Any]:
+        """POST: a peer registers with the token A we gave it."""
+        from .schemas import parse
+
+        creds: Credentials = parse(Credentials, body)
+        found = await discover(self.client, creds.url, creds.token, version)
+        token_c = new_token()
+        roles = [dump(r) for r in creds.roles]
+        try:
+            peer_id = await self.store.register_peer(
+                token_a=token_a,
+                token_in=token_c,
+                token_out=creds.token,
+                token_out_base64=base64_for(found.version),
+                versions_url=creds.url,
+                version=found.version,
+                endpoints=found.endpoints,
+                roles=roles,
+                initiated_by="peer",
+            )
+        except ValueError as e:
+            raise OcpiError(2000, f"registration refused: {e}", http_status=405) from None
+        log.info(
+            "peer registered",
+            peer_id=peer_id,
+            roles=[f"{r['role']} {r['country_code']}/{r['party_id']}" for r in roles],
+            version=found.version,
+            endpoints=[e["identifier"] for e in found.endpoints],
+        )
+        await self.on_change()
+        return self.our_credentials(token_c)
+
+    async def renew(self, peer: Peer, version: str, body: Any) -> dict[str, Any]:
+        """PUT: a registered peer renews its token or endpoints."""
+        from .schemas import parse
+
+        creds: Credentials = parse(Credentials, body)
+        found = await discover(self.client, creds.url, creds.token, version)
+        token_c = new_token()
+        roles = [dump(r) for r in creds.roles]
+        try:
+            await self.store.update_peer(
+                peer.id,
+                token_in=token_c,
+                token_out=creds.token,
+                token_out_base64=base64_for(found.version),
+                versions_url=creds.url,
+                version=found.version,
+                endpoints=found.endpoints,
+                roles=roles,
+            )
+        except ValueError as e:
+            raise OcpiError(2000, f"update refused: {e}") from None
+        log.info("peer credentials renewed", peer_id=peer.id, version=found.version)
+        await self.on_change()
+        return self.our_credentials(token_c)
+
+    async def unregister(self, peer: Peer) -> None:
+        await self.store.unregister_peer(peer.id)
+        log.info("peer unregistered", peer_id=peer.id)
+        await self.on_change()
+
+    # ------------------------------------------------------------------ we are the Sender
+
+    async def register_with(self, versions_url: str, token_a: str) -> Peer:
+        """Run the handshake against a peer that gave us ``token_a``."""
+        found = await discover(self.client, versions_url, token_a, None)
+        token_b = new_token()
+        # the peer will call our versions and details with B before it answers: accept B now
+        peer_id = await self.store.register_peer(
+            token_a=None,
+            token_in=token_b,
+            token_out=token_a,
+            token_out_base64=base64_for(found.version),
+            versions_url=versions_url,
+            version=found.version,
+            endpoints=found.endpoints,
+            roles=[],
+            initiated_by="us",
+        )
+        await self.on_change()
+        url = next(e["url"] for e in found.endpoints if e["identifier"] == "credentials")
+        try:
+            reply = await self.client.request(
+                "POST",
+                url,
+                token_a,
+                base64_token=base64_for(found.version),
+                body=self.our_credentials(token_b),
+            )
+            if not reply.ok:
+                raise OcpiError(
+                    UNABLE_TO_USE_CLIENT_API,
+                    f"the peer refused our credentials: {reply.describe()}",
+                )
+            from .schemas import parse
+
+            theirs: Credentials = parse(Credentials, reply.data)
+            await self.store.update_peer(
+                peer_id,
+                token_in=token_b,
+                token_out=theirs.token,
+                token_out_base64=base64_for(found.version),
+                versions_url=theirs.url,
+                version=found.version,
+                endpoints=found.endpoints,
+                roles=[dump(r) for r in theirs.roles],
+            )
+        except (OcpiError, OcpiCallFailed, ValueError):
+            await self.store.unregister_peer(peer_id)
+            await self.on_change()
+            raise
+        await self.on_change()
+        peer = next(p for p in await self.store.peers() if p.id == peer_id)
+        log.info("registered with peer", peer_id=peer_id, version=found.version, url=versions_url)
+        return peer

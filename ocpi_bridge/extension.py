@@ -1,0 +1,156 @@
+"""The OCPI bridge as a csms extension: the `[ocpi]` section, `csms ocpi ...` commands, the
+/ocpi endpoints and the operator API's OCPI part (/api/v1/ocpi/..., /api/v1/tariffs)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+
+from csms.config import Settings
+
+from .admin import OcpiAdminApi
+from .config import OcpiSettings, load_ocpi_settings
+from .credentials import new_token
+
+if TYPE_CHECKING:
+    from csms.app import CentralSystem
+
+    from .bridge import Bridge
+
+log = structlog.get_logger("ocpi")
+
+
+class OcpiExtension:
+    name = "ocpi"
+
+    def __init__(self) -> None:
+        self.bridge: Bridge | None = None
+        self._system: CentralSystem | None = None
+
+    # ------------------------------------------------------------------ configuration
+
+    def validate_config(self, raw: dict[str, Any], settings: Settings) -> OcpiSettings | None:
+        return load_ocpi_settings(raw, settings.mobie_mode)
+
+    # ------------------------------------------------------------------ in the daemon
+
+    def attach(self, system: CentralSystem, config: OcpiSettings | None) -> None:
+        if config is None:
+            log.info("OCPI is disabled (no [ocpi] section, or enabled = false)")
+            return
+        from .bridge import Bridge
+        from .server import OcpiHttp
+
+        system.store.add_migrations("ocpi", "ocpi_bridge.migrations")
+        self._system = system
+        self.bridge = Bridge(config, system)
+        system.authorizer.add_source(self.bridge.token_source)
+        system.http_app.add_subapp("/ocpi", OcpiHttp(self.bridge).app())
+        system.http_app.add_routes(OcpiAdminApi(self.bridge).routes())
+
+    async def start(self) -> None:
+        if self.bridge is None or self._system is None:
+            return
+        host = _host(self._system.settings)
+        await self.bridge.start(f"http://{host}:{self._system.http_port}")
+
+    async def stop(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.stop()
+
+    # ------------------------------------------------------------------ command line
+
+    def add_commands(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="ocpi_command", required=True)
+        sub.add_parser(
+            "token-a",
+            help="create a token A and print what to send to MOBI.E (annex I of its procedure)",
+        )
+        reg = sub.add_parser(
+            "register", help="register with a peer that gave us its versions URL and a token A"
+        )
+        reg.add_argument("--versions-url", required=True)
+        reg.add_argument("--token", required=True, help="the token A the peer gave us")
+        reg.add_argument(
+            "--api",
+            help="the running csms's HTTP base URL (default: from the configuration)",
+        )
+        sub.add_parser("peers", help="list the registered OCPI peers (needs the running csms)")
+
+    async def run_command(self, args: argparse.Namespace, settings: Settings) -> int:
+        config = load_ocpi_settings(settings.extension_section(self.name), settings.mobie_mode)
+        if config is None:
+            print(
+                "csms ocpi: OCPI is disabled in this configuration ([ocpi] enabled)",
+                file=sys.stderr,
+            )
+            return 2
+        if args.ocpi_command == "token-a":
+            return await self._token_a(settings, config)
+        return await self._via_api(args, settings)
+
+    async def _token_a(self, settings: Settings, config: OcpiSettings) -> int:
+        """Works whether or not csms is running: the token goes straight to the database."""
+        from csms.clock import SystemClock
+        from csms.store import Store
+
+        from .store import OcpiStore
+
+        store = Store(settings.database_path, SystemClock(), settings.database.synchronous)
+        store.add_migrations("ocpi", "ocpi_bridge.migrations")
+        await store.open()
+        try:
+            token = new_token()
+            await OcpiStore(store).add_token_a(token)
+        finally:
+            await store.close()
+        base = (config.public_url or f"http://{_host(settings)}:{settings.http.port}").rstrip("/")
+        print(
+            "Send these to MOBI.E (mic@mobie.pt), as annex I of Procedimento MOBI.E 02/2023 asks:"
+        )
+        print(f"  Version endpoint: {base}/ocpi/versions")
+        print(f"  Token A:          {token}")
+        print(f"  Party ID:         {config.party_id} (country {config.country_code})")
+        if not config.public_url:
+            print(
+                "Note: ocpi.public_url is not set; MOBI.E needs the public https URL of your "
+                "OCPI endpoints (behind your TLS proxy).",
+                file=sys.stderr,
+            )
+        return 0
+
+    async def _via_api(self, args: argparse.Namespace, settings: Settings) -> int:
+        """Commands that need the running csms (it must answer the peer's callbacks)."""
+        base = (args.api if getattr(args, "api", None) else None) or (
+            f"http://{_host(settings)}:{settings.http.port}"
+        )
+        password = os.environ.get("CSMS_ADMIN_PASSWORD") or getpass.getpass(
+            f"API password of {settings.api.admin_user}: "
+        )
+        auth = aiohttp.BasicAuth(settings.api.admin_user, password)
+        async with aiohttp.ClientSession(auth=auth) as session:
+            if args.ocpi_command == "register":
+                body = {"versions_url": args.versions_url, "token": args.token}
+                method, url = "POST", f"{base}/api/v1/ocpi/register"
+            else:
+                body, method, url = None, "GET", f"{base}/api/v1/ocpi/peers"
+            try:
+                async with session.request(method, url, json=body) as resp:
+                    text = await resp.text()
+                    ok = resp.status < 300
+            except aiohttp.ClientError as e:
+                print(f"csms ocpi: cannot reach csms at {base}: {e}", file=sys.stderr)
+                return 1
+        print(text)
+        return 0 if ok else 1
+
+
+def _host(settings: Settings) -> str:
+    host = settings.http.host
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

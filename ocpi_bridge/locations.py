@@ -1,0 +1,173 @@
+"""OCPI Locations, EVSEs and Connectors, built from the operator's station definitions and
+the stations' live state. One station is one Location and each OCPP connector one EVSE
+(MOBI.E's model).
+
+EVSE status (one pure function, :func:`evse_status`, used by GETs and pushes alike):
+- PLANNED until the station first reports a status (rule R1);
+- UNKNOWN when nothing at all has come from the station for ``offline_after`` (rule R7);
+- otherwise the OCPP status of its connector, mapped as the reference's table says, with
+  connector 0's Unavailable or Faulted applying to every EVSE of the station.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from csms.timeparse import from_db
+
+from .config import OcpiSettings
+from .transport import ocpi_time
+
+OCPP_TO_OCPI = {
+    "Available": "AVAILABLE",
+    "Preparing": "CHARGING",
+    "Charging": "CHARGING",
+    "SuspendedEV": "CHARGING",
+    "SuspendedEVSE": "CHARGING",
+    "Finishing": "CHARGING",
+    "Reserved": "RESERVED",
+    "Unavailable": "INOPERATIVE",  # MOBI.E's "InMaintenance"
+    "Faulted": "OUTOFORDER",
+}
+# MOBI.E's names for the statuses, for people reading the web interface
+MOBIE_NAMES = {
+    "PLANNED": "ToInstall",
+    "AVAILABLE": "Idle",
+    "CHARGING": "InUse",
+    "INOPERATIVE": "InMaintenance",
+    "OUTOFORDER": "OutOfService",
+    "RESERVED": "Reserved",
+    "UNKNOWN": "Unknown",
+    "REMOVED": "EndOfLife",
+    "BLOCKED": "Blocked",
+}
+STATION_WIDE = ("Unavailable", "Faulted")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorState:
+    status: str  # OCPP ChargePointStatus
+    at: datetime  # when we received it
+
+
+@dataclass(frozen=True, slots=True)
+class EvseState:
+    status: str  # OCPI
+    since: datetime  # the EVSE's last_updated
+
+
+def evse_status(
+    own: ConnectorState | None,
+    station_wide: ConnectorState | None,
+    last_seen: datetime | None,
+    defined_at: datetime,
+    now: datetime,
+    offline_after: timedelta,
+) -> EvseState:
+    """The OCPI status of one EVSE and the time it took that status."""
+    reported = [s for s in (own, station_wide) if s is not None]
+    if not reported:
+        return EvseState("PLANNED", defined_at)
+    if last_seen is not None and now - last_seen >= offline_after:
+        return EvseState("UNKNOWN", max(last_seen + offline_after, defined_at))
+    if station_wide is not None and station_wide.status in STATION_WIDE:
+        if own is None or station_wide.at >= own.at or own.status not in STATION_WIDE:
+            return EvseState(OCPP_TO_OCPI[station_wide.status], max(station_wide.at, defined_at))
+    chosen = own if own is not None else station_wide
+    assert chosen is not None
+    return EvseState(OCPP_TO_OCPI.get(chosen.status, "UNKNOWN"), max(chosen.at, defined_at))
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+class LocationBuilder:
+    def __init__(self, settings: OcpiSettings, offline_after: timedelta) -> None:
+        self.settings = settings
+        self.offline_after = offline_after
+
+    def states(
+        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
+    ) -> dict[int, EvseState]:
+        """connector_id -> EvseState for each EVSE of a defined station."""
+        defined_at = from_db(station["updated_at"])
+        assert defined_at is not None
+        last_seen = from_db(station["last_seen_at"])
+        by_id = {
+            c["connector_id"]: ConnectorState(c["status"], from_db(c["received_at"]))  # type: ignore[arg-type]
+            for c in connectors
+        }
+        out = {}
+        for evse in station["definition"]["evses"]:
+            cid = evse["connector_id"]
+            out[cid] = evse_status(
+                by_id.get(cid), by_id.get(0), last_seen, defined_at, now, self.offline_after
+            )
+        return out
+
+    def location(
+        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
+    ) -> dict[str, Any]:
+        definition = station["definition"]
+        loc = definition["location"]
+        defined_at = from_db(station["updated_at"])
+        assert defined_at is not None
+        states = self.states(station, connectors, now)
+        evses = [self.evse(e, states[e["connector_id"]], defined_at) for e in definition["evses"]]
+        last_updated = max([defined_at, *(s.since for s in states.values())])
+        s = self.settings
+        return _clean(
+            {
+                "country_code": s.country_code,
+                "party_id": s.party_id,
+                "id": loc["id"],
+                "publish": loc.get("publish", True),
+                "name": loc.get("name"),
+                "address": loc["address"],
+                "city": loc["city"],
+                "postal_code": loc.get("postal_code"),
+                "state": loc.get("state"),
+                "country": loc["country"],
+                "coordinates": loc["coordinates"],
+                "parking_type": loc.get("parking_type"),
+                "evses": evses,
+                "operator": _clean({"name": s.business_name, "website": s.website}),
+                "time_zone": loc["time_zone"],
+                "mobie_voltage_level": loc.get("mobie_voltage_level"),
+                "last_updated": ocpi_time(last_updated),
+            }
+        )
+
+    def evse(self, evse: dict[str, Any], state: EvseState, defined_at: datetime) -> dict[str, Any]:
+        return _clean(
+            {
+                "uid": evse["uid"],
+                "evse_id": evse.get("evse_id"),
+                "status": state.status,
+                "capabilities": list(evse.get("capabilities") or []),
+                "connectors": [self.connector(c, defined_at) for c in evse["connectors"]],
+                "physical_reference": evse.get("physical_reference"),
+                "floor_level": evse.get("floor_level"),
+                "last_updated": ocpi_time(state.since),
+            }
+        )
+
+    @staticmethod
+    def connector(connector: dict[str, Any], defined_at: datetime) -> dict[str, Any]:
+        return _clean(
+            {
+                "id": connector["id"],
+                "standard": connector["standard"],
+                "format": connector["format"],
+                "power_type": connector["power_type"],
+                "max_voltage": connector["max_voltage"],
+                "max_amperage": connector["max_amperage"],
+                "max_electric_power": connector.get("max_electric_power"),
+                "tariff_ids": list(connector.get("tariff_ids") or []),
+                "terms_and_conditions": connector.get("terms_and_conditions"),
+                "last_updated": ocpi_time(defined_at),
+            }
+        )

@@ -1,0 +1,392 @@
+"""Our OCPI 2.2.1 (and 2.2) CPO endpoints, an aiohttp sub-application mounted at /ocpi.
+
+Every request is authenticated by its `Authorization: Token ...` (raw or Base64) and bound to
+the calling peer; a token A opens only versions, version details and credentials. Every
+response is an OCPI envelope and echoes `X-Request-ID` and `X-Correlation-ID`; functional
+modules also carry the routing headers. Routes answer with and without a trailing slash.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from .schemas import Token, TokenPatch, dump, parse
+from .store import Peer
+from .transport import (
+    FUNCTIONAL_MODULES,
+    INVALID_PARAMETERS,
+    SERVER_ERROR,
+    UNKNOWN_LOCATION,
+    UNKNOWN_TOKEN,
+    VERSIONS,
+    OcpiError,
+    envelope,
+    json_response,
+    paginate_headers,
+    parse_ocpi_time,
+    token_from_header,
+)
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+
+log = structlog.get_logger("ocpi.server")
+
+V = r"{version:2\.2(?:\.1)?}"
+S = "{_s:/?}"
+ID = "[^/]+"
+CONFIG_MODULES = frozenset({"versions", "details", "credentials"})
+CALLER = web.RequestKey("ocpi_caller", "Caller")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a registered peer, or someone holding one of our tokens A."""
+
+    token: str
+    peer: Peer | None = None
+    token_a: str | None = None
+
+
+@dataclass
+class Page:
+    offset: int
+    limit: int
+    date_from: datetime | None
+    date_to: datetime | None
+
+
+class OcpiHttp:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        r = app.router
+        r.add_get(f"/versions{S}", self.versions, name="versions")
+        r.add_get(f"/{V}{S}", self.details, name="details")
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            r.add_route(
+                method, f"/{V}/credentials{S}", self.credentials, name=f"credentials-{method}"
+            )
+        r.add_get(f"/{V}/locations{S}", self.locations, name="locations")
+        r.add_get(
+            f"/{V}/locations/{{location_id:{ID}}}{S}", self.location, name="locations-location"
+        )
+        r.add_get(
+            f"/{V}/locations/{{location_id:{ID}}}/{{evse_uid:{ID}}}{S}",
+            self.location,
+            name="locations-evse",
+        )
+        r.add_get(
+            f"/{V}/locations/{{location_id:{ID}}}/{{evse_uid:{ID}}}/{{connector_id:{ID}}}{S}",
+            self.location,
+            name="locations-connector",
+        )
+        r.add_get(f"/{V}/sessions{S}", self.sessions, name="sessions")
+        r.add_put(
+            f"/{V}/sessions/{{session_id:{ID}}}/charging_preferences{S}",
+            self.charging_preferences,
+            name="sessions-preferences",
+        )
+        r.add_get(f"/{V}/cdrs{S}", self.cdrs, name="cdrs")
+        r.add_get(f"/{V}/cdrs/{{cdr_id:{ID}}}{S}", self.cdr, name="cdrs-one")
+        r.add_get(f"/{V}/tariffs{S}", self.tariffs, name="tariffs")
+        tokens = f"/{V}/tokens/{{country_code:{ID}}}/{{party_id:{ID}}}/{{uid:{ID}}}{S}"
+        r.add_get(tokens, self.token_get, name="tokens-get")
+        r.add_put(tokens, self.token_put, name="tokens-put")
+        r.add_patch(tokens, self.token_patch, name="tokens-patch")
+        return app
+
+    # ------------------------------------------------------------------ plumbing
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        correlation_id = request.headers.get("X-Correlation-ID") or str(uuid.uuid4())
+        echo = {"X-Request-ID": request_id, "X-Correlation-ID": correlation_id}
+        route = request.match_info.route.name or ""
+        module = route.split("-")[0]
+        bound = log.bind(
+            method=request.method, path=request.path, request_id=request_id, module=module
+        )
+        try:
+            if request.match_info.http_exception is not None:
+                raise OcpiError(2000, "unknown OCPI endpoint", http_status=404)
+            request[CALLER] = await self._authenticate(request, module)
+            response = await handler(request)
+        except OcpiError as e:
+            if e.status_code >= 3000:
+                bound.error("OCPI request failed", status_code=e.status_code, error=e.message)
+            else:
+                bound.warning("OCPI request refused", status_code=e.status_code, error=e.message)
+            response = json_response(
+                envelope(None, e.status_code, e.message, self.bridge.clock.now()),
+                status=e.http_status,
+            )
+        except json.JSONDecodeError as e:
+            bound.warning("OCPI request body is not JSON", error=str(e))
+            response = json_response(
+                envelope(None, INVALID_PARAMETERS, f"the body is not valid JSON: {e}"), 400
+            )
+        except web.HTTPException:
+            raise
+        except Exception:
+            bound.exception("OCPI handler failed")
+            response = json_response(
+                envelope(None, SERVER_ERROR, "internal error", self.bridge.clock.now()), 500
+            )
+        response.headers.update(echo)
+        if module in FUNCTIONAL_MODULES:
+            caller: Caller | None = request.get(CALLER)
+            s = self.bridge.settings
+            response.headers["OCPI-from-country-code"] = s.country_code
+            response.headers["OCPI-from-party-id"] = s.party_id
+            to = _requester_party(request, caller)
+            if to is not None:
+                response.headers["OCPI-to-country-code"] = to[0]
+                response.headers["OCPI-to-party-id"] = to[1]
+        return response
+
+    async def _authenticate(self, request: web.Request, module: str) -> Caller:
+        candidates = token_from_header(request.headers.get("Authorization"))
+        if not candidates:
+            raise OcpiError(2000, "missing or malformed Authorization: Token header", 401)
+        for token in candidates:
+            peer = self.bridge.peer_by_token(token)
+            if peer is not None:
+                return Caller(token, peer=peer)
+        for token in candidates:
+            if await self.bridge.token_a_valid(token):
+                if module not in CONFIG_MODULES:
+                    raise OcpiError(
+                        2000, "a token A opens only versions and credentials; register first", 401
+                    )
+                return Caller(token, token_a=token)
+        raise OcpiError(2000, "unknown token", 401)
+
+    def _ok(
+        self, data: Any, status: int = 200, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return json_response(envelope(data, now=self.bridge.clock.now()), status, headers)
+
+    @staticmethod
+    def _peer(request: web.Request) -> Peer:
+        caller: Caller = request[CALLER]
+        assert caller.peer is not None  # token A never reaches functional modules
+        return caller.peer
+
+    def _page(self, request: web.Request, date_from_required: bool = False) -> Page:
+        q = request.query
+        max_limit = self.bridge.settings.page_limit
+        try:
+            offset = int(q.get("offset", 0))
+            limit = min(int(q.get("limit", max_limit)), max_limit)
+        except ValueError:
+            raise OcpiError(INVALID_PARAMETERS, "offset and limit must be integers") from None
+        if offset < 0 or limit < 1:
+            raise OcpiError(INVALID_PARAMETERS, "offset must be >= 0 and limit >= 1")
+        dates: dict[str, datetime | None] = {}
+        for key in ("date_from", "date_to"):
+            dates[key] = None
+            if key in q:
+                try:
+                    dates[key] = parse_ocpi_time(q[key])
+                except ValueError as e:
+                    raise OcpiError(INVALID_PARAMETERS, f"{key}: {e}") from None
+        if date_from_required and dates["date_from"] is None:
+            raise OcpiError(INVALID_PARAMETERS, "date_from is required")
+        return Page(offset, limit, dates["date_from"], dates["date_to"])
+
+    def _list(self, request: web.Request, items: list[Any], total: int, page: Page) -> web.Response:
+        headers = paginate_headers(
+            request,
+            self.bridge.public_url,
+            total,
+            page.offset,
+            page.limit,
+            self.bridge.settings.page_limit,
+            len(items),
+        )
+        return self._ok(items, headers=headers)
+
+    # ------------------------------------------------------------------ versions
+
+    async def versions(self, request: web.Request) -> web.Response:
+        return self._ok([{"version": v, "url": self.bridge.details_url(v)} for v in VERSIONS])
+
+    async def details(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        endpoints = [
+            {
+                "identifier": identifier,
+                "role": role,
+                "url": self.bridge.module_url(version, identifier),
+            }
+            for identifier, role in self.bridge.modules
+        ]
+        return self._ok({"version": version, "endpoints": endpoints})
+
+    # ------------------------------------------------------------------ credentials
+
+    async def credentials(self, request: web.Request) -> web.Response:
+        caller: Caller = request[CALLER]
+        version = request.match_info["version"]
+        service = self.bridge.credentials
+        if request.method == "GET":
+            return self._ok(self.bridge.our_credentials(caller.token))
+        if request.method == "POST":
+            if caller.peer is not None:
+                raise OcpiError(2000, "already registered: use PUT to update", 405)
+            assert caller.token_a is not None
+            body = await request.json(loads=json.loads)
+            return self._ok(await service.register(caller.token_a, version, body))
+        if caller.peer is None:
+            raise OcpiError(2000, "not registered: POST your credentials first", 405)
+        if request.method == "PUT":
+            body = await request.json(loads=json.loads)
+            return self._ok(await service.renew(caller.peer, version, body))
+        await service.unregister(caller.peer)
+        return self._ok(None)
+
+    # ------------------------------------------------------------------ locations
+
+    async def locations(self, request: web.Request) -> web.Response:
+        page = self._page(request)
+        items, total = await self.bridge.list_locations(page)
+        return self._list(request, items, total, page)
+
+    async def location(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        location = await self.bridge.get_location(m["location_id"])
+        if location is None:
+            raise OcpiError(UNKNOWN_LOCATION, f"unknown location {m['location_id']!r}", 404)
+        if "evse_uid" not in m:
+            return self._ok(location)
+        evse = next(
+            (e for e in location["evses"] if e["uid"].upper() == m["evse_uid"].upper()), None
+        )
+        if evse is None:
+            raise OcpiError(2000, f"unknown EVSE {m['evse_uid']!r}", 404)
+        if "connector_id" not in m:
+            return self._ok(evse)
+        connector = next(
+            (c for c in evse["connectors"] if c["id"].upper() == m["connector_id"].upper()), None
+        )
+        if connector is None:
+            raise OcpiError(2000, f"unknown connector {m['connector_id']!r}", 404)
+        return self._ok(connector)
+
+    # ------------------------------------------------------------------ sessions, CDRs, tariffs
+
+    async def sessions(self, request: web.Request) -> web.Response:
+        page = self._page(request, date_from_required=True)
+        version = request.match_info["version"]
+        items, total = await self.bridge.list_sessions(self._peer(request), page, version)
+        return self._list(request, items, total, page)
+
+    async def charging_preferences(self, request: web.Request) -> web.Response:
+        await request.json(loads=json.loads)
+        # No EVSE of ours is CHARGING_PREFERENCES_CAPABLE: the spec's answer is 404 + 2001.
+        raise OcpiError(
+            INVALID_PARAMETERS, "charging preferences are not supported by this CPO's EVSEs", 404
+        )
+
+    async def cdrs(self, request: web.Request) -> web.Response:
+        page = self._page(request)
+        version = request.match_info["version"]
+        items, total = await self.bridge.list_cdrs(self._peer(request), page, version)
+        return self._list(request, items, total, page)
+
+    async def cdr(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        cdr = await self.bridge.get_cdr(self._peer(request), request.match_info["cdr_id"], version)
+        if cdr is None:
+            raise OcpiError(2000, "unknown CDR", 404)
+        return self._ok(cdr)
+
+    async def tariffs(self, request: web.Request) -> web.Response:
+        page = self._page(request)
+        items, total = await self.bridge.list_tariffs(page)
+        return self._list(request, items, total, page)
+
+    # ------------------------------------------------------------------ tokens (we receive)
+
+    def _token_key(self, request: web.Request) -> tuple[str, str, str, str]:
+        m = request.match_info
+        cc, pid, uid = m["country_code"], m["party_id"], m["uid"]
+        token_type = request.query.get("type", "RFID")
+        if token_type not in ("AD_HOC_USER", "APP_USER", "OTHER", "RFID"):
+            raise OcpiError(INVALID_PARAMETERS, f"type: unknown TokenType {token_type!r}")
+        peer = self._peer(request)
+        if not peer.owns(cc, pid):
+            raise OcpiError(2000, f"{cc}/{pid} is not one of your parties", 404)
+        return cc.upper(), pid.upper(), uid, token_type
+
+    async def token_get(self, request: web.Request) -> web.Response:
+        cc, pid, uid, token_type = self._token_key(request)
+        token = await self.bridge.store.get_token(cc, pid, uid, token_type)
+        if token is None:
+            raise OcpiError(UNKNOWN_TOKEN, "unknown token", 404)
+        return self._ok(token)
+
+    async def token_put(self, request: web.Request) -> web.Response:
+        cc, pid, uid, token_type = self._token_key(request)
+        body = await request.json(loads=json.loads)
+        token: Token = parse(Token, body)
+        _same(("country_code", cc, token.country_code), ("party_id", pid, token.party_id))
+        _same(("uid", uid, token.uid), ("type", token_type, token.type))
+        stored = dump(token)
+        stored["country_code"], stored["party_id"] = cc, pid
+        created = await self.bridge.store.put_token(stored, self._peer(request).id)
+        log.info("token stored", country_code=cc, party_id=pid, uid=uid, type=token_type)
+        return self._ok(None, status=201 if created else 200)
+
+    async def token_patch(self, request: web.Request) -> web.Response:
+        cc, pid, uid, token_type = self._token_key(request)
+        body = await request.json(loads=json.loads)
+        patch: TokenPatch = parse(TokenPatch, body)
+        current = await self.bridge.store.get_token(cc, pid, uid, token_type)
+        if current is None:
+            raise OcpiError(UNKNOWN_TOKEN, "unknown token: PUT it first", 404)
+        changes = dump(patch)
+        for field, expected in (
+            ("country_code", cc),
+            ("party_id", pid),
+            ("uid", uid),
+            ("type", token_type),
+        ):
+            if field in changes:
+                _same((field, expected, changes[field]))
+        updated = parse(Token, {**current, **changes})
+        await self.bridge.store.put_token(dump(updated), self._peer(request).id)
+        log.info("token patched", country_code=cc, party_id=pid, uid=uid, fields=sorted(changes))
+        return self._ok(None)
+
+
+def _same(*checks: tuple[str, str, str]) -> None:
+    """URL segments must equal the body's fields (case-insensitively for CiStrings)."""
+    for field, in_url, in_body in checks:
+        if str(in_url).upper() != str(in_body).upper():
+            raise OcpiError(
+                INVALID_PARAMETERS, f"{field}: {in_body!r} in the body, {in_url!r} in the URL"
+            )
+
+
+def _requester_party(request: web.Request, caller: Caller | None) -> tuple[str, str] | None:
+    cc = request.headers.get("OCPI-from-country-code")
+    pid = request.headers.get("OCPI-from-party-id")
+    if cc and pid:
+        return cc, pid
+    if caller is not None and caller.peer is not None and caller.peer.roles:
+        return caller.peer.primary_party
+    return None

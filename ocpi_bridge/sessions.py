@@ -1,0 +1,395 @@
+"""OCPI Sessions and CDRs, from csms's transactions and meter values.
+
+- A Session is a transaction: id = the transaction id, ACTIVE while it runs, COMPLETED when
+  it stopped with an accepted tag (INVALID otherwise), `kwh` and `charging_periods` (ENERGY
+  and POWER) from the meter values, `last_updated` = when the transaction last changed.
+- A CDR is made once per finished transaction and never changed: totals, charging periods
+  (ENERGY, TIME/PARKING_TIME, MAX/MIN_POWER), CdrToken, CdrLocation (with MOBI.E's
+  `mobie_voltage_level`), the connector's tariffs and the cost they give.
+- Who sees what: a hub (MOBI.E) sees every session and CDR; an eMSP only those started with
+  its own tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from csms.meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
+from csms.store import Store
+from csms.timeparse import from_db, to_db
+
+from .charging import MeterPoint, closed_periods, session_kwh, session_points, totals
+from .config import OcpiSettings
+from .pricing import TariffDef, price_session
+from .store import OcpiStore
+from .transport import ocpi_time
+
+log = structlog.get_logger("ocpi.sessions")
+
+
+def _owner_clause(owners: set[str] | None, column: str) -> tuple[str, list[Any]]:
+    if owners is None:
+        return "", []
+    if not owners:
+        return " AND 0", []
+    return f" AND {column} IN ({','.join('?' * len(owners))})", sorted(owners)
+
+
+def _for_version(obj: dict[str, Any], version: str) -> dict[str, Any]:
+    """OCPI 2.2 has no country_code/party_id in CdrToken."""
+    if version != "2.2":
+        return obj
+    out = dict(obj)
+    token = dict(out["cdr_token"])
+    token.pop("country_code", None)
+    token.pop("party_id", None)
+    out["cdr_token"] = token
+    return out
+
+
+class SessionBuilder:
+    def __init__(self, settings: OcpiSettings, store: Store, ocpi: OcpiStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.ocpi = ocpi
+
+    # ------------------------------------------------------------------ inputs
+
+    async def _meter_points(self, tx_ids: list[int]) -> dict[int, list[MeterPoint]]:
+        if not tx_ids:
+            return {}
+        marks = ",".join("?" * len(tx_ids))
+        rows = await self.store.read(
+            f"""SELECT transaction_id, timestamp, measurand, phase, value FROM meter_values
+                WHERE transaction_id IN ({marks}) AND value IS NOT NULL
+                  AND measurand IN (?, ?)
+                ORDER BY id""",
+            [*tx_ids, ENERGY_IMPORT_REGISTER, POWER_IMPORT],
+        )
+        # in arrival order: a late sample with an older time is then dropped by the cleaning,
+        # instead of changing periods already sent
+        grouped: dict[tuple[int, str], dict[str, Any]] = {}
+        for r in rows:
+            g = grouped.setdefault(
+                (r["transaction_id"], r["timestamp"]),
+                {"energy": None, "energy_phase": None, "power": None, "power_phases": []},
+            )
+            if r["measurand"] == ENERGY_IMPORT_REGISTER:
+                if r["phase"] is None:
+                    g["energy"] = r["value"]
+                elif g["energy_phase"] is None:
+                    g["energy_phase"] = r["value"]
+            elif r["phase"] is None:
+                g["power"] = r["value"]
+            elif r["phase"] in ("L1", "L2", "L3", "L1-N", "L2-N", "L3-N"):
+                g["power_phases"].append(r["value"])
+        out: dict[int, list[MeterPoint]] = defaultdict(list)
+        for (tx_id, ts), g in grouped.items():
+            energy = g["energy"] if g["energy"] is not None else g["energy_phase"]
+            power = g["power"] if g["power"] is not None else (sum(g["power_phases"]) or None)
+            when = from_db(ts)
+            assert when is not None
+            out[tx_id].append(MeterPoint(when, energy, power))
+        return out
+
+    async def _stations(self, station_ids: set[str]) -> dict[str, dict[str, Any]]:
+        if not station_ids:
+            return {}
+        marks = ",".join("?" * len(station_ids))
+        rows = await self.store.read(
+            f"SELECT id, definition, updated_at, boot_info FROM stations WHERE id IN ({marks})",
+            sorted(station_ids),
+        )
+        return {
+            r["id"]: {
+                "definition": json.loads(r["definition"]) if r["definition"] else None,
+                "boot_info": json.loads(r["boot_info"]) if r["boot_info"] else {},
+            }
+            for r in rows
+        }
+
+    async def _cdr_token(self, tx: dict[str, Any]) -> dict[str, Any]:
+        owner = tx["tag_owner"]
+        if owner:
+            cc, _, pid = owner.partition("/")
+            for token in await self.ocpi.tokens_by_uid(tx["id_tag"]):
+                if token["country_code"].upper() == cc and token["party_id"].upper() == pid:
+                    return {
+                        "country_code": cc,
+                        "party_id": pid,
+                        "uid": token["uid"],
+                        "type": token["type"],
+                        "contract_id": token["contract_id"],
+                    }
+        s = self.settings
+        return {
+            "country_code": s.country_code,
+            "party_id": s.party_id,
+            "uid": tx["id_tag"],
+            "type": "RFID",
+            "contract_id": tx["id_tag"],
+        }
+
+    @staticmethod
+    def _place(station: dict[str, Any] | None, connector_id: int) -> tuple[dict, dict, dict] | None:
+        """(location, evse, connector) definitions of a transaction's connector."""
+        definition = station and station["definition"]
+        if not definition:
+            return None
+        for evse in definition["evses"]:
+            if evse["connector_id"] == connector_id:
+                return definition["location"], evse, evse["connectors"][0]
+        return None
+
+    @staticmethod
+    def _inputs(tx: dict[str, Any], points: list[MeterPoint]) -> dict[str, Any]:
+        """The arguments of charging.session_points / session_kwh for a transaction."""
+        return {
+            "meter_start_wh": tx["meter_start"],
+            "start_time": from_db(tx["start_time"]),
+            "points": points,
+            "meter_stop_wh": tx["meter_stop"],
+            "stop_time": from_db(tx["stop_time"]),
+        }
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session(
+        self,
+        tx: dict[str, Any],
+        station: dict[str, Any] | None,
+        points: list[MeterPoint],
+        cdr_token: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        place = self._place(station, tx["connector_id"])
+        if place is None:
+            return None
+        location, evse, connector = place
+        inputs = self._inputs(tx, points)
+        cleaned = session_points(**inputs)
+        stopped = tx["stop_received_at"] is not None
+        status = "ACTIVE"
+        if stopped:
+            status = "COMPLETED" if tx["id_tag_status"] == "Accepted" else "INVALID"
+        session: dict[str, Any] = {
+            "country_code": self.settings.country_code,
+            "party_id": self.settings.party_id,
+            "id": str(tx["id"]),
+            "start_date_time": ocpi_time(from_db(tx["start_time"])),  # type: ignore[arg-type]
+            "kwh": session_kwh(**inputs),
+            "cdr_token": cdr_token,
+            "auth_method": "WHITELIST",
+            "location_id": location["id"],
+            "evse_uid": evse["uid"],
+            "connector_id": connector["id"],
+            "currency": self.settings.currency,
+            "charging_periods": closed_periods(cleaned, "session"),
+            "status": status,
+            "last_updated": ocpi_time(from_db(tx["updated_at"])),  # type: ignore[arg-type]
+        }
+        if stopped:
+            session["end_date_time"] = ocpi_time(from_db(tx["stop_time"]))  # type: ignore[arg-type]
+        meter_id = (station or {}).get("boot_info", {}).get("meterSerialNumber")
+        if meter_id:
+            session["meter_id"] = str(meter_id)[:255]
+        return session
+
+    async def sessions_for(self, txs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        stations = await self._stations({t["station_id"] for t in txs})
+        points = await self._meter_points([t["id"] for t in txs])
+        out = []
+        for tx in txs:
+            token = await self._cdr_token(tx)
+            s = self._session(tx, stations.get(tx["station_id"]), points.get(tx["id"], []), token)
+            if s is not None:
+                out.append(s)
+        return out
+
+    async def session(self, transaction_id: int) -> dict[str, Any] | None:
+        tx = await self.store.read_one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
+        if tx is None:
+            return None
+        found = await self.sessions_for([tx])
+        return found[0] if found else None
+
+    async def list_sessions(
+        self,
+        owners: set[str] | None,
+        date_from: datetime | None,
+        date_to: datetime | None,
+        offset: int,
+        limit: int,
+        version: str,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where = (
+            "FROM transactions t JOIN stations s ON s.id = t.station_id AND s.defined = 1 "
+            "WHERE 1 = 1"
+        )
+        params: list[Any] = []
+        if date_from is not None:
+            where += " AND t.updated_at >= ?"
+            params.append(to_db(date_from))
+        if date_to is not None:
+            where += " AND t.updated_at < ?"
+            params.append(to_db(date_to))
+        clause, owner_params = _owner_clause(owners, "t.tag_owner")
+        where += clause
+        params += owner_params
+        total = await self.store.read_one(f"SELECT COUNT(*) AS n {where}", params)
+        rows = await self.store.read(
+            f"SELECT t.* {where} ORDER BY t.id LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
+        items = [_for_version(s, version) for s in await self.sessions_for(rows)]
+        return items, int(total["n"]) if total else 0
+
+    # ------------------------------------------------------------------ CDRs
+
+    async def make_cdr(self, transaction_id: int, now: datetime) -> dict[str, Any] | None:
+        """Make and store the CDR of a finished transaction (once); None when it cannot be
+        made (transaction still running, or its station has no definition)."""
+        tx = await self.store.read_one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
+        if tx is None or tx["stop_received_at"] is None:
+            return None
+        stations = await self._stations({tx["station_id"]})
+        station = stations.get(tx["station_id"])
+        place = self._place(station, tx["connector_id"])
+        if place is None:
+            log.warning("no CDR: the station has no definition", transaction_id=transaction_id)
+            return None
+        location, evse, connector = place
+        points = (await self._meter_points([transaction_id])).get(transaction_id, [])
+        cleaned = session_points(**self._inputs(tx, points))
+        start, end = from_db(tx["start_time"]), from_db(tx["stop_time"])
+        assert start is not None and end is not None
+        end = max(end, start)
+        t = totals(cleaned)
+        # a CDR needs a period; a session that started and stopped in the same second has none
+        periods = closed_periods(cleaned, "cdr") or [
+            {
+                "start_date_time": ocpi_time(start),
+                "dimensions": [{"type": "ENERGY", "volume": t.total_energy}],
+            }
+        ]
+        tariff_rows = await self.ocpi.tariffs(list(connector.get("tariff_ids") or []))
+        s = self.settings
+        tariffs = [
+            TariffDef.model_validate(r["body"]).to_ocpi(
+                s.country_code, s.party_id, r["last_updated"]
+            )
+            for r in tariff_rows
+        ]
+        costs: dict[str, Any] = {
+            "total_cost": {"excl_vat": 0.0},
+            "total_fixed_cost": {"excl_vat": 0.0},
+            "total_energy_cost": {"excl_vat": 0.0},
+            "total_time_cost": {"excl_vat": 0.0},
+            "total_parking_cost": {"excl_vat": 0.0},
+        }
+        if tariff_rows:
+            priced = price_session(
+                TariffDef.model_validate(tariff_rows[0]["body"]), cleaned, location["time_zone"]
+            )
+            costs.update(priced.cdr_fields())
+        else:
+            log.warning("CDR without tariff: costs are zero", transaction_id=transaction_id)
+        cdr_location = {
+            "id": location["id"],
+            "name": location.get("name"),
+            "address": location["address"],
+            "city": location["city"],
+            "postal_code": location.get("postal_code"),
+            "state": location.get("state"),
+            "country": location["country"],
+            "coordinates": location["coordinates"],
+            "evse_uid": evse["uid"],
+            "evse_id": evse.get("evse_id") or evse["uid"],
+            "connector_id": connector["id"],
+            "connector_standard": connector["standard"],
+            "connector_format": connector["format"],
+            "connector_power_type": connector["power_type"],
+            "mobie_voltage_level": location.get("mobie_voltage_level"),
+        }
+        cdr: dict[str, Any] = {
+            "country_code": s.country_code,
+            "party_id": s.party_id,
+            "id": str(transaction_id),
+            "start_date_time": ocpi_time(start),
+            "end_date_time": ocpi_time(end),
+            "session_id": str(transaction_id),
+            "cdr_token": await self._cdr_token(tx),
+            "auth_method": "WHITELIST",
+            "cdr_location": {k: v for k, v in cdr_location.items() if v is not None},
+            "currency": s.currency,
+            "tariffs": tariffs,
+            "charging_periods": periods,
+            **costs,
+            "total_energy": t.total_energy,
+            "total_time": t.total_time,
+            "total_parking_time": t.total_parking_time,
+            "last_updated": ocpi_time(now),
+        }
+        meter_id = (station or {}).get("boot_info", {}).get("meterSerialNumber")
+        if meter_id:
+            cdr["meter_id"] = str(meter_id)[:255]
+        if not tariffs:
+            del cdr["tariffs"]
+        created = await self.ocpi.insert_cdr(cdr["id"], transaction_id, tx["tag_owner"], cdr, now)
+        if created:
+            log.info("CDR made", transaction_id=transaction_id, kwh=t.total_energy)
+        return cdr if created else await self._stored_cdr(transaction_id)
+
+    async def _stored_cdr(self, transaction_id: int) -> dict[str, Any] | None:
+        row = await self.store.read_one(
+            "SELECT body FROM ocpi_cdrs WHERE transaction_id = ?", (transaction_id,)
+        )
+        return json.loads(row["body"]) if row else None
+
+    async def make_missing_cdrs(self, now: datetime) -> int:
+        made = 0
+        for tx_id in await self.ocpi.stopped_transactions_without_cdr():
+            if await self.make_cdr(tx_id, now) is not None:
+                made += 1
+        return made
+
+    async def list_cdrs(
+        self,
+        owners: set[str] | None,
+        date_from: datetime | None,
+        date_to: datetime | None,
+        offset: int,
+        limit: int,
+        version: str,
+    ) -> tuple[list[dict[str, Any]], int]:
+        await self.make_missing_cdrs(self.store.clock.now())
+        where, params = "WHERE 1 = 1", []
+        if date_from is not None:
+            where += " AND created_at >= ?"
+            params.append(to_db(date_from))
+        if date_to is not None:
+            where += " AND created_at < ?"
+            params.append(to_db(date_to))
+        clause, owner_params = _owner_clause(owners, "owner")
+        where += clause
+        params += owner_params
+        total = await self.store.read_one(f"SELECT COUNT(*) AS n FROM ocpi_cdrs {where}", params)
+        rows = await self.store.read(
+            f"SELECT body FROM ocpi_cdrs {where} ORDER BY created_at, transaction_id "
+            "LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        items = [_for_version(json.loads(r["body"]), version) for r in rows]
+        return items, int(total["n"]) if total else 0
+
+    async def get_cdr(
+        self, owners: set[str] | None, cdr_id: str, version: str
+    ) -> dict[str, Any] | None:
+        clause, params = _owner_clause(owners, "owner")
+        row = await self.store.read_one(
+            f"SELECT body FROM ocpi_cdrs WHERE id = ?{clause}", [cdr_id, *params]
+        )
+        return _for_version(json.loads(row["body"]), version) if row else None

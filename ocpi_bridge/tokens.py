@@ -1,0 +1,52 @@
+"""eMSPs' tokens (pushed to our tokens Receiver) as a source of authorization for csms.
+
+A token is accepted when it is `valid` and whitelisted (`ALWAYS` or `ALLOWED`): MOBI.E does
+no real-time authorization, so `ALLOWED_OFFLINE` and `NEVER` tokens, which would need it,
+are refused. The OCPP idTag is the token's `uid`. The transaction it starts records the
+token's owner (``CC/PID``), which decides who may see the session and its CDR.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from csms.authorization import IdTagInfo
+
+from .store import OcpiStore
+
+log = structlog.get_logger("ocpi.tokens")
+
+WHITELISTED = ("ALWAYS", "ALLOWED")
+
+
+def owner_of(token: dict[str, object]) -> str:
+    return f"{str(token['country_code']).upper()}/{str(token['party_id']).upper()}"
+
+
+class OcpiTokenSource:
+    name = "ocpi"
+
+    def __init__(self, store: OcpiStore) -> None:
+        self.store = store
+
+    async def lookup(self, id_tag: str, station_id: str) -> IdTagInfo | None:
+        tokens = await self.store.tokens_by_uid(id_tag)
+        if not tokens:
+            return None
+        # several eMSPs may have issued the same uid: a usable one wins
+        usable = [t for t in tokens if t["valid"] and t["whitelist"] in WHITELISTED]
+        token = usable[0] if usable else tokens[0]
+        if not token["valid"]:
+            status = "Blocked"
+        elif token["whitelist"] not in WHITELISTED:
+            status = "Invalid"
+            log.info(
+                "token needs real-time authorization, which MOBI.E does not use: refused",
+                uid=id_tag,
+                whitelist=token["whitelist"],
+            )
+        else:
+            status = "Accepted"
+        group = token.get("group_id")
+        parent = str(group) if isinstance(group, str) and len(group) <= 20 else None
+        return IdTagInfo(status, parent_id_tag=parent, source=self.name, owner=owner_of(token))
