@@ -31,10 +31,10 @@ def _parser(extensions: list[Extension]) -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", required=True)
     hp = sub.add_parser("hash-password", help="hash a password for the configuration file")
     hp.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", required=True, help="TOML configuration file")
     for ext in extensions:
-        ext_parser = sub.add_parser(ext.name, help=f"{ext.name} commands")
-        ext_parser.add_argument("--config", "-c", required=True, help="TOML configuration file")
-        ext.add_commands(ext_parser)
+        ext.add_commands(sub.add_parser(ext.name, help=f"{ext.name} commands"), common)
     return parser
 
 

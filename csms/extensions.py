@@ -28,8 +28,10 @@ GROUP = "csms.extensions"
 class Extension(Protocol):
     name: str  # its configuration section and command-line word
 
-    def add_commands(self, parser: argparse.ArgumentParser) -> None:
-        """Add subcommands under ``csms <name>``."""
+    def add_commands(
+        self, parser: argparse.ArgumentParser, common: argparse.ArgumentParser
+    ) -> None:
+        """Add subcommands under ``csms <name>``; each takes ``parents=[common]`` (--config)."""
 
     async def run_command(self, args: argparse.Namespace, settings: Settings) -> int:
         """Run one of its subcommands; return the exit code."""

@@ -61,6 +61,10 @@ class Bridge:
         self.public_url = (self.settings.public_url or public_url).rstrip("/")
         if self.settings.token_a:
             await self.store.add_token_a(self.settings.token_a)
+        for tariff in self.settings.tariffs:
+            await self.store.put_tariff(
+                tariff.id, tariff.model_dump(mode="json", exclude_none=True)
+            )
         await self.reload_peers()
         await self.sessions.make_missing_cdrs(self.clock.now())
         log.info(

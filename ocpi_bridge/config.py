@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from csms.config import ConfigError
 
+from .pricing import TariffDef
+
 
 class OcpiSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +29,9 @@ class OcpiSettings(BaseModel):
     request_timeout: float = Field(30.0, gt=0, description="seconds, for our calls to peers")
     # R7: a station silent this long has its EVSEs shown (and pushed) as UNKNOWN
     offline_after: int = Field(300, ge=1)
+    # Tariffs defined here ([[ocpi.tariffs]]) are stored at start; connectors reference
+    # them by id in their tariff_ids. The API (PUT /api/v1/tariffs/{id}) defines more.
+    tariffs: list[TariffDef] = []
 
     @field_validator("party_id", "country_code", mode="before")
     @classmethod

@@ -66,14 +66,19 @@ class OcpiExtension:
 
     # ------------------------------------------------------------------ command line
 
-    def add_commands(self, parser: argparse.ArgumentParser) -> None:
+    def add_commands(
+        self, parser: argparse.ArgumentParser, common: argparse.ArgumentParser
+    ) -> None:
         sub = parser.add_subparsers(dest="ocpi_command", required=True)
         sub.add_parser(
             "token-a",
+            parents=[common],
             help="create a token A and print what to send to MOBI.E (annex I of its procedure)",
         )
         reg = sub.add_parser(
-            "register", help="register with a peer that gave us its versions URL and a token A"
+            "register",
+            parents=[common],
+            help="register with a peer that gave us its versions URL and a token A",
         )
         reg.add_argument("--versions-url", required=True)
         reg.add_argument("--token", required=True, help="the token A the peer gave us")
@@ -81,7 +86,11 @@ class OcpiExtension:
             "--api",
             help="the running csms's HTTP base URL (default: from the configuration)",
         )
-        sub.add_parser("peers", help="list the registered OCPI peers (needs the running csms)")
+        sub.add_parser(
+            "peers",
+            parents=[common],
+            help="list the registered OCPI peers (needs the running csms)",
+        )
 
     async def run_command(self, args: argparse.Namespace, settings: Settings) -> int:
         config = load_ocpi_settings(settings.extension_section(self.name), settings.mobie_mode)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from charger_sim import Behaviour, Station
@@ -497,3 +498,132 @@ async def test_ocpi_disabled_and_bad_config(tmp_path: Path) -> None:
     finally:
         await session.close()
         await system.stop()
+
+
+async def test_a_22_peer_gets_raw_tokens_and_22_objects(cpo: Running) -> None:
+    """extrawest-ocpi speaks only 2.2.1, so a small 2.2 peer (MOBI.E's profile names 2.2)
+    plays this part: it must be called with its raw token, and receive 2.2 objects."""
+    seen: list[str] = []
+
+    async def versions(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        base = f"http://127.0.0.1:{request.url.port}"
+        return aiohttp.web.json_response(
+            {
+                "data": [{"version": "2.2", "url": base + "/22"}],
+                "status_code": 1000,
+                "timestamp": "2026-01-01T00:00:00Z",
+            }
+        )
+
+    async def details(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        base = f"http://127.0.0.1:{request.url.port}"
+        return aiohttp.web.json_response(
+            {
+                "data": {
+                    "version": "2.2",
+                    "endpoints": [
+                        {
+                            "identifier": "credentials",
+                            "role": "SENDER",
+                            "url": base + "/22/credentials",
+                        },
+                        {
+                            "identifier": "sessions",
+                            "role": "RECEIVER",
+                            "url": base + "/22/sessions",
+                        },
+                    ],
+                },
+                "status_code": 1000,
+                "timestamp": "2026-01-01T00:00:00Z",
+            }
+        )
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/versions", versions)
+    app.router.add_get("/22", details)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        _, a = await token_a(cpo)
+        body = {
+            "token": "raw-token-B-of-the-22-peer",
+            "url": f"http://127.0.0.1:{port}/versions",
+            "roles": [
+                {
+                    "role": "HUB",
+                    "business_details": {"name": "Hub 2.2"},
+                    "party_id": "MOB",
+                    "country_code": "PT",
+                }
+            ],
+        }
+        async with cpo.api.session.post(
+            cpo.http_url + "/ocpi/2.2/credentials", json=body, headers=auth(a, b64=False)
+        ) as r:
+            answer = await r.json()
+        assert answer["status_code"] == 1000, answer
+        checks.check_credentials(answer["data"], version="2.2")
+        assert seen == ["Token raw-token-B-of-the-22-peer"] * 2  # raw, not Base64
+        c = answer["data"]["token"]
+        # a hub sees every session, in 2.2 shape (no country/party in the CdrToken)
+        await cpo.define_station("V22")
+        await cpo.put_tag("LOCALTAG")
+        tx = await charge(cpo, "V22", "LOCALTAG")
+        async with cpo.api.session.get(
+            cpo.http_url + "/ocpi/2.2/sessions",
+            params={"date_from": "2000-01-01T00:00:00Z"},
+            headers=auth(c, b64=False),
+        ) as r:
+            page = await r.json()
+        [session] = page["data"]
+        assert session["id"] == str(tx)
+        assert "country_code" not in session["cdr_token"]
+        checks.check_session(session, version="2.2")
+        async with cpo.api.session.get(
+            cpo.http_url + "/ocpi/2.2/cdrs", headers=auth(c, b64=False)
+        ) as r:
+            [cdr] = (await r.json())["data"]
+        checks.check_cdr(cdr, version="2.2")
+    finally:
+        await runner.cleanup()
+
+
+async def test_tariffs_from_config_and_api(tmp_path: Path) -> None:
+    configured = {
+        "id": "CFG-1",
+        "currency": "EUR",
+        "elements": [{"price_components": [{"type": "FLAT", "price": 1.5, "step_size": 1}]}],
+    }
+    system, session, cpo = await start_system(tmp_path, ocpi={"tariffs": [configured]})
+    try:
+        _, listed = await cpo.api.get("/api/v1/tariffs")
+        assert [t["id"] for t in listed["items"]] == ["CFG-1"]
+        checks.check_tariff(listed["items"][0])
+        status, body = await cpo.api.put("/api/v1/tariffs/T2", TARIFF)
+        assert status == 201 and body["id"] == "T2" and body["party_id"] == "CPO"
+        assert (await cpo.api.put("/api/v1/tariffs/T2", TARIFF))[0] == 200
+        bad = {**TARIFF, "currency": "euro"}
+        status, body = await cpo.api.put("/api/v1/tariffs/T3", bad)
+        assert status == 422 and body["fields"][0]["field"] == "currency"
+        bad = {**TARIFF, "elements": []}
+        status, body = await cpo.api.put("/api/v1/tariffs/T3", bad)
+        assert status == 422 and body["fields"][0]["field"] == "elements"
+        assert (await cpo.api.request("DELETE", "/api/v1/tariffs/T2"))[0] == 204
+        assert (await cpo.api.get("/api/v1/tariffs/T2"))[0] == 404
+    finally:
+        await session.close()
+        await system.stop()
+    # an invalid configured tariff stops the start, naming the key
+    from csms.config import ConfigError, load_settings
+    from ocpi_bridge.extension import OcpiExtension
+
+    raw = {"party_id": "CPO", "business_name": "X", "tariffs": [{**configured, "currency": "?"}]}
+    with pytest.raises(ConfigError) as e:
+        OcpiExtension().validate_config(raw, load_settings(None, {}))
+    assert "ocpi.tariffs.0.currency" in str(e.value)
