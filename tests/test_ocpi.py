@@ -627,3 +627,40 @@ async def test_tariffs_from_config_and_api(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         OcpiExtension().validate_config(raw, load_settings(None, {}))
     assert "ocpi.tariffs.0.currency" in str(e.value)
+
+
+async def test_a_hub_like_mobie_registers_pulls_everything_pushes_and_renews(
+    cpo: Running,
+) -> None:
+    try:
+        async with EmspPeer(party_id="MOB", country_code="PT", role="HUB") as hub:
+            await registered(cpo, hub)
+            await cpo.define_station("HUB1")
+            await cpo.put_tag("LOCALTAG")
+            local_tx = await charge(cpo, "HUB1", "LOCALTAG")
+            # a hub pushes the tokens of the eMSPs behind it
+            pushed = await hub.push_token({**TOKEN, "party_id": "CEM"})
+            assert pushed["ok"], pushed
+            renewed = await hub.renew_credentials()
+            assert renewed["ok"], renewed
+            for module, params in (
+                ("locations", {}),
+                ("sessions", {"date_from": "2000-01-01T00:00:00Z"}),
+                ("cdrs", {}),
+                ("tariffs", {}),
+            ):
+                pulled = await hub.pull(module, **params)
+                assert pulled["ok"] and not pulled["validation_errors"], (module, pulled)
+                for obj in pulled["objects"]:
+                    {
+                        "locations": checks.check_location,
+                        "sessions": checks.check_session,
+                        "cdrs": checks.check_cdr,
+                        "tariffs": checks.check_tariff,
+                    }[module](obj)
+                if module in ("sessions", "cdrs"):  # a hub sees sessions of local tags too
+                    assert [o.get("session_id", o["id"]) for o in pulled["objects"]] == [
+                        str(local_tx)
+                    ]
+    except PeerVenvMissing as e:
+        pytest.fail(str(e))
