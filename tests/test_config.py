@@ -10,7 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_example_config_is_valid_and_has_mobie_defaults() -> None:
-    s = load_settings(ROOT / "config.example.toml", {})
+    from csms.cli import load_with_extensions
+    from csms.extensions import discover
+
+    s, configured = load_with_extensions(str(ROOT / "config.example.toml"), discover())
+    [(ext, ocpi)] = configured
+    assert ext.name == "ocpi" and ocpi.offline_after == 300 and ocpi.tariffs[0].id == "AC-STANDARD"
     assert s.mobie_mode
     assert s.ocpp.port == 9000 and s.http.port == 8080
     assert s.ocpp.heartbeat_interval == 120
