@@ -48,8 +48,9 @@ def _migrations(package: str) -> list[tuple[int, str, str]]:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements (they contain no semicolons inside literals)."""
-    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    """Split a migration into statements. Our migrations keep `--` and `;` out of string
+    literals, so comments can be cut at `--` and statements at `;`."""
+    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 

@@ -54,6 +54,7 @@ class OcpiAdminApi:
         p = "/api/v1"
         return [
             web.get(f"{p}/ocpi/peers", self.peers),
+            web.get(f"{p}/ocpi/pushes", self.pushes),
             web.post(f"{p}/ocpi/token-a", self.token_a),
             web.post(f"{p}/ocpi/register", self.register),
             web.get(f"{p}/tariffs", self.list_tariffs),
@@ -85,6 +86,12 @@ class OcpiAdminApi:
             for p in peers
         ]
         return web.json_response({"items": items, "total": len(items)})
+
+    async def pushes(self, request: web.Request) -> web.Response:
+        """What each peer has not acknowledged yet, per object, and what is failing."""
+        items = self.bridge.pusher.pending()
+        failing = sum(1 for i in items if i["failing_since"])
+        return web.json_response({"items": items, "total": len(items), "failing": failing})
 
     async def token_a(self, request: web.Request) -> web.Response:
         token = new_token()

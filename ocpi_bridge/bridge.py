@@ -48,12 +48,16 @@ class Bridge:
         self.locations = LocationBuilder(settings, self.offline_after)
         self.sessions = SessionBuilder(settings, system.store, self.store)
         self.credentials = CredentialsService(
-            self.store, self.client, self.our_credentials, self.reload_peers
+            self.store, self.client, self.our_credentials, self._peers_changed
         )
         self.modules = list(MODULES)
         self.token_source = OcpiTokenSource(self.store)
         self._peers_by_token: dict[str, Peer] = {}
         self.public_url = (settings.public_url or "").rstrip("/")
+        from .pusher import Pusher
+
+        self.pusher = Pusher(self)
+        self.locations.returned_at = self.pusher.rules.returned_at
 
     # ------------------------------------------------------------------ life cycle
 
@@ -67,6 +71,7 @@ class Bridge:
             )
         await self.reload_peers()
         await self.sessions.make_missing_cdrs(self.clock.now())
+        await self.pusher.start()
         log.info(
             "OCPI bridge ready",
             versions_url=self.versions_url,
@@ -75,6 +80,7 @@ class Bridge:
         )
 
     async def stop(self) -> None:
+        await self.pusher.stop()
         await self.client.close()
 
     # ------------------------------------------------------------------ peers and tokens
@@ -84,6 +90,12 @@ class Bridge:
         self._peers_by_token = {
             p.token_in: p for p in peers if p.status == "registered" and p.token_in
         }
+
+    async def _peers_changed(self) -> None:
+        """A peer registered, renewed or left: serve its new token, push it what it lacks."""
+        await self.reload_peers()
+        if self.pusher._main:  # running: a new peer gets every Location (R1) and more
+            await self.pusher.reconcile()
 
     def peer_by_token(self, token: str) -> Peer | None:
         return self._peers_by_token.get(token)
@@ -140,6 +152,18 @@ class Bridge:
     async def list_locations(self, page: Page) -> tuple[list[dict[str, Any]], int]:
         items = _date_filter(await self.all_locations(), page)
         return items[page.offset : page.offset + page.limit], len(items)
+
+    async def location_of_station(
+        self, station_id: str
+    ) -> tuple[dict[str, Any], tuple[int, ...]] | None:
+        """The current Location of a station, and the OCPP connector id of each EVSE."""
+        store = self.system.store
+        station = await store.get_station(station_id)
+        if station is None or not station["defined"]:
+            return None
+        statuses = await store.connector_statuses([station_id])
+        location = self.locations.location(station, statuses[station_id], self.clock.now())
+        return location, tuple(e["connector_id"] for e in station["definition"]["evses"])
 
     async def get_location(self, location_id: str) -> dict[str, Any] | None:
         store = self.system.store

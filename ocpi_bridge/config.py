@@ -29,6 +29,13 @@ class OcpiSettings(BaseModel):
     request_timeout: float = Field(30.0, gt=0, description="seconds, for our calls to peers")
     # R7: a station silent this long has its EVSEs shown (and pushed) as UNKNOWN
     offline_after: int = Field(300, ge=1)
+    # R5: an active Session is PATCHed this often (seconds)
+    session_update_interval: int = Field(300, ge=1)
+    # pushes to one peer in flight at once; seconds before a push counts as failed
+    push_concurrency: int = Field(8, ge=1, le=256)
+    push_timeout: float = Field(10.0, gt=0)
+    # failed pushes are retried after 1, 2, 4 ... seconds, up to this, with jitter
+    retry_max_seconds: float = Field(60.0, ge=1)
     # Tariffs defined here ([[ocpi.tariffs]]) are stored at start; connectors reference
     # them by id in their tariff_ids. The API (PUT /api/v1/tariffs/{id}) defines more.
     tariffs: list[TariffDef] = []
@@ -40,6 +47,7 @@ class OcpiSettings(BaseModel):
 
 
 MOBIE_OFFLINE_AFTER = 300  # rule R7: five minutes
+MOBIE_SESSION_INTERVAL = 300  # rule R5: five minutes
 
 
 def load_ocpi_settings(raw: dict[str, Any], mobie_mode: bool = True) -> OcpiSettings | None:
@@ -59,6 +67,12 @@ def load_ocpi_settings(raw: dict[str, Any], mobie_mode: bool = True) -> OcpiSett
                 msg = "required when OCPI is enabled"
             lines.append(f"{key}: {msg}")
         raise ConfigError("\n".join(lines)) from None
+    if mobie_mode and settings.session_update_interval > MOBIE_SESSION_INTERVAL:
+        raise ConfigError(
+            f"ocpi.session_update_interval: {settings.session_update_interval} s breaks MOBI.E "
+            f"rule R5 (Session PATCH at least every {MOBIE_SESSION_INTERVAL} s); use at most "
+            f"{MOBIE_SESSION_INTERVAL} or set mobie_mode = false"
+        )
     if mobie_mode and settings.offline_after > MOBIE_OFFLINE_AFTER:
         raise ConfigError(
             f"ocpi.offline_after: {settings.offline_after} s breaks MOBI.E rule R7 (UNKNOWN "

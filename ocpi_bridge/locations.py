@@ -11,6 +11,7 @@ EVSE status (one pure function, :func:`evse_status`, used by GETs and pushes ali
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,13 +66,17 @@ def evse_status(
     defined_at: datetime,
     now: datetime,
     offline_after: timedelta,
+    returned_at: datetime | None = None,
 ) -> EvseState:
-    """The OCPI status of one EVSE and the time it took that status."""
+    """The OCPI status of one EVSE and the time it took that status. ``returned_at``: when
+    the station spoke again after a silence (its statuses are then at least that new)."""
     reported = [s for s in (own, station_wide) if s is not None]
     if not reported:
         return EvseState("PLANNED", defined_at)
     if last_seen is not None and now - last_seen >= offline_after:
         return EvseState("UNKNOWN", max(last_seen + offline_after, defined_at))
+    if returned_at is not None:
+        defined_at = max(defined_at, returned_at)
     if station_wide is not None and station_wide.status in STATION_WIDE:
         if own is None or station_wide.at >= own.at or own.status not in STATION_WIDE:
             return EvseState(OCPP_TO_OCPI[station_wide.status], max(station_wide.at, defined_at))
@@ -85,9 +90,15 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 
 
 class LocationBuilder:
-    def __init__(self, settings: OcpiSettings, offline_after: timedelta) -> None:
+    def __init__(
+        self,
+        settings: OcpiSettings,
+        offline_after: timedelta,
+        returned_at: Callable[[str], datetime | None] = lambda station_id: None,
+    ) -> None:
         self.settings = settings
         self.offline_after = offline_after
+        self.returned_at = returned_at
 
     def states(
         self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
@@ -104,7 +115,13 @@ class LocationBuilder:
         for evse in station["definition"]["evses"]:
             cid = evse["connector_id"]
             out[cid] = evse_status(
-                by_id.get(cid), by_id.get(0), last_seen, defined_at, now, self.offline_after
+                by_id.get(cid),
+                by_id.get(0),
+                last_seen,
+                defined_at,
+                now,
+                self.offline_after,
+                self.returned_at(station["id"]),
             )
         return out
 
@@ -117,7 +134,12 @@ class LocationBuilder:
         assert defined_at is not None
         states = self.states(station, connectors, now)
         evses = [self.evse(e, states[e["connector_id"]], defined_at) for e in definition["evses"]]
-        last_updated = max([defined_at, *(s.since for s in states.values())])
+        # MOBI.E: the newest of its EVSEs', and (rule R8) the arrival of the station's latest
+        # frame, which every frame PATCHes into the Location
+        last_seen = from_db(station["last_seen_at"])
+        last_updated = max(
+            [defined_at, *(s.since for s in states.values()), *([last_seen] if last_seen else [])]
+        )
         s = self.settings
         return _clean(
             {

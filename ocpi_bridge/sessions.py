@@ -40,7 +40,7 @@ def _owner_clause(owners: set[str] | None, column: str) -> tuple[str, list[Any]]
     return f" AND {column} IN ({','.join('?' * len(owners))})", sorted(owners)
 
 
-def _for_version(obj: dict[str, Any], version: str) -> dict[str, Any]:
+def for_version(obj: dict[str, Any], version: str) -> dict[str, Any]:
     """OCPI 2.2 has no country_code/party_id in CdrToken."""
     if version != "2.2":
         return obj
@@ -244,7 +244,7 @@ class SessionBuilder:
         rows = await self.store.read(
             f"SELECT t.* {where} ORDER BY t.id LIMIT ? OFFSET ?", [*params, limit, offset]
         )
-        items = [_for_version(s, version) for s in await self.sessions_for(rows)]
+        items = [for_version(s, version) for s in await self.sessions_for(rows)]
         return items, int(total["n"]) if total else 0
 
     # ------------------------------------------------------------------ CDRs
@@ -382,7 +382,7 @@ class SessionBuilder:
             "LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        items = [_for_version(json.loads(r["body"]), version) for r in rows]
+        items = [for_version(json.loads(r["body"]), version) for r in rows]
         return items, int(total["n"]) if total else 0
 
     async def get_cdr(
@@ -392,4 +392,4 @@ class SessionBuilder:
         row = await self.store.read_one(
             f"SELECT body FROM ocpi_cdrs WHERE id = ?{clause}", [cdr_id, *params]
         )
-        return _for_version(json.loads(row["body"]), version) if row else None
+        return for_version(json.loads(row["body"]), version) if row else None

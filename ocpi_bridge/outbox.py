@@ -1,0 +1,229 @@
+"""What each peer has not yet acknowledged, per object: a pure state machine.
+
+Not a queue of messages: per peer, one *family* per Location (the Location, its EVSEs and
+its `last_updated` touches) and one per Session (the Session and its CDR), holding flags of
+what is out of date. A push carries the current state, computed when it is sent, so it can
+never be stale; within a family, pushes that write the same fields never run at once, so
+they cannot overtake each other. (A Location's `last_updated` touch, rule R8, may run beside
+an EVSE PATCH, which writes other fields, so that neither waits for the other; never beside
+a Location PUT.) When a push fails, the family is retried with exponential backoff and
+jitter, and the next push is the full object (PUT), never the PATCHes that were missed.
+CDRs are immutable: a failed POST is retried as it is.
+
+The shell (pusher.py) marks, asks what is ready, sends, and reports the outcome.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+FamilyKind = Literal["location", "session"]
+PushKind = Literal[
+    "location_put", "evse_patch", "location_touch", "session_put", "session_patch", "cdr_post"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyKey:
+    peer_id: int
+    kind: FamilyKind
+    object_id: str  # station id for a Location family, transaction id for a Session family
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    key: FamilyKey
+    kind: PushKind
+    connector_id: int | None = None  # for evse_patch
+
+
+@dataclass
+class Family:
+    key: FamilyKey
+    # Location family
+    full: bool = False
+    evses: set[int] = field(default_factory=set)
+    touch: bool = False
+    # Session family
+    session_full: bool = False
+    progress: bool = False
+    cdr: bool = False  # sent only once the Session's own pushes are through
+    # delivery: what is in flight, per lane ("main", and "touch" for Location touches)
+    lanes: dict[str, Push] = field(default_factory=dict)
+    dirty_since: datetime | None = None
+    attempts: int = 0
+    next_attempt: datetime | None = None
+    failing_since: datetime | None = None
+    last_error: str | None = None
+
+    @property
+    def in_flight(self) -> Push | None:
+        return self.lanes.get("main") or self.lanes.get("touch")
+
+    @property
+    def dirty(self) -> bool:
+        return (
+            self.full
+            or bool(self.evses)
+            or self.touch
+            or self.session_full
+            or self.progress
+            or self.cdr
+        )
+
+
+class Outbox:
+    def __init__(
+        self,
+        backoff_base: timedelta = timedelta(seconds=1),
+        backoff_max: timedelta = timedelta(seconds=60),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.rng = rng
+        self.families: dict[FamilyKey, Family] = {}
+
+    def _family(self, key: FamilyKey, now: datetime) -> Family:
+        fam = self.families.get(key)
+        if fam is None:
+            fam = self.families[key] = Family(key)
+        if fam.dirty_since is None:
+            fam.dirty_since = now
+        return fam
+
+    # ------------------------------------------------------------------ marks
+
+    def location_full(self, key: FamilyKey, now: datetime) -> None:
+        self._family(key, now).full = True
+
+    def evse(self, key: FamilyKey, connector_ids: tuple[int, ...], now: datetime) -> None:
+        self._family(key, now).evses.update(connector_ids)
+
+    def touch(self, key: FamilyKey, now: datetime) -> None:
+        self._family(key, now).touch = True
+
+    def session(self, key: FamilyKey, what: str, now: datetime) -> None:
+        fam = self._family(key, now)
+        if what == "progress":
+            fam.progress = True
+        else:  # start, final, or a resynchronisation: the whole Session
+            fam.session_full = True
+        if what == "final":
+            fam.cdr = True
+
+    def cdr_only(self, key: FamilyKey, now: datetime) -> None:
+        self._family(key, now).cdr = True
+
+    # ------------------------------------------------------------------ sending
+
+    def ready(self, now: datetime) -> list[FamilyKey]:
+        return [
+            k
+            for k, f in self.families.items()
+            if f.dirty and (f.next_attempt is None or f.next_attempt <= now) and self._startable(f)
+        ]
+
+    @staticmethod
+    def _startable(f: Family) -> bool:
+        main, touch = f.lanes.get("main"), f.lanes.get("touch")
+        if f.key.kind == "session":
+            return main is None
+        if main is None and (f.evses or (f.full and touch is None)):
+            return True
+        return (
+            f.touch
+            and touch is None
+            and not f.full
+            and (main is None or main.kind != "location_put")
+        )
+
+    def take(self, key: FamilyKey) -> list[Push]:
+        """The pushes of a family that may start now; their flags are cleared now (marks
+        made while they are in flight set them again, and payloads are computed after this
+        call, so nothing is lost)."""
+        fam = self.families[key]
+        out: list[Push] = []
+        if key.kind == "location":
+            main, touch = fam.lanes.get("main"), fam.lanes.get("touch")
+            if main is None and fam.full and touch is None:
+                out.append(self._start(fam, "main", Push(key, "location_put")))
+                fam.full = False
+                fam.evses.clear()
+                fam.touch = False  # a PUT carries the newest last_updated too
+                return out
+            if main is None and fam.evses and not fam.full:
+                cid = min(fam.evses)
+                fam.evses.discard(cid)
+                out.append(self._start(fam, "main", Push(key, "evse_patch", cid)))
+            main = fam.lanes.get("main")
+            if (
+                fam.touch
+                and touch is None
+                and not fam.full
+                and (main is None or main.kind != "location_put")
+            ):
+                fam.touch = False
+                out.append(self._start(fam, "touch", Push(key, "location_touch")))
+            return out
+        if fam.lanes.get("main") is not None:
+            return out
+        if fam.session_full:
+            fam.session_full = fam.progress = False
+            out.append(self._start(fam, "main", Push(key, "session_put")))
+        elif fam.progress:
+            fam.progress = False
+            out.append(self._start(fam, "main", Push(key, "session_patch")))
+        elif fam.cdr:
+            fam.cdr = False
+            out.append(self._start(fam, "main", Push(key, "cdr_post")))
+        return out
+
+    @staticmethod
+    def _start(fam: Family, lane: str, push: Push) -> Push:
+        fam.lanes[lane] = push
+        return push
+
+    def done(self, push: Push, ok: bool, now: datetime, error: str | None = None) -> None:
+        fam = self.families[push.key]
+        lane = "touch" if push.kind == "location_touch" else "main"
+        fam.lanes.pop(lane, None)
+        if ok:
+            fam.attempts = 0
+            fam.next_attempt = None
+            fam.failing_since = None
+            fam.last_error = None
+            if not fam.dirty and not fam.lanes:
+                del self.families[push.key]  # nothing left to say: the next mark makes a new one
+            return
+        fam.attempts += 1
+        fam.last_error = error
+        if fam.failing_since is None:
+            fam.failing_since = now
+        delay = min(
+            self.backoff_max.total_seconds(),
+            self.backoff_base.total_seconds() * 2 ** (fam.attempts - 1),
+        )
+        fam.next_attempt = now + timedelta(seconds=delay * (0.5 + self.rng()))
+        # what the peer missed is sent whole: never the PATCHes it did not get
+        if push.kind == "cdr_post":
+            fam.cdr = True
+        elif fam.key.kind == "location":
+            fam.full = True
+        else:
+            fam.session_full = True
+
+    def next_wakeup(self) -> datetime | None:
+        times = [
+            f.next_attempt
+            for f in self.families.values()
+            if f.next_attempt is not None and f.dirty and self._startable(f)
+        ]
+        return min(times) if times else None
+
+    def pending(self) -> list[Family]:
+        return [f for f in self.families.values() if f.dirty or f.in_flight is not None]

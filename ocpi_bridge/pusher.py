@@ -1,0 +1,567 @@
+"""The I/O shell of the push rules: events in from csms's bus, pushes out to the peers.
+
+    csms event ──▶ PushRules (pure: what is out of date, when) ──▶ Outbox (pure: per object,
+    per peer, what is unacknowledged) ──▶ send (HTTP) ──▶ acknowledged state (SQLite)
+
+Nothing here waits on the OCPP side, and nothing on the OCPP side waits for a push: the bus
+never blocks, and each peer has its own bounded number of pushes in flight. What a peer has
+acknowledged is stored; at start-up, when events were missed, or when a peer registers,
+the current state is compared with it and whatever differs is pushed whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+from csms.commands import CommandError
+from csms.events import (
+    Event,
+    Overflow,
+    StationDefined,
+    TransactionStarted,
+)
+from csms.timeparse import from_db, to_db
+
+from .client import OcpiCallFailed
+from .outbox import FamilyKey, Outbox, Push
+from .rules import (
+    Commissioned,
+    Effect,
+    EvseStatus,
+    LocationFull,
+    LocationTouch,
+    PushRules,
+    SessionPush,
+    TriggerStatus,
+)
+from .sessions import for_version
+from .store import Peer
+from .transport import join_url
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+
+log = structlog.get_logger("ocpi.push")
+
+
+@dataclass
+class Ack:
+    state: str
+    periods_sent: int = 0
+    location_url: str | None = None
+
+
+@dataclass
+class Prepared:
+    method: str
+    url: str
+    body: Any
+    module: str
+    acks: list[tuple[str, str, Ack]]  # (kind, object_id, ack) to record on success
+    describe: str
+
+
+class PushMetrics:
+    def __init__(self, registry: Any) -> None:
+        self.pushes = Counter(
+            "ocpi_pushes",
+            "OCPI pushes, by kind and outcome",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "ocpi_push_seconds",
+            "Time a push took, request to answer",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "ocpi_push_pending", "Objects with something unacknowledged", registry=registry
+        )
+        self.failing = Gauge(
+            "ocpi_push_failing", "Objects whose last push failed", registry=registry
+        )
+
+
+class Pusher:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.clock = bridge.clock
+        s = bridge.settings
+        from datetime import timedelta
+
+        self.rules = PushRules(
+            timedelta(seconds=s.offline_after), timedelta(seconds=s.session_update_interval)
+        )
+        self.outbox = Outbox(backoff_max=timedelta(seconds=s.retry_max_seconds))
+        self.metrics = PushMetrics(bridge.system.metrics.registry)
+        self.acks: dict[tuple[int, str, str], Ack] = {}
+        self._owners: dict[int, str | None] = {}  # transaction -> token owner
+        self._in_flight: dict[int, int] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._main: list[asyncio.Task[Any]] = []
+        self._sub = None
+        self.on_commissioned: Any = None  # async callable(Commissioned), set by the bridge
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        self._sub = self.bridge.system.bus.subscribe("ocpi-push", maxsize=50_000)
+        await self._load_acks()
+        await self.reconcile()
+        self._main = [
+            asyncio.create_task(self._consume(), name="ocpi-push-events"),
+            asyncio.create_task(self._dispatch(), name="ocpi-push-dispatch"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._main, *self._tasks]:
+            task.cancel()
+        for task in [*self._main, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._sub is not None:
+            self.bridge.system.bus.unsubscribe(self._sub)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ acknowledged state
+
+    async def _load_acks(self) -> None:
+        rows = await self.bridge.system.store.read("SELECT * FROM ocpi_push_acks")
+        self.acks = {
+            (r["peer_id"], r["kind"], r["object_id"]): Ack(
+                r["state"], r["periods_sent"], r["location_url"]
+            )
+            for r in rows
+        }
+
+    async def _record(self, peer_id: int, acks: list[tuple[str, str, Ack]]) -> None:
+        now = to_db(self.clock.now())
+        for kind, object_id, ack in acks:
+            self.acks[(peer_id, kind, object_id)] = ack
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                """INSERT INTO ocpi_push_acks (peer_id, kind, object_id, state, periods_sent,
+                       location_url, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (peer_id, kind, object_id) DO UPDATE SET state = excluded.state,
+                       periods_sent = excluded.periods_sent,
+                       location_url = COALESCE(excluded.location_url, location_url),
+                       acked_at = excluded.acked_at""",
+                [
+                    (peer_id, kind, oid, a.state, a.periods_sent, a.location_url, now)
+                    for kind, oid, a in acks
+                ],
+            )
+
+        await self.bridge.system.store.write(job)
+
+    # ------------------------------------------------------------------ who gets what
+
+    def _peers(self, module: str) -> list[Peer]:
+        return [
+            p for p in self.bridge.registered_peers() if p.endpoint(module, "RECEIVER") is not None
+        ]
+
+    @staticmethod
+    def _may_see(peer: Peer, owner: str | None) -> bool:
+        if peer.is_hub:
+            return True
+        if owner is None:
+            return False
+        cc, _, pid = owner.partition("/")
+        return (cc, pid) in peer.parties
+
+    async def _owner(self, transaction_id: int) -> str | None:
+        if transaction_id not in self._owners:
+            row = await self.bridge.system.store.read_one(
+                "SELECT tag_owner FROM transactions WHERE id = ?", (transaction_id,)
+            )
+            self._owners[transaction_id] = row["tag_owner"] if row else None
+        return self._owners[transaction_id]
+
+    # ------------------------------------------------------------------ events
+
+    async def _consume(self) -> None:
+        assert self._sub is not None
+        while True:
+            item = await self._sub.get()
+            try:
+                if isinstance(item, Overflow):
+                    log.warning("push events were dropped: resynchronising", dropped=item.dropped)
+                    await self.reconcile()
+                    continue
+                await self.handle(item)
+            except Exception:
+                log.exception("push rules failed on an event", event=type(item).__name__)
+
+    async def handle(self, event: Event) -> None:
+        now = self.clock.now()
+        if isinstance(event, StationDefined):
+            await self._refresh_station(event.station_id, now)
+        if isinstance(event, TransactionStarted):
+            self._owners[event.transaction_id] = event.tag_owner
+        await self._apply(self.rules.handle(event, now), now)
+        self._wake.set()
+
+    async def _refresh_station(self, station_id: str, now: datetime) -> None:
+        row = await self.bridge.system.store.get_station(station_id)
+        if row and row["definition"]:
+            connectors = tuple(e["connector_id"] for e in row["definition"]["evses"])
+            self.rules.set_connectors(station_id, connectors)
+
+    async def _apply(self, effects: list[Effect], now: datetime) -> None:
+        for effect in effects:
+            if isinstance(effect, LocationFull | EvseStatus | LocationTouch):
+                connectors: tuple[int, ...] = ()
+                if isinstance(effect, EvseStatus):
+                    # connector 0, or a silence: each EVSE of the station gets its own PATCH
+                    station = self.rules.stations.get(effect.station_id)
+                    connectors = effect.connector_ids or (station.connectors if station else ())
+                for peer in self._peers("locations"):
+                    key = FamilyKey(peer.id, "location", effect.station_id)
+                    if isinstance(effect, LocationFull):
+                        self.outbox.location_full(key, now)
+                    elif isinstance(effect, EvseStatus):
+                        if connectors:
+                            self.outbox.evse(key, connectors, now)
+                    else:
+                        self.outbox.touch(key, now)
+            elif isinstance(effect, SessionPush):
+                owner = await self._owner(effect.transaction_id)
+                key_id = str(effect.transaction_id)
+                for peer in self._peers("sessions"):
+                    if self._may_see(peer, owner):
+                        self.outbox.session(FamilyKey(peer.id, "session", key_id), effect.what, now)
+                if effect.what == "final":
+                    await self.bridge.sessions.make_cdr(effect.transaction_id, now)
+                    for peer in self._peers("cdrs"):
+                        if self._may_see(peer, owner):
+                            self.outbox.cdr_only(FamilyKey(peer.id, "session", key_id), now)
+            elif isinstance(effect, TriggerStatus):
+                self._spawn(self._trigger(effect), f"trigger-{effect.station_id}")
+            elif isinstance(effect, Commissioned) and self.on_commissioned is not None:
+                self._spawn(self.on_commissioned(effect), f"commissioned-{effect.station_id}")
+
+    async def _trigger(self, effect: TriggerStatus) -> None:
+        """R7: a station back from silence; ask for the statuses we do not know."""
+        for cid in effect.connector_ids or (None,):
+            payload: dict[str, Any] = {"requestedMessage": "StatusNotification"}
+            if cid is not None:
+                payload["connectorId"] = cid
+            try:
+                await self.bridge.system.commands.send(
+                    effect.station_id, "TriggerMessage", payload, origin="ocpi-r7"
+                )
+            except CommandError as e:
+                log.warning("status trigger failed", station_id=effect.station_id, error=str(e))
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def reconcile(self) -> None:
+        """Compare what each peer acknowledged with the current state; push what differs,
+        whole. Runs at start-up, after missed events, and when a peer registers."""
+        now = self.clock.now()
+        store = self.bridge.system.store
+        stations = await self.bridge._defined_stations()
+        statuses = await store.connector_statuses([s["id"] for s in stations])
+        location_peers = self._peers("locations")
+        marked = 0
+        for station in stations:
+            sid = station["id"]
+            connectors = tuple(e["connector_id"] for e in station["definition"]["evses"])
+            known = {c["connector_id"] for c in statuses[sid]}
+            if 0 in known:
+                known.update(connectors)
+            self.rules.load_station(sid, connectors, from_db(station["last_seen_at"]), known, now)
+            if not location_peers:
+                continue
+            location = self.bridge.locations.location(station, statuses[sid], now)
+            for peer in location_peers:
+                if not self._location_acked(peer.id, sid, location, connectors):
+                    self.outbox.location_full(FamilyKey(peer.id, "location", sid), now)
+                    marked += 1
+        session_peers, cdr_peers = self._peers("sessions"), self._peers("cdrs")
+        active = await store.read(
+            "SELECT id, station_id FROM transactions WHERE stop_received_at IS NULL"
+        )
+        for row in active:
+            self.rules.load_session(row["id"], row["station_id"], now)
+        for peer in session_peers:
+            since = await self._peer_since(peer)
+            rows = await store.read(
+                "SELECT id, tag_owner, updated_at, stop_received_at, id_tag_status "
+                "FROM transactions WHERE updated_at >= ?",
+                (since,),
+            )
+            for row in rows:
+                if not self._may_see(peer, row["tag_owner"]):
+                    continue
+                ack = self.acks.get((peer.id, "session", str(row["id"])))
+                state = _session_state(row)
+                if ack is None or ack.state != state:
+                    what = "final" if row["stop_received_at"] else "start"
+                    self.outbox.session(FamilyKey(peer.id, "session", str(row["id"])), what, now)
+                    marked += 1
+        if cdr_peers:
+            await self.bridge.sessions.make_missing_cdrs(now)
+        for peer in cdr_peers:
+            since = await self._peer_since(peer)
+            rows = await store.read(
+                "SELECT id, owner FROM ocpi_cdrs WHERE created_at >= ?", (since,)
+            )
+            for row in rows:
+                if (
+                    self._may_see(peer, row["owner"])
+                    and (peer.id, "cdr", row["id"]) not in self.acks
+                ):
+                    self.outbox.cdr_only(FamilyKey(peer.id, "session", row["id"]), now)
+                    marked += 1
+        if marked:
+            log.info("resynchronising peers: objects to push", objects=marked)
+        self._wake.set()
+
+    async def _peer_since(self, peer: Peer) -> str:
+        """A peer gets pushes of what changed since it registered; history it can pull."""
+        row = await self.bridge.system.store.read_one(
+            "SELECT created_at FROM ocpi_peers WHERE id = ?", (peer.id,)
+        )
+        return row["created_at"] if row else to_db(self.clock.now())
+
+    def _location_acked(
+        self, peer_id: int, sid: str, location: dict[str, Any], connectors: tuple[int, ...]
+    ) -> bool:
+        ack = self.acks.get((peer_id, "location", sid))
+        if ack is None or ack.state < location["last_updated"]:
+            return False
+        for cid, evse in zip(connectors, location["evses"], strict=True):
+            evse_ack = self.acks.get((peer_id, "evse", f"{sid}/{cid}"))
+            if evse_ack is None or evse_ack.state != _evse_state(evse):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ dispatching
+
+    async def _dispatch(self) -> None:
+        limit = self.bridge.settings.push_concurrency
+        while True:
+            self._wake.clear()
+            now = self.clock.now()
+            try:
+                await self._apply(self.rules.tick(now), now)
+                for key in self.outbox.ready(now):
+                    if self._in_flight.get(key.peer_id, 0) >= limit:
+                        continue
+                    for push in self.outbox.take(key):
+                        self._in_flight[key.peer_id] = self._in_flight.get(key.peer_id, 0) + 1
+                        self._spawn(self._send(push), f"push-{push.kind}")
+                pending = self.outbox.pending()
+                self.metrics.pending.set(len(pending))
+                self.metrics.failing.set(sum(1 for f in pending if f.failing_since))
+            except Exception:
+                log.exception("push dispatch failed")
+            times = [t for t in (self.rules.next_wakeup(), self.outbox.next_wakeup()) if t]
+            waiters = [asyncio.ensure_future(self._wake.wait())]
+            if times:
+                waiters.append(asyncio.ensure_future(self.clock.sleep_until(min(times))))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+
+    async def _send(self, push: Push) -> None:
+        peer_id = push.key.peer_id
+        peer = next((p for p in self.bridge.registered_peers() if p.id == peer_id), None)
+        started = time.perf_counter()
+        ok, error, what = False, None, push.kind
+        try:
+            if peer is None:  # unregistered meanwhile: nothing to deliver to
+                ok = True
+                return
+            prepared = await self._prepare(peer, push)
+            if prepared is None:
+                ok = True  # the object is gone (or not pushable): nothing to deliver
+                return
+            what = prepared.describe
+            reply = await self.bridge.client.request(
+                prepared.method,
+                prepared.url,
+                peer.token_out,
+                base64_token=peer.token_out_base64,
+                body=prepared.body,
+                module=prepared.module,
+                to_party=peer.primary_party,
+            )
+            ok = reply.ok
+            if ok:
+                if push.kind == "cdr_post":
+                    location_url = reply.headers.get("Location")
+                    prepared.acks[0][2].location_url = location_url
+                await self._record(peer_id, prepared.acks)
+            else:
+                error = reply.describe()
+        except OcpiCallFailed as e:
+            error = str(e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("push failed", push=push.kind, object=push.key.object_id)
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            elapsed = time.perf_counter() - started
+            self.outbox.done(push, ok, self.clock.now(), error)
+            self._in_flight[peer_id] = max(0, self._in_flight.get(peer_id, 1) - 1)
+            self.metrics.pushes.labels(push.kind, "ok" if ok else "failed").inc()
+            self.metrics.seconds.labels(push.kind).observe(elapsed)
+            (log.info if ok else log.warning)(
+                "push",
+                peer_id=peer_id,
+                push=what,
+                object=push.key.object_id,
+                ms=round(elapsed * 1000, 1),
+                outcome="delivered" if ok else "failed",
+                error=error,
+            )
+            self._wake.set()
+
+    # ------------------------------------------------------------------ payloads
+
+    async def _prepare(self, peer: Peer, push: Push) -> Prepared | None:
+        s = self.bridge.settings
+        if push.key.kind == "location":
+            sid = push.key.object_id
+            found = await self.bridge.location_of_station(sid)
+            if found is None:
+                return None
+            location, connectors = found
+            base = peer.endpoint("locations", "RECEIVER")
+            assert base is not None
+            url = join_url(base, s.country_code, s.party_id, location["id"])
+            loc_ack = ("location", sid, Ack(location["last_updated"]))
+            evse_acks = [
+                ("evse", f"{sid}/{cid}", Ack(_evse_state(evse)))
+                for cid, evse in zip(connectors, location["evses"], strict=True)
+            ]
+            if push.kind == "location_put":
+                return Prepared(
+                    "PUT", url, location, "locations", [loc_ack, *evse_acks], "Location PUT"
+                )
+            if push.kind == "location_touch":
+                body = {"last_updated": location["last_updated"]}
+                return Prepared("PATCH", url, body, "locations", [loc_ack], "Location PATCH")
+            index = connectors.index(push.connector_id) if push.connector_id in connectors else None
+            if index is None:
+                return None
+            evse = location["evses"][index]
+            body = {"status": evse["status"], "last_updated": evse["last_updated"]}
+            return Prepared(
+                "PATCH",
+                join_url(url, evse["uid"]),
+                body,
+                "locations",
+                [evse_acks[index]],
+                f"EVSE PATCH {evse['status']}",
+            )
+        tx_id = int(push.key.object_id)
+        if push.kind == "cdr_post":
+            cdr = await self.bridge.sessions.make_cdr(tx_id, self.clock.now())
+            base = peer.endpoint("cdrs", "RECEIVER")
+            if cdr is None or base is None:
+                return None
+            return Prepared(
+                "POST",
+                base,
+                for_version(cdr, peer.version),
+                "cdrs",
+                [("cdr", cdr["id"], Ack("posted"))],
+                "CDR POST",
+            )
+        session = await self.bridge.sessions.session(tx_id)
+        base = peer.endpoint("sessions", "RECEIVER")
+        if session is None or base is None:
+            return None
+        url = join_url(base, s.country_code, s.party_id, session["id"])
+        periods = session["charging_periods"]
+        state = f"{session['status']}|{session['last_updated']}"
+        if push.kind == "session_put":
+            ack = Ack(state, periods_sent=len(periods))
+            body = for_version(session, peer.version)
+            return Prepared(
+                "PUT",
+                url,
+                body,
+                "sessions",
+                [("session", session["id"], ack)],
+                f"Session PUT {session['status']}",
+            )
+        sent = self.acks.get((peer.id, "session", session["id"]))
+        already = sent.periods_sent if sent else 0
+        new = periods[already:]
+        body = {"kwh": session["kwh"], "last_updated": session["last_updated"]}
+        if new:
+            body["charging_periods"] = new
+        ack = Ack(state, periods_sent=already + len(new))
+        return Prepared(
+            "PATCH", url, body, "sessions", [("session", session["id"], ack)], "Session PATCH"
+        )
+
+    # ------------------------------------------------------------------ for the API
+
+    def pending(self) -> list[dict[str, Any]]:
+        out = []
+        for fam in self.outbox.pending():
+            out.append(
+                {
+                    "peer_id": fam.key.peer_id,
+                    "object": fam.key.kind,
+                    "id": fam.key.object_id,
+                    "pending_since": _iso(fam.dirty_since),
+                    "in_flight": fam.in_flight.kind if fam.in_flight else None,
+                    "attempts": fam.attempts,
+                    "failing_since": _iso(fam.failing_since),
+                    "next_attempt": _iso(fam.next_attempt),
+                    "last_error": fam.last_error,
+                }
+            )
+        return out
+
+
+def _evse_state(evse: dict[str, Any]) -> str:
+    return f"{evse['status']}|{evse['last_updated']}"
+
+
+def _session_state(row: dict[str, Any]) -> str:
+    """What a Session's acknowledged state must equal, from its transaction row."""
+    from .transport import ocpi_time
+
+    if row["stop_received_at"] is None:
+        status = "ACTIVE"
+    else:
+        status = "COMPLETED" if row["id_tag_status"] == "Accepted" else "INVALID"
+    updated = from_db(row["updated_at"])
+    return f"{status}|{ocpi_time(updated) if updated else ''}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    from csms.timeparse import to_iso
+
+    return to_iso(value)
