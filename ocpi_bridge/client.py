@@ -82,6 +82,7 @@ class OcpiClient:
         module: str | None = None,
         to_party: tuple[str, str] | None = None,
         params: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> OcpiReply:
         """One OCPI request. Raises OcpiCallFailed when there is no HTTP answer."""
         headers = {
@@ -104,6 +105,7 @@ class OcpiClient:
                 data=None if body is None else json.dumps(body, separators=(",", ":")),
                 headers=headers,
                 params=params,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
             ) as resp:
                 text = await resp.text()
                 try:

@@ -410,6 +410,7 @@ class Pusher:
                 body=prepared.body,
                 module=prepared.module,
                 to_party=peer.primary_party,
+                timeout=self.bridge.settings.push_timeout,
             )
             ok = reply.ok
             if ok:
