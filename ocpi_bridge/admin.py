@@ -55,6 +55,7 @@ class OcpiAdminApi:
         return [
             web.get(f"{p}/ocpi/peers", self.peers),
             web.get(f"{p}/ocpi/pushes", self.pushes),
+            web.get(f"{p}/ocpi/notices", self.bridge.notices.list_handler),
             web.post(f"{p}/ocpi/token-a", self.token_a),
             web.post(f"{p}/ocpi/register", self.register),
             web.get(f"{p}/tariffs", self.list_tariffs),

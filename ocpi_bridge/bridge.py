@@ -3,12 +3,15 @@ pushes share. Built on csms's store, event bus and clock; csms knows nothing of 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .client import OcpiClient
+from .commissioning import CommissioningNotices
 from .config import OcpiSettings
 from .credentials import CredentialsService
 from .locations import LocationBuilder
@@ -58,6 +61,15 @@ class Bridge:
 
         self.pusher = Pusher(self)
         self.locations.returned_at = self.pusher.rules.returned_at
+        self.notices = CommissioningNotices(
+            system.store,
+            system.clock,
+            settings.business_name,
+            settings.notices,
+            system.settings.data_dir,
+        )
+        self.pusher.on_commissioned = self.notices.on_commissioned
+        self._notices_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -71,6 +83,8 @@ class Bridge:
             )
         await self.reload_peers()
         await self.sessions.make_missing_cdrs(self.clock.now())
+        await self.notices.reconcile(self.clock.now())
+        self._notices_task = asyncio.create_task(self.notices.run(), name="ocpi-notices")
         await self.pusher.start()
         log.info(
             "OCPI bridge ready",
@@ -81,6 +95,11 @@ class Bridge:
 
     async def stop(self) -> None:
         await self.pusher.stop()
+        if self._notices_task is not None:
+            self._notices_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._notices_task
+        await self.notices.close()
         await self.client.close()
 
     # ------------------------------------------------------------------ peers and tokens

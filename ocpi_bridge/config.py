@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from csms.config import ConfigError
 
+from .commissioning import NoticeSettings
 from .pricing import TariffDef
 
 
@@ -39,6 +40,8 @@ class OcpiSettings(BaseModel):
     # Tariffs defined here ([[ocpi.tariffs]]) are stored at start; connectors reference
     # them by id in their tariff_ids. The API (PUT /api/v1/tariffs/{id}) defines more.
     tariffs: list[TariffDef] = []
+    # R2: the commissioning e-mail to MOBI.E ([ocpi.notices]); without smtp_host, .eml files
+    notices: NoticeSettings = NoticeSettings()
 
     @field_validator("party_id", "country_code", mode="before")
     @classmethod

@@ -203,6 +203,7 @@ class Pusher:
                 if isinstance(item, Overflow):
                     log.warning("push events were dropped: resynchronising", dropped=item.dropped)
                     await self.reconcile()
+                    await self.bridge.notices.reconcile(self.clock.now())
                     continue
                 await self.handle(item)
             except Exception:

@@ -188,3 +188,34 @@ async def test_every_rule_on_every_instance(setup: tuple[Running, EmspPeer]) -> 
     # nothing pending: the hub has everything
     _, state = await cpo.api.get("/api/v1/ocpi/pushes")
     assert state["total"] == 0, state
+
+
+async def test_r2_commissioning_notice_on_first_boot(setup: tuple[Running, EmspPeer]) -> None:
+    cpo, _ = setup
+    await cpo.define_station("R2-ST", 1)
+    st = Station(
+        "R2-ST",
+        cpo.ocpp_url,
+        1,
+        vendor="Efacec",
+        model="QC45",
+        behaviour=Behaviour(auto_heartbeat=False),
+    )
+    await st.connect()
+    try:
+        await st.boot_and_report()
+        await st.boot()  # a second boot is not a second commissioning
+    finally:
+        await st.disconnect()
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        _, notices = await cpo.api.get("/api/v1/ocpi/notices")
+        if notices["total"] and notices["items"][0]["delivered_at"]:
+            break
+        assert asyncio.get_running_loop().time() < deadline, notices
+        await asyncio.sleep(0.05)
+    [notice] = notices["items"]
+    assert notice["station_id"] == "R2-ST" and notice["delivery"] == "file"
+    assert notice["subject"] == "Entrada em Operação do Posto R2-ST"
+    text = await asyncio.to_thread(Path(notice["file"]).read_text)
+    assert "Efacec" in text and "QC45" in text and "mic@mobie.pt" in text
