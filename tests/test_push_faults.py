@@ -91,10 +91,14 @@ async def test_hub_failing_then_recovering_ends_with_the_current_state(
                 await st.meter_values(1, tx, energy_wh=2000 * i, power_w=7000)
             await st.status(2, "Faulted", error_code="GroundFailure")
             await st.stop_charging(1)
-            await asyncio.sleep(1.5)
-            _, pending = await cpo.api.get("/api/v1/ocpi/pushes")
-            assert pending["failing"] >= 1, pending  # visible in the API, with since when
-            assert all(i["failing_since"] for i in pending["items"] if i["attempts"])
+
+            async def failing_shown() -> bool:
+                # visible in the API, with since when
+                _, pending = await cpo.api.get("/api/v1/ocpi/pushes")
+                failing = [i for i in pending["items"] if i["attempts"]]
+                return len(failing) >= 2 and all(i["failing_since"] for i in failing)
+
+            await eventually(failing_shown)
             refused = len(hub.requests)
 
             hub.mode = "ok"  # and comes back
