@@ -276,13 +276,14 @@ class Store:
             pw = existing[0][0] if (existing and keep_password) else password_hash
             await db.execute(
                 """INSERT INTO stations (id, defined, location_id, definition, password_hash,
-                       boot_status, created_at, updated_at)
-                   VALUES (?, 1, ?, ?, ?, ?, ?, ?)
+                       boot_status, created_at, updated_at, defined_at)
+                   VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (id) DO UPDATE SET defined = 1,
                        location_id = excluded.location_id, definition = excluded.definition,
                        password_hash = excluded.password_hash,
-                       boot_status = excluded.boot_status, updated_at = excluded.updated_at""",
-                (station_id, location_id, json.dumps(definition), pw, boot_status, now, now),
+                       boot_status = excluded.boot_status, updated_at = excluded.updated_at,
+                       defined_at = excluded.defined_at""",
+                (station_id, location_id, json.dumps(definition), pw, boot_status, now, now, now),
             )
             await db.execute("DELETE FROM evses WHERE station_id = ?", (station_id,))
             await db.executemany(

@@ -82,7 +82,12 @@ def evse_status(
             return EvseState(OCPP_TO_OCPI[station_wide.status], max(station_wide.at, defined_at))
     chosen = own if own is not None else station_wide
     assert chosen is not None
-    return EvseState(OCPP_TO_OCPI.get(chosen.status, "UNKNOWN"), max(chosen.at, defined_at))
+    since = max(chosen.at, defined_at)
+    if station_wide is not None:
+        # a newer station-wide status (e.g. connector 0 clearing a fault) changed this EVSE
+        # too: its own status is back since then, not since it was reported
+        since = max(since, station_wide.at)
+    return EvseState(OCPP_TO_OCPI.get(chosen.status, "UNKNOWN"), since)
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +109,7 @@ class LocationBuilder:
         self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
     ) -> dict[int, EvseState]:
         """connector_id -> EvseState for each EVSE of a defined station."""
-        defined_at = from_db(station["updated_at"])
+        defined_at = from_db(station["defined_at"])
         assert defined_at is not None
         last_seen = from_db(station["last_seen_at"])
         by_id = {
@@ -130,7 +135,7 @@ class LocationBuilder:
     ) -> dict[str, Any]:
         definition = station["definition"]
         loc = definition["location"]
-        defined_at = from_db(station["updated_at"])
+        defined_at = from_db(station["defined_at"])
         assert defined_at is not None
         states = self.states(station, connectors, now)
         evses = [self.evse(e, states[e["connector_id"]], defined_at) for e in definition["evses"]]

@@ -130,10 +130,13 @@ class Outbox:
 
     @staticmethod
     def _startable(f: Family) -> bool:
+        """Would take() start a push of this family now? (Kept in step with take().)"""
         main, touch = f.lanes.get("main"), f.lanes.get("touch")
         if f.key.kind == "session":
             return main is None
-        if main is None and (f.evses or (f.full and touch is None)):
+        if main is None and f.full and touch is None:
+            return True
+        if main is None and f.evses and not f.full:
             return True
         return (
             f.touch
@@ -193,10 +196,13 @@ class Outbox:
         lane = "touch" if push.kind == "location_touch" else "main"
         fam.lanes.pop(lane, None)
         if ok:
-            fam.attempts = 0
-            fam.next_attempt = None
-            fam.failing_since = None
-            fam.last_error = None
+            # a failure is always retried on the main lane (a whole PUT): a touch that
+            # succeeds meanwhile does not cut its backoff short
+            if lane == "main":
+                fam.attempts = 0
+                fam.next_attempt = None
+                fam.failing_since = None
+                fam.last_error = None
             if not fam.dirty and not fam.lanes:
                 del self.families[push.key]  # nothing left to say: the next mark makes a new one
             return
@@ -204,11 +210,9 @@ class Outbox:
         fam.last_error = error
         if fam.failing_since is None:
             fam.failing_since = now
-        delay = min(
-            self.backoff_max.total_seconds(),
-            self.backoff_base.total_seconds() * 2 ** (fam.attempts - 1),
-        )
-        fam.next_attempt = now + timedelta(seconds=delay * (0.5 + self.rng()))
+        delay = self.backoff_base.total_seconds() * 2 ** (fam.attempts - 1)
+        jittered = delay * (0.5 + self.rng())  # 50 % to 150 %
+        fam.next_attempt = now + timedelta(seconds=min(jittered, self.backoff_max.total_seconds()))
         # what the peer missed is sent whole: never the PATCHes it did not get
         if push.kind == "cdr_post":
             fam.cdr = True

@@ -40,6 +40,7 @@ from .rules import (
     LocationFull,
     LocationTouch,
     PushRules,
+    Returned,
     SessionPush,
     TriggerStatus,
 )
@@ -252,10 +253,22 @@ class Pusher:
                     for peer in self._peers("cdrs"):
                         if self._may_see(peer, owner):
                             self.outbox.cdr_only(FamilyKey(peer.id, "session", key_id), now)
+            elif isinstance(effect, Returned):
+                await self._store_return(effect.station_id, effect.at)
             elif isinstance(effect, TriggerStatus):
                 self._spawn(self._trigger(effect), f"trigger-{effect.station_id}")
             elif isinstance(effect, Commissioned) and self.on_commissioned is not None:
                 self._spawn(self.on_commissioned(effect), f"commissioned-{effect.station_id}")
+
+    async def _store_return(self, station_id: str, at: datetime) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO ocpi_station_returns VALUES (?, ?) ON CONFLICT (station_id) "
+                "DO UPDATE SET returned_at = excluded.returned_at",
+                (station_id, to_db(at)),
+            )
+
+        await self.bridge.system.store.write(job)
 
     async def _trigger(self, effect: TriggerStatus) -> None:
         """R7: a station back from silence; ask for the statuses we do not know."""
@@ -285,6 +298,10 @@ class Pusher:
         stations = await self.bridge._defined_stations()
         statuses = await store.connector_statuses([s["id"] for s in stations])
         location_peers = self._peers("locations")
+        returns = {
+            r["station_id"]: from_db(r["returned_at"])
+            for r in await store.read("SELECT * FROM ocpi_station_returns")
+        }
         marked = 0
         for station in stations:
             sid = station["id"]
@@ -292,7 +309,9 @@ class Pusher:
             known = {c["connector_id"] for c in statuses[sid]}
             if 0 in known:
                 known.update(connectors)
-            self.rules.load_station(sid, connectors, from_db(station["last_seen_at"]), known, now)
+            self.rules.load_station(
+                sid, connectors, from_db(station["last_seen_at"]), known, now, returns.get(sid)
+            )
             if not location_peers:
                 continue
             location = self.bridge.locations.location(station, statuses[sid], now)
@@ -379,7 +398,12 @@ class Pusher:
                 self.metrics.failing.set(sum(1 for f in pending if f.failing_since))
             except Exception:
                 log.exception("push dispatch failed")
-            times = [t for t in (self.rules.next_wakeup(), self.outbox.next_wakeup()) if t]
+            # a family held back by the per-peer limit may be due already: a finishing push
+            # wakes us then, so only future times count (no busy loop)
+            now = self.clock.now()
+            times = [
+                t for t in (self.rules.next_wakeup(), self.outbox.next_wakeup()) if t and t > now
+            ]
             waiters = [asyncio.ensure_future(self._wake.wait())]
             if times:
                 waiters.append(asyncio.ensure_future(self.clock.sleep_until(min(times))))

@@ -76,6 +76,14 @@ class TriggerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Returned:
+    """R7: the station spoke again after a silence (to be kept durably)."""
+
+    station_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Commissioned:
     """R2: the station's first accepted boot."""
 
@@ -83,7 +91,15 @@ class Commissioned:
     at: datetime
 
 
-Effect = LocationFull | EvseStatus | LocationTouch | SessionPush | TriggerStatus | Commissioned
+Effect = (
+    LocationFull
+    | EvseStatus
+    | LocationTouch
+    | SessionPush
+    | TriggerStatus
+    | Returned
+    | Commissioned
+)
 
 
 @dataclass
@@ -119,19 +135,25 @@ class PushRules:
         last_frame: datetime | None,
         known: set[int],
         now: datetime,
+        returned_at: datetime | None = None,
     ) -> None:
+        """A station as the store knows it, at start-up (``returned_at``: when it last spoke
+        again after a silence, which the shell keeps durably)."""
         st = self.stations.setdefault(station_id, _Station())
         st.connectors = connectors
         st.known = set(known)
         st.last_frame = last_frame
+        if returned_at is not None and (st.returned_at is None or returned_at > st.returned_at):
+            st.returned_at = returned_at
         if last_frame is not None:
             st.unknown = now - last_frame >= self.offline_after
             if not st.unknown:
                 heapq.heappush(self._silences, (last_frame + self.offline_after, station_id))
 
     def load_session(self, transaction_id: int, station_id: str, now: datetime) -> None:
-        """An active session found at start-up: it is PUT (reconciled) now, PATCHed after."""
-        self._schedule(transaction_id, station_id, now + self.session_interval)
+        """An active session found at start-up: PATCHed at once (its last push may be close
+        to an interval old, or PUT whole if the peer's copy differs), then every interval."""
+        self._schedule(transaction_id, station_id, now)
 
     # ------------------------------------------------------------------ events
 
@@ -177,6 +199,7 @@ class PushRules:
         if st.unknown:
             st.unknown = False
             st.returned_at = at
+            effects.append(Returned(station_id, at))
             effects.append(EvseStatus(station_id, None))
             missing = tuple(c for c in st.connectors if c not in st.known)
             if missing:
