@@ -56,6 +56,7 @@ class OcpiAdminApi:
             web.get(f"{p}/ocpi/peers", self.peers),
             web.get(f"{p}/ocpi/pushes", self.pushes),
             web.get(f"{p}/ocpi/notices", self.bridge.notices.list_handler),
+            web.get(f"{p}/ocpi/commands", self.commands),
             web.post(f"{p}/ocpi/token-a", self.token_a),
             web.post(f"{p}/ocpi/register", self.register),
             web.get(f"{p}/tariffs", self.list_tariffs),
@@ -93,6 +94,19 @@ class OcpiAdminApi:
         items = self.bridge.pusher.pending()
         failing = sum(1 for i in items if i["failing_since"])
         return web.json_response({"items": items, "total": len(items), "failing": failing})
+
+    async def commands(self, request: web.Request) -> web.Response:
+        """OCPI commands received, what we answered, what the station did, the result."""
+        try:
+            limit = min(int(request.query.get("limit", 100)), 1000)
+            offset = int(request.query.get("offset", 0))
+        except ValueError:
+            raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
+        items, total = await self.bridge.commands.list(limit, offset)
+        return web.json_response(
+            {"items": items, "total": total, "limit": limit, "offset": offset},
+            headers={"X-Total-Count": str(total)},
+        )
 
     async def token_a(self, request: web.Request) -> web.Response:
         token = new_token()

@@ -35,6 +35,7 @@ MODULES: list[tuple[str, str]] = [
     ("cdrs", "SENDER"),
     ("tariffs", "SENDER"),
     ("tokens", "RECEIVER"),
+    ("commands", "RECEIVER"),
 ]
 
 
@@ -69,6 +70,10 @@ class Bridge:
             system.settings.data_dir,
         )
         self.pusher.on_commissioned = self.notices.on_commissioned
+        from .commands import CommandService
+
+        self.commands = CommandService(self)
+        self.token_source.grants = self.commands.grant_for
         self._notices_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -86,6 +91,7 @@ class Bridge:
         await self.notices.reconcile(self.clock.now())
         self._notices_task = asyncio.create_task(self.notices.run(), name="ocpi-notices")
         await self.pusher.start()
+        await self.commands.start()
         log.info(
             "OCPI bridge ready",
             versions_url=self.versions_url,
@@ -94,6 +100,7 @@ class Bridge:
         )
 
     async def stop(self) -> None:
+        await self.commands.stop()
         await self.pusher.stop()
         if self._notices_task is not None:
             self._notices_task.cancel()

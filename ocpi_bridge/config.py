@@ -37,6 +37,9 @@ class OcpiSettings(BaseModel):
     push_timeout: float = Field(10.0, gt=0)
     # failed pushes are retried after 1, 2, 4 ... seconds, up to this, with jitter
     retry_max_seconds: float = Field(60.0, ge=1)
+    # OCPI commands: how long a station has to do what was asked (the CommandResponse's
+    # timeout); a real charger needs time to start a transaction
+    command_timeout: int = Field(120, ge=1, le=3600)
     # Tariffs defined here ([[ocpi.tariffs]]) are stored at start; connectors reference
     # them by id in their tariff_ids. The API (PUT /api/v1/tariffs/{id}) defines more.
     tariffs: list[TariffDef] = []

@@ -101,6 +101,7 @@ class OcpiHttp:
         r.add_get(f"/{V}/cdrs{S}", self.cdrs, name="cdrs")
         r.add_get(f"/{V}/cdrs/{{cdr_id:{ID}}}{S}", self.cdr, name="cdrs-one")
         r.add_get(f"/{V}/tariffs{S}", self.tariffs, name="tariffs")
+        r.add_post(f"/{V}/commands/{{command:{ID}}}{S}", self.command, name="commands")
         tokens = f"/{V}/tokens/{{country_code:{ID}}}/{{party_id:{ID}}}/{{uid:{ID}}}{S}"
         r.add_get(tokens, self.token_get, name="tokens-get")
         r.add_put(tokens, self.token_put, name="tokens-put")
@@ -318,6 +319,21 @@ class OcpiHttp:
         page = self._page(request)
         items, total = await self.bridge.list_tariffs(page)
         return self._list(request, items, total, page)
+
+    # ------------------------------------------------------------------ commands (we receive)
+
+    async def command(self, request: web.Request) -> web.Response:
+        peer = self._peer(request)
+        body = await request.json(loads=json.loads)
+        party = _requester_party(request, request[CALLER]) or peer.primary_party
+        if not peer.owns(*party):
+            raise OcpiError(
+                INVALID_PARAMETERS, f"OCPI-from {party[0]}/{party[1]} is not one of your parties"
+            )
+        status, response = await self.bridge.commands.receive(
+            peer, party, request.match_info["command"], body
+        )
+        return json_response(envelope(response, status, now=self.bridge.clock.now()))
 
     # ------------------------------------------------------------------ tokens (we receive)
 

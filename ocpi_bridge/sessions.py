@@ -199,14 +199,53 @@ class SessionBuilder:
             session["meter_id"] = str(meter_id)[:255]
         return session
 
+    async def _commanded(self, txs: list[dict[str, Any]]) -> dict[int, str | None]:
+        """Transactions started by an OCPI START_SESSION -> its authorization_reference.
+
+        Matched as the commands service does (same station, connector and token, started
+        while the command waited), so a Session pushed before the command's result was
+        decided already carries it."""
+        out: dict[int, str | None] = {}
+        for tx in txs:
+            if not tx.get("tag_owner"):
+                continue  # only eMSPs' tokens start sessions by command
+            row = await self.store.read_one(
+                """SELECT authorization_reference FROM ocpi_commands
+                   WHERE command = 'START_SESSION' AND (transaction_id = ? OR (
+                       transaction_id IS NULL AND station_id = ? AND connector_id = ?
+                       AND id_tag = ? COLLATE NOCASE AND deadline IS NOT NULL
+                       AND created_at <= ? AND deadline >= ?))
+                   ORDER BY created_at DESC LIMIT 1""",
+                (
+                    tx["id"],
+                    tx["station_id"],
+                    tx["connector_id"],
+                    tx["id_tag"],
+                    tx["start_received_at"],
+                    tx["start_received_at"],
+                ),
+            )
+            if row is not None:
+                out[tx["id"]] = row["authorization_reference"]
+        return out
+
+    @staticmethod
+    def _authorization(obj: dict[str, Any], tx_id: int, commanded: dict[int, str | None]) -> None:
+        if tx_id in commanded:
+            obj["auth_method"] = "COMMAND"
+            if commanded[tx_id]:
+                obj["authorization_reference"] = commanded[tx_id]
+
     async def sessions_for(self, txs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         stations = await self._stations({t["station_id"] for t in txs})
         points = await self._meter_points([t["id"] for t in txs])
+        commanded = await self._commanded(txs)
         out = []
         for tx in txs:
             token = await self._cdr_token(tx)
             s = self._session(tx, stations.get(tx["station_id"]), points.get(tx["id"], []), token)
             if s is not None:
+                self._authorization(s, tx["id"], commanded)
                 out.append(s)
         return out
 
@@ -336,6 +375,7 @@ class SessionBuilder:
         meter_id = (station or {}).get("boot_info", {}).get("meterSerialNumber")
         if meter_id:
             cdr["meter_id"] = str(meter_id)[:255]
+        self._authorization(cdr, transaction_id, await self._commanded([tx]))
         if not tariffs:
             del cdr["tariffs"]
         created = await self.ocpi.insert_cdr(cdr["id"], transaction_id, tx["tag_owner"], cdr, now)

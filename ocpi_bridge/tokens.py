@@ -8,6 +8,9 @@ token's owner (``CC/PID``), which decides who may see the session and its CDR.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import structlog
 
 from csms.authorization import IdTagInfo
@@ -28,8 +31,15 @@ class OcpiTokenSource:
 
     def __init__(self, store: OcpiStore) -> None:
         self.store = store
+        # (station id, id tag) -> a remote start's grant, set by the commands service
+        self.grants: Callable[[str, str], Any] = lambda station_id, id_tag: None
 
     async def lookup(self, id_tag: str, station_id: str) -> IdTagInfo | None:
+        grant = self.grants(station_id, id_tag)
+        if grant is not None:
+            # the token of an OCPI START_SESSION is accepted at that station, never
+            # re-authorized (the eMSP already did; APP_USER tokens may be whitelist NEVER)
+            return IdTagInfo("Accepted", source=self.name, owner=grant.owner)
         tokens = await self.store.tokens_by_uid(id_tag)
         if not tokens:
             return None

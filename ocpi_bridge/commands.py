@@ -1,0 +1,684 @@
+"""OCPI commands (CPO as Receiver) with MOBI.E's semantics: START_SESSION, STOP_SESSION and
+UNLOCK_CONNECTOR.
+
+A command is validated (2001 naming the field), answered at once with the CommandResponse
+of MOBI.E's tables (command_rules.py), and only then acted on through csms's command port
+(RemoteStartTransaction, RemoteStopTransaction, UnlockConnector). Its CommandResult is
+decided from what actually happens on the OCPP side (a START_SESSION is ACCEPTED only once
+the StartTransaction.req has arrived) and POSTed to its ``response_url``, retried with
+backoff until the peer acknowledges it. Commands are stored: one waiting for its outcome
+when the process restarts is resumed, and its result still delivered.
+
+The outcome is always *evaluated* from the store (the command's row, the transactions,
+the EVSE status), when something may have changed it: the station's answer, a transaction
+starting or stopping on that station, the deadline. Missing an event therefore cannot lose
+a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from csms.commands import CommandError, StationRejected
+from csms.events import Overflow, TransactionStarted, TransactionStopped
+from csms.timeparse import from_db, to_db
+
+from . import command_rules as rules
+from .client import OcpiCallFailed
+from .schemas import CiString, Token, Url, parse
+from .store import Peer
+from .transport import UNKNOWN_LOCATION, OcpiError, ocpi_time
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+
+log = structlog.get_logger("ocpi.commands")
+
+SUPPORTED = ("START_SESSION", "STOP_SESSION", "UNLOCK_CONNECTOR")
+OCPI_COMMANDS = (*SUPPORTED, "RESERVE_NOW", "CANCEL_RESERVATION")
+GRANT_FOR = timedelta(minutes=15)  # a remote start's token is accepted locally this long
+DELIVERY_GIVES_UP = timedelta(hours=24)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StartSession(_Body):
+    response_url: Url
+    token: Token
+    location_id: CiString = Field(min_length=1, max_length=36)
+    evse_uid: CiString = Field(min_length=1, max_length=36)  # MOBI.E makes it mandatory
+    connector_id: CiString | None = Field(None, min_length=1, max_length=36)
+    authorization_reference: CiString | None = Field(None, min_length=1, max_length=36)
+
+
+class StopSession(_Body):
+    response_url: Url
+    session_id: CiString = Field(min_length=1, max_length=36)
+
+
+class UnlockConnector(_Body):
+    response_url: Url
+    location_id: CiString = Field(min_length=1, max_length=36)
+    evse_uid: CiString = Field(min_length=1, max_length=36)
+    connector_id: CiString = Field(min_length=1, max_length=36)
+
+
+@dataclass
+class Grant:
+    """A remote start's token: accepted locally at that station for a while (OCPI: never
+    real-time authorize the token of a command)."""
+
+    owner: str
+    until: datetime
+
+
+class CommandService:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.clock = bridge.clock
+        self.timeout = timedelta(seconds=bridge.settings.command_timeout)
+        self.grants: dict[tuple[str, str], Grant] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._main: list[asyncio.Task[Any]] = []
+        self._sub: Any = None
+        self._delivering: set[str] = set()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        self._sub = self.bridge.system.bus.subscribe("ocpi-commands")
+        now = self.clock.now()
+        for row in await self._open_commands():
+            if row["command"] == "START_SESSION" and row["decided_at"] is None:
+                self.grants[(row["station_id"], row["id_tag"].upper())] = Grant(
+                    row["party"],
+                    from_db(row["created_at"]) + GRANT_FOR,  # type: ignore[operator]
+                )
+        resumed = await self._evaluate_all(now)
+        if resumed:
+            log.info("commands resumed after a restart", commands=resumed)
+        self._main = [
+            asyncio.create_task(self._consume(), name="ocpi-commands-events"),
+            asyncio.create_task(self._timers(), name="ocpi-commands-timers"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._main, *self._tasks]:
+            task.cancel()
+        for task in [*self._main, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._sub is not None:
+            self.bridge.system.bus.unsubscribe(self._sub)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive(
+        self, peer: Peer, party: tuple[str, str], command: str, body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """Validate and answer a command; returns (OCPI status code, CommandResponse)."""
+        if command not in OCPI_COMMANDS:
+            raise OcpiError(2000, f"unknown command {command!r}", http_status=404)
+        if command not in SUPPORTED:
+            response = {"result": "NOT_SUPPORTED", "timeout": self._timeout_s()}
+            return 1000, response
+        handler = {
+            "START_SESSION": self._start,
+            "STOP_SESSION": self._stop,
+            "UNLOCK_CONNECTOR": self._unlock,
+        }[command]
+        return await handler(peer, f"{party[0]}/{party[1]}".upper(), body)
+
+    def _timeout_s(self) -> int:
+        return int(self.timeout.total_seconds())
+
+    def _response(self, decision: rules.Decision) -> dict[str, Any]:
+        response: dict[str, Any] = {"result": decision.result, "timeout": self._timeout_s()}
+        if decision.message:
+            response["message"] = decision.display()
+        return response
+
+    async def _place(
+        self, location_id: str, evse_uid: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(station row, EVSE definition) of a Location and EVSE uid; None where unknown."""
+        store = self.bridge.system.store
+        row = await store.read_one(
+            "SELECT id FROM stations WHERE location_id = ? COLLATE NOCASE AND defined = 1",
+            (location_id,),
+        )
+        if row is None:
+            return None, None
+        station = await store.get_station(row["id"])
+        assert station is not None
+        evse = next(
+            (e for e in station["definition"]["evses"] if e["uid"].upper() == evse_uid.upper()),
+            None,
+        )
+        return station, evse
+
+    def _online(self, station_id: str) -> bool:
+        return self.bridge.system.registry.is_connected(station_id)
+
+    async def _start(self, peer: Peer, party: str, body: Any) -> tuple[int, dict[str, Any]]:
+        req: StartSession = parse(StartSession, body)
+        station, evse = await self._place(req.location_id, req.evse_uid)
+        if station is None:
+            decision = rules.Decision("REJECTED", "The requested location is unknown.")
+            await self._record(peer, party, "START_SESSION", body, None, None, decision, req)
+            return UNKNOWN_LOCATION, self._response(decision)
+        online = self._online(station["id"])
+        token_ok = await self._token_valid(req.token, party)
+        decision = rules.start_response(token_ok, evse is not None, online)
+        cid = evse["connector_id"] if evse else None
+        command_id = await self._record(
+            peer, party, "START_SESSION", body, station["id"], cid, decision, req
+        )
+        if decision.result == "ACCEPTED":
+            assert cid is not None
+            uid = req.token.uid
+            self.grants[(station["id"], uid.upper())] = Grant(party, self.clock.now() + GRANT_FOR)
+            payload = {"connectorId": cid, "idTag": uid}
+            self._spawn(
+                self._call(command_id, station["id"], "RemoteStartTransaction", payload),
+                f"command-{command_id}",
+            )
+        return 1000, self._response(decision)
+
+    async def _token_valid(self, token: Token, party: str) -> bool:
+        """Known to us, of the requesting party, valid; an RFID token must equal the stored
+        one in every property (a command is not a way to change a token)."""
+        if f"{token.country_code}/{token.party_id}".upper() != party:
+            return False
+        stored = await self.bridge.store.get_token(
+            token.country_code.upper(), token.party_id.upper(), token.uid, token.type
+        )
+        if stored is None or not stored.get("valid"):
+            return False
+        if token.type == "RFID":
+            given = token.model_dump(mode="json", exclude_none=True)
+            ignore = {"last_updated", "country_code", "party_id"}
+            a = {k: v for k, v in given.items() if k not in ignore}
+            b = {k: v for k, v in stored.items() if k not in ignore}
+            return a == b
+        return True
+
+    async def _stop(self, peer: Peer, party: str, body: Any) -> tuple[int, dict[str, Any]]:
+        req: StopSession = parse(StopSession, body)
+        store = self.bridge.system.store
+        tx = None
+        if req.session_id.isdigit():
+            tx = await store.read_one(
+                "SELECT t.*, s.definition FROM transactions t JOIN stations s "
+                "ON s.id = t.station_id AND s.defined = 1 WHERE t.id = ?",
+                (int(req.session_id),),
+            )
+        if tx is None:
+            decision = rules.stop_response(False, False, False, False)
+            await self._record(peer, party, "STOP_SESSION", body, None, None, decision, req)
+            return 1000, self._response(decision)
+        definition = json.loads(tx["definition"])
+        evse = next((e for e in definition["evses"] if e["connector_id"] == tx["connector_id"]), {})
+        capable = "REMOTE_START_STOP_CAPABLE" in (evse.get("capabilities") or [])
+        decision = rules.stop_response(
+            True,
+            tx["stop_received_at"] is None,
+            (tx["tag_owner"] or "").upper() == party,
+            self._online(tx["station_id"]),
+            capable,
+        )
+        command_id = await self._record(
+            peer,
+            party,
+            "STOP_SESSION",
+            body,
+            tx["station_id"],
+            tx["connector_id"],
+            decision,
+            req,
+            transaction_id=tx["id"],
+        )
+        if decision.result == "ACCEPTED":
+            self._spawn(
+                self._call(
+                    command_id,
+                    tx["station_id"],
+                    "RemoteStopTransaction",
+                    {"transactionId": tx["id"]},
+                ),
+                f"command-{command_id}",
+            )
+        return 1000, self._response(decision)
+
+    async def _unlock(self, peer: Peer, party: str, body: Any) -> tuple[int, dict[str, Any]]:
+        req: UnlockConnector = parse(UnlockConnector, body)
+        station, evse = await self._place(req.location_id, req.evse_uid)
+        connector_ok = evse is not None and any(
+            c["id"].upper() == req.connector_id.upper() for c in evse["connectors"]
+        )
+        if station is None or evse is None or not connector_ok:
+            decision = rules.Decision(
+                "REJECTED", "The requested location, EVSE or connector is unknown."
+            )
+            await self._record(peer, party, "UNLOCK_CONNECTOR", body, None, None, decision, req)
+            return UNKNOWN_LOCATION, self._response(decision)
+        store = self.bridge.system.store
+        cid = evse["connector_id"]
+        active = await store.active_transaction_on(station["id"], cid)
+        party_active = active is not None and (active["tag_owner"] or "").upper() == party
+        ended_at = None
+        if not party_active:
+            last = await store.read_one(
+                "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
+                "AND stop_received_at IS NOT NULL ORDER BY stop_time DESC LIMIT 1",
+                (station["id"], cid),
+            )
+            if last is not None and (last["tag_owner"] or "").upper() == party:
+                stopped = from_db(last["stop_time"])
+                if stopped is not None and self.clock.now() - stopped < timedelta(hours=24):
+                    ended_at = ocpi_time(stopped)
+        decision = rules.unlock_response(party_active, ended_at, self._online(station["id"]))
+        command_id = await self._record(
+            peer, party, "UNLOCK_CONNECTOR", body, station["id"], cid, decision, req
+        )
+        if decision.result == "ACCEPTED":
+            self._spawn(
+                self._call(command_id, station["id"], "UnlockConnector", {"connectorId": cid}),
+                f"command-{command_id}",
+            )
+        return 1000, self._response(decision)
+
+    async def _record(
+        self,
+        peer: Peer,
+        party: str,
+        command: str,
+        body: Any,
+        station_id: str | None,
+        connector_id: int | None,
+        decision: rules.Decision,
+        req: Any,
+        transaction_id: int | None = None,
+    ) -> str:
+        command_id = str(uuid.uuid4())
+        now = self.clock.now()
+        accepted = decision.result == "ACCEPTED"
+        id_tag = req.token.uid if isinstance(req, StartSession) else None
+        reference = req.authorization_reference if isinstance(req, StartSession) else None
+        row = (
+            command_id,
+            peer.id,
+            party,
+            command,
+            json.dumps(body),
+            req.response_url,
+            station_id,
+            connector_id,
+            id_tag,
+            transaction_id,
+            reference,
+            json.dumps(self._response(decision)),
+            to_db(now + self.timeout) if accepted else None,
+            None if accepted else to_db(now),  # a refused command has no result to deliver
+            to_db(now),
+        )
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                """INSERT INTO ocpi_commands (id, peer_id, party, command, request, response_url,
+                       station_id, connector_id, id_tag, transaction_id,
+                       authorization_reference, response, deadline, decided_at, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                row,
+            )
+
+        await self.bridge.system.store.write(job)
+        log.info(
+            "command received",
+            command_id=command_id,
+            command=command,
+            party=party,
+            station_id=station_id,
+            connector_id=connector_id,
+            response=decision.result,
+            message=decision.message,
+        )
+        if accepted:
+            self._wake.set()
+        return command_id
+
+    # ------------------------------------------------------------------ acting on the station
+
+    async def _call(self, command_id: str, station_id: str, action: str, payload: dict) -> None:
+        conf: str | None
+        try:
+            answer = await self.bridge.system.commands.send(
+                station_id,
+                action,
+                payload,
+                timeout=self.timeout.total_seconds(),
+                origin=f"ocpi:{command_id}",
+            )
+            conf = str(answer.get("status")) if isinstance(answer, dict) else None
+        except StationRejected as e:
+            conf = f"CallError:{e.error.code}"
+        except CommandError as e:  # offline or no answer: no confirmation
+            log.info("no confirmation from the station", command_id=command_id, error=str(e))
+            conf = None
+        if conf is not None:
+            now = to_db(self.clock.now())
+
+            async def job(db: aiosqlite.Connection) -> None:
+                await db.execute(
+                    "UPDATE ocpi_commands SET conf = ?, conf_at = ? WHERE id = ?",
+                    (conf, now, command_id),
+                )
+
+            await self.bridge.system.store.write(job)
+        await self._evaluate(command_id, self.clock.now())
+
+    # ------------------------------------------------------------------ deciding
+
+    async def _open_commands(self) -> list[dict[str, Any]]:
+        return await self.bridge.system.store.read(
+            "SELECT * FROM ocpi_commands WHERE decided_at IS NULL "
+            "OR (result IS NOT NULL AND delivered_at IS NULL AND next_delivery_at IS NOT NULL) "
+            "ORDER BY created_at"
+        )
+
+    async def _evaluate_all(self, now: datetime, station_id: str | None = None) -> int:
+        rows = await self.bridge.system.store.read(
+            "SELECT id, station_id FROM ocpi_commands WHERE decided_at IS NULL"
+        )
+        count = 0
+        for row in rows:
+            if station_id is None or row["station_id"] == station_id:
+                await self._evaluate(row["id"], now)
+                count += 1
+        return count
+
+    async def _evaluate(self, command_id: str, now: datetime) -> None:
+        """Decide the CommandResult if the facts now allow it; store it and deliver it."""
+        store = self.bridge.system.store
+        cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
+        if cmd is None or cmd["decided_at"] is not None:
+            return
+        deadline = from_db(cmd["deadline"])
+        timed_out = deadline is not None and now >= deadline
+        conf = cmd["conf"]
+        if conf is not None and conf.startswith("CallError:"):
+            conf = "Rejected"  # an answer that refuses, in MOBI.E's tables' terms
+        decision: rules.Decision | None
+        transaction_id = cmd["transaction_id"]
+        if cmd["command"] == "START_SESSION":
+            started = await store.read_one(
+                "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
+                "AND id_tag = ? COLLATE NOCASE AND start_received_at >= ? "
+                "AND start_received_at <= ? ORDER BY id LIMIT 1",
+                (
+                    cmd["station_id"],
+                    cmd["connector_id"],
+                    cmd["id_tag"],
+                    cmd["created_at"],
+                    cmd["deadline"],
+                ),
+            )
+            facts: dict[str, bool] = {}
+            if started is None and conf is not None and conf != "Accepted":
+                facts = await self._evse_facts(cmd)
+            decision = rules.start_result(
+                conf, started is not None, timed_out, **facts, start_remark=None
+            )
+            if started is not None:
+                transaction_id = started["id"]
+        elif cmd["command"] == "STOP_SESSION":
+            tx = await store.get_transaction(cmd["transaction_id"])
+            stopped = tx is not None and tx["stop_received_at"] is not None
+            decision = rules.stop_result(
+                conf, stopped, tx["stop_reason"] if tx else None, timed_out
+            )
+        else:
+            decision = rules.unlock_result(cmd["conf"] if cmd["conf"] else None, timed_out)
+            if cmd["conf"] and cmd["conf"].startswith("CallError:"):
+                decision = rules.Decision("FAILED")
+        if decision is None:
+            return
+        result: dict[str, Any] = {"result": decision.result}
+        if decision.message:
+            result["message"] = decision.display()
+        decided = to_db(now)
+
+        async def job(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "UPDATE ocpi_commands SET result = ?, decided_at = ?, transaction_id = ?, "
+                "next_delivery_at = ? WHERE id = ? AND decided_at IS NULL",
+                (json.dumps(result), decided, transaction_id, decided, command_id),
+            )
+            return cur.rowcount == 1
+
+        if not await store.write(job):
+            return  # decided meanwhile
+        if cmd["command"] == "START_SESSION" and decision.result != "ACCEPTED":
+            self.grants.pop((cmd["station_id"], (cmd["id_tag"] or "").upper()), None)
+        log.info(
+            "command result decided",
+            command_id=command_id,
+            command=cmd["command"],
+            result=decision.result,
+            message=decision.message,
+            transaction_id=transaction_id,
+        )
+        self._spawn(self._deliver(command_id), f"deliver-{command_id}")
+
+    async def _evse_facts(self, cmd: dict[str, Any]) -> dict[str, bool]:
+        """Table 17's columns for a refused remote start: who is on the EVSE, is it usable."""
+        store = self.bridge.system.store
+        active = await store.active_transaction_on(cmd["station_id"], cmd["connector_id"])
+        user = active is not None and active["id_tag"].upper() == (cmd["id_tag"] or "").upper()
+        other = active is not None and not user
+        found = await self.bridge.location_of_station(cmd["station_id"])
+        out_of_service = False
+        if found is not None:
+            location, connectors = found
+            if cmd["connector_id"] in connectors:
+                status = location["evses"][connectors.index(cmd["connector_id"])]["status"]
+                out_of_service = status in ("OUTOFORDER", "INOPERATIVE")
+        return {
+            "user_active_on_evse": user,
+            "other_active_on_evse": other,
+            "evse_out_of_service": out_of_service,
+        }
+
+    # ------------------------------------------------------------------ delivering results
+
+    async def _deliver(self, command_id: str) -> None:
+        if command_id in self._delivering:
+            return
+        self._delivering.add(command_id)
+        try:
+            await self._deliver_once(command_id)
+        finally:
+            self._delivering.discard(command_id)
+
+    async def _deliver_once(self, command_id: str) -> None:
+        store = self.bridge.system.store
+        cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
+        if cmd is None or cmd["result"] is None or cmd["delivered_at"] is not None:
+            return
+        peer = await self._peer(cmd["peer_id"])
+        now = self.clock.now()
+        ok, error = False, None
+        if peer is None:
+            error = "the peer is no longer registered"
+        else:
+            cc, _, pid = cmd["party"].partition("/")
+            try:
+                reply = await self.bridge.client.request(
+                    "POST",
+                    cmd["response_url"],
+                    peer.token_out,
+                    base64_token=peer.token_out_base64,
+                    body=json.loads(cmd["result"]),
+                    module="commands",
+                    to_party=(cc, pid),
+                    timeout=self.bridge.settings.push_timeout,
+                )
+                ok = reply.ok
+                error = None if ok else reply.describe()
+            except OcpiCallFailed as e:
+                error = str(e)
+        attempts = cmd["delivery_attempts"] + 1
+        created = from_db(cmd["created_at"])
+        assert created is not None
+        next_at: datetime | None = None
+        if not ok and now - created < DELIVERY_GIVES_UP:
+            delay = min(60.0, 2.0 ** (attempts - 1)) * (0.5 + random.random())
+            next_at = now + timedelta(seconds=min(delay, 60.0))
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE ocpi_commands SET delivered_at = ?, delivery_attempts = ?, "
+                "next_delivery_at = ?, last_error = ? WHERE id = ?",
+                (
+                    to_db(now) if ok else None,
+                    attempts,
+                    to_db(next_at) if next_at else None,
+                    error,
+                    command_id,
+                ),
+            )
+
+        await store.write(job)
+        if ok:
+            log.info("command result delivered", command_id=command_id, attempts=attempts)
+        elif next_at is None:
+            log.error("command result undeliverable: giving up", command_id=command_id, error=error)
+        else:
+            log.warning(
+                "command result not delivered, will retry",
+                command_id=command_id,
+                attempts=attempts,
+                error=error,
+            )
+            self._wake.set()
+
+    async def _peer(self, peer_id: int) -> Peer | None:
+        return next((p for p in self.bridge.registered_peers() if p.id == peer_id), None)
+
+    # ------------------------------------------------------------------ events and timers
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._sub.get()
+            now = self.clock.now()
+            try:
+                if isinstance(item, Overflow):
+                    await self._evaluate_all(now)
+                elif isinstance(item, TransactionStarted | TransactionStopped):
+                    await self._evaluate_all(now, item.station_id)
+            except Exception:
+                log.exception("command evaluation failed")
+
+    async def _timers(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.clock.now()
+            wake_at: datetime | None = None
+            try:
+                store = self.bridge.system.store
+                for row in await store.read(
+                    "SELECT id, deadline FROM ocpi_commands WHERE decided_at IS NULL "
+                    "AND deadline IS NOT NULL"
+                ):
+                    deadline = from_db(row["deadline"])
+                    assert deadline is not None
+                    if deadline <= now:
+                        await self._evaluate(row["id"], now)
+                    elif wake_at is None or deadline < wake_at:
+                        wake_at = deadline
+                for row in await store.read(
+                    "SELECT id, next_delivery_at FROM ocpi_commands WHERE delivered_at IS NULL "
+                    "AND next_delivery_at IS NOT NULL"
+                ):
+                    due = from_db(row["next_delivery_at"])
+                    assert due is not None
+                    if due <= now:
+                        self._spawn(self._deliver(row["id"]), f"deliver-{row['id']}")
+                    elif wake_at is None or due < wake_at:
+                        wake_at = due
+                for key, grant in list(self.grants.items()):
+                    if grant.until <= now:
+                        del self.grants[key]
+            except Exception:
+                log.exception("command timers failed")
+            waiters = [asyncio.ensure_future(self._wake.wait())]
+            if wake_at is not None:
+                waiters.append(asyncio.ensure_future(self.clock.sleep_until(wake_at)))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+
+    # ------------------------------------------------------------------ for others
+
+    def grant_for(self, station_id: str, id_tag: str) -> Grant | None:
+        grant = self.grants.get((station_id, id_tag.upper()))
+        if grant is None or grant.until <= self.clock.now():
+            return None
+        return grant
+
+    async def list(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        store = self.bridge.system.store
+        rows = await store.read(
+            "SELECT * FROM ocpi_commands ORDER BY created_at DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        total = await store.read_one("SELECT COUNT(*) AS n FROM ocpi_commands")
+        items = []
+        for r in rows:
+            items.append(
+                {
+                    "id": r["id"],
+                    "command": r["command"],
+                    "party": r["party"],
+                    "peer_id": r["peer_id"],
+                    "station_id": r["station_id"],
+                    "connector_id": r["connector_id"],
+                    "transaction_id": r["transaction_id"],
+                    "request": json.loads(r["request"]),
+                    "response": json.loads(r["response"]),
+                    "station_answer": r["conf"],
+                    "result": json.loads(r["result"]) if r["result"] else None,
+                    "created_at": _iso(r["created_at"]),
+                    "decided_at": _iso(r["decided_at"]),
+                    "delivered_at": _iso(r["delivered_at"]),
+                    "delivery_attempts": r["delivery_attempts"],
+                    "last_error": r["last_error"],
+                }
+            )
+        return items, int(total["n"]) if total else 0
+
+
+def _iso(text: str | None) -> str | None:
+    value = from_db(text)
+    return ocpi_time(value) if value else None
