@@ -120,7 +120,7 @@ class Bridge:
     async def _peers_changed(self) -> None:
         """A peer registered, renewed or left: serve its new token, push it what it lacks."""
         await self.reload_peers()
-        if self.pusher._main:  # running: a new peer gets every Location (R1) and more
+        if self.pusher.running:  # a new peer gets every Location (R1) and more
             await self.pusher.reconcile()
 
     def peer_by_token(self, token: str) -> Peer | None:

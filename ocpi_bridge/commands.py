@@ -17,8 +17,6 @@ a result.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import random
 import uuid
@@ -37,6 +35,7 @@ from csms.timeparse import from_db, to_db
 from . import command_rules as rules
 from .client import OcpiCallFailed
 from .schemas import CiString, Token, Url, parse
+from .service import BackgroundService
 from .store import Peer
 from .transport import UNKNOWN_LOCATION, OcpiError, ocpi_time
 
@@ -85,22 +84,18 @@ class Grant:
     until: datetime
 
 
-class CommandService:
+class CommandService(BackgroundService):
     def __init__(self, bridge: Bridge) -> None:
+        super().__init__(bridge.clock, bridge.system.bus)
         self.bridge = bridge
-        self.clock = bridge.clock
         self.timeout = timedelta(seconds=bridge.settings.command_timeout)
         self.grants: dict[tuple[str, str], Grant] = {}
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._main: list[asyncio.Task[Any]] = []
-        self._sub: Any = None
         self._delivering: set[str] = set()
 
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        self._sub = self.bridge.system.bus.subscribe("ocpi-commands")
+        self._sub = self.bus.subscribe("ocpi-commands")
         now = self.clock.now()
         for row in await self._open_commands():
             if row["command"] == "START_SESSION" and row["decided_at"] is None:
@@ -111,24 +106,9 @@ class CommandService:
         resumed = await self._evaluate_all(now)
         if resumed:
             log.info("commands resumed after a restart", commands=resumed)
-        self._main = [
-            asyncio.create_task(self._consume(), name="ocpi-commands-events"),
-            asyncio.create_task(self._timers(), name="ocpi-commands-timers"),
-        ]
-
-    async def stop(self) -> None:
-        for task in [*self._main, *self._tasks]:
-            task.cancel()
-        for task in [*self._main, *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._sub is not None:
-            self.bridge.system.bus.unsubscribe(self._sub)
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._run(
+            (self._consume(), "ocpi-commands-events"), (self._timers(), "ocpi-commands-timers")
+        )
 
     # ------------------------------------------------------------------ receiving
 
@@ -587,6 +567,7 @@ class CommandService:
     # ------------------------------------------------------------------ events and timers
 
     async def _consume(self) -> None:
+        assert self._sub is not None
         while True:
             item = await self._sub.get()
             now = self.clock.now()
@@ -630,14 +611,7 @@ class CommandService:
                         del self.grants[key]
             except Exception:
                 log.exception("command timers failed")
-            waiters = [asyncio.ensure_future(self._wake.wait())]
-            if wake_at is not None:
-                waiters.append(asyncio.ensure_future(self.clock.sleep_until(wake_at)))
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
+            await self._sleep(wake_at)
 
     # ------------------------------------------------------------------ for others
 

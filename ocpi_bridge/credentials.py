@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from .client import OcpiCallFailed, OcpiClient
-from .schemas import Credentials, dump
+from .schemas import Credentials, dump, parse
 from .store import OcpiStore, Peer
 from .transport import (
     NO_MATCHING_ENDPOINTS,
@@ -126,58 +126,49 @@ class CredentialsService:
 
     async def register(self, token_a: str, version: str, body: Any) -> dict[str, Any]:
         """POST: a peer registers with the token A we gave it."""
-        from .schemas import parse
+        return await self._accept(version, body, token_a=token_a)
 
+    async def renew(self, peer: Peer, version: str, body: Any) -> dict[str, Any]:
+        """PUT: a registered peer renews its token or endpoints."""
+        return await self._accept(version, body, peer=peer)
+
+    async def _accept(
+        self, version: str, body: Any, *, token_a: str | None = None, peer: Peer | None = None
+    ) -> dict[str, Any]:
+        """Take a peer's credentials: call its versions and details with its token B, then
+        store them with a fresh token C, which we answer with (atomically, so the old C
+        works until then)."""
         creds: Credentials = parse(Credentials, body)
         found = await discover(self.client, creds.url, creds.token, version)
         token_c = new_token()
         roles = [dump(r) for r in creds.roles]
+        fields = {
+            "token_in": token_c,
+            "token_out": creds.token,
+            "token_out_base64": base64_for(found.version),
+            "versions_url": creds.url,
+            "version": found.version,
+            "endpoints": found.endpoints,
+            "roles": roles,
+        }
         try:
-            peer_id = await self.store.register_peer(
-                token_a=token_a,
-                token_in=token_c,
-                token_out=creds.token,
-                token_out_base64=base64_for(found.version),
-                versions_url=creds.url,
-                version=found.version,
-                endpoints=found.endpoints,
-                roles=roles,
-                initiated_by="peer",
-            )
+            if peer is None:
+                peer_id = await self.store.register_peer(
+                    token_a=token_a, initiated_by="peer", **fields
+                )
+            else:
+                peer_id = peer.id
+                await self.store.update_peer(peer_id, **fields)
         except ValueError as e:
-            raise OcpiError(2000, f"registration refused: {e}", http_status=405) from None
+            status = 405 if peer is None else 200
+            raise OcpiError(2000, f"refused: {e}", http_status=status) from None
         log.info(
-            "peer registered",
+            "peer registered" if peer is None else "peer credentials renewed",
             peer_id=peer_id,
             roles=[f"{r['role']} {r['country_code']}/{r['party_id']}" for r in roles],
             version=found.version,
             endpoints=[e["identifier"] for e in found.endpoints],
         )
-        await self.on_change()
-        return self.our_credentials(token_c)
-
-    async def renew(self, peer: Peer, version: str, body: Any) -> dict[str, Any]:
-        """PUT: a registered peer renews its token or endpoints."""
-        from .schemas import parse
-
-        creds: Credentials = parse(Credentials, body)
-        found = await discover(self.client, creds.url, creds.token, version)
-        token_c = new_token()
-        roles = [dump(r) for r in creds.roles]
-        try:
-            await self.store.update_peer(
-                peer.id,
-                token_in=token_c,
-                token_out=creds.token,
-                token_out_base64=base64_for(found.version),
-                versions_url=creds.url,
-                version=found.version,
-                endpoints=found.endpoints,
-                roles=roles,
-            )
-        except ValueError as e:
-            raise OcpiError(2000, f"update refused: {e}") from None
-        log.info("peer credentials renewed", peer_id=peer.id, version=found.version)
         await self.on_change()
         return self.our_credentials(token_c)
 
@@ -219,8 +210,6 @@ class CredentialsService:
                     UNABLE_TO_USE_CLIENT_API,
                     f"the peer refused our credentials: {reply.describe()}",
                 )
-            from .schemas import parse
-
             theirs: Credentials = parse(Credentials, reply.data)
             await self.store.update_peer(
                 peer_id,

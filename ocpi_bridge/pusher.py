@@ -12,7 +12,6 @@ the current state is compared with it and whatever differs is pushed whole.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +43,7 @@ from .rules import (
     SessionPush,
     TriggerStatus,
 )
+from .service import BackgroundService
 from .sessions import for_version
 from .store import Peer
 from .transport import join_url
@@ -94,10 +94,10 @@ class PushMetrics:
         )
 
 
-class Pusher:
+class Pusher(BackgroundService):
     def __init__(self, bridge: Bridge) -> None:
+        super().__init__(bridge.clock, bridge.system.bus)
         self.bridge = bridge
-        self.clock = bridge.clock
         s = bridge.settings
         from datetime import timedelta
 
@@ -109,34 +109,15 @@ class Pusher:
         self.acks: dict[tuple[int, str, str], Ack] = {}
         self._owners: dict[int, str | None] = {}  # transaction -> token owner
         self._in_flight: dict[int, int] = {}
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._main: list[asyncio.Task[Any]] = []
-        self._sub = None
         self.on_commissioned: Any = None  # async callable(Commissioned), set by the bridge
 
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        self._sub = self.bridge.system.bus.subscribe("ocpi-push", maxsize=50_000)
+        self._sub = self.bus.subscribe("ocpi-push", maxsize=50_000)
         await self._load_acks()
         await self.reconcile()
-        self._main = [
-            asyncio.create_task(self._consume(), name="ocpi-push-events"),
-            asyncio.create_task(self._dispatch(), name="ocpi-push-dispatch"),
-        ]
-
-    async def stop(self) -> None:
-        for task in [*self._main, *self._tasks]:
-            task.cancel()
-        for task in [*self._main, *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._sub is not None:
-            self.bridge.system.bus.unsubscribe(self._sub)
-
-    def wake(self) -> None:
-        self._wake.set()
+        self._run((self._consume(), "ocpi-push-events"), (self._dispatch(), "ocpi-push-dispatch"))
 
     # ------------------------------------------------------------------ acknowledged state
 
@@ -283,11 +264,6 @@ class Pusher:
             except CommandError as e:
                 log.warning("status trigger failed", station_id=effect.station_id, error=str(e))
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # ------------------------------------------------------------------ reconciliation
 
     async def reconcile(self) -> None:
@@ -404,14 +380,7 @@ class Pusher:
             times = [
                 t for t in (self.rules.next_wakeup(), self.outbox.next_wakeup()) if t and t > now
             ]
-            waiters = [asyncio.ensure_future(self._wake.wait())]
-            if times:
-                waiters.append(asyncio.ensure_future(self.clock.sleep_until(min(times))))
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
+            await self._sleep(min(times) if times else None)
 
     async def _send(self, push: Push) -> None:
         peer_id = push.key.peer_id

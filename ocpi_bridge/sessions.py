@@ -32,12 +32,28 @@ from .transport import ocpi_time
 log = structlog.get_logger("ocpi.sessions")
 
 
-def _owner_clause(owners: set[str] | None, column: str) -> tuple[str, list[Any]]:
-    if owners is None:
-        return "", []
-    if not owners:
-        return " AND 0", []
-    return f" AND {column} IN ({','.join('?' * len(owners))})", sorted(owners)
+def _filters(
+    time_column: str,
+    owner_column: str,
+    date_from: datetime | None,
+    date_to: datetime | None,
+    owners: set[str] | None,
+) -> tuple[str, list[Any]]:
+    """SQL conditions for a paginated GET: date_from inclusive, date_to exclusive, and the
+    token owners the caller may see (None: all)."""
+    where, params = "", []
+    if date_from is not None:
+        where += f" AND {time_column} >= ?"
+        params.append(to_db(date_from))
+    if date_to is not None:
+        where += f" AND {time_column} < ?"
+        params.append(to_db(date_to))
+    if owners is not None:
+        if not owners:
+            return where + " AND 0", params
+        where += f" AND {owner_column} IN ({','.join('?' * len(owners))})"
+        params += sorted(owners)
+    return where, params
 
 
 def for_version(obj: dict[str, Any], version: str) -> dict[str, Any]:
@@ -265,20 +281,11 @@ class SessionBuilder:
         limit: int,
         version: str,
     ) -> tuple[list[dict[str, Any]], int]:
+        clause, params = _filters("t.updated_at", "t.tag_owner", date_from, date_to, owners)
         where = (
             "FROM transactions t JOIN stations s ON s.id = t.station_id AND s.defined = 1 "
-            "WHERE 1 = 1"
+            "WHERE 1 = 1" + clause
         )
-        params: list[Any] = []
-        if date_from is not None:
-            where += " AND t.updated_at >= ?"
-            params.append(to_db(date_from))
-        if date_to is not None:
-            where += " AND t.updated_at < ?"
-            params.append(to_db(date_to))
-        clause, owner_params = _owner_clause(owners, "t.tag_owner")
-        where += clause
-        params += owner_params
         total = await self.store.read_one(f"SELECT COUNT(*) AS n {where}", params)
         rows = await self.store.read(
             f"SELECT t.* {where} ORDER BY t.id LIMIT ? OFFSET ?", [*params, limit, offset]
@@ -406,16 +413,8 @@ class SessionBuilder:
         version: str,
     ) -> tuple[list[dict[str, Any]], int]:
         await self.make_missing_cdrs(self.store.clock.now())
-        where, params = "WHERE 1 = 1", []
-        if date_from is not None:
-            where += " AND created_at >= ?"
-            params.append(to_db(date_from))
-        if date_to is not None:
-            where += " AND created_at < ?"
-            params.append(to_db(date_to))
-        clause, owner_params = _owner_clause(owners, "owner")
-        where += clause
-        params += owner_params
+        clause, params = _filters("created_at", "owner", date_from, date_to, owners)
+        where = "WHERE 1 = 1" + clause
         total = await self.store.read_one(f"SELECT COUNT(*) AS n FROM ocpi_cdrs {where}", params)
         rows = await self.store.read(
             f"SELECT body FROM ocpi_cdrs {where} ORDER BY created_at, transaction_id "
@@ -428,7 +427,7 @@ class SessionBuilder:
     async def get_cdr(
         self, owners: set[str] | None, cdr_id: str, version: str
     ) -> dict[str, Any] | None:
-        clause, params = _owner_clause(owners, "owner")
+        clause, params = _filters("created_at", "owner", None, None, owners)
         row = await self.store.read_one(
             f"SELECT body FROM ocpi_cdrs WHERE id = ?{clause}", [cdr_id, *params]
         )
