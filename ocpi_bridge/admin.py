@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,6 +37,12 @@ async def _body(request: web.Request) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
 
 
+def _iso(value: Any) -> str | None:
+    from csms.timeparse import to_iso
+
+    return to_iso(value)
+
+
 def _fields(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {
@@ -57,6 +64,7 @@ class OcpiAdminApi:
             web.get(f"{p}/ocpi/pushes", self.pushes),
             web.get(f"{p}/ocpi/notices", self.bridge.notices.list_handler),
             web.get(f"{p}/ocpi/commands", self.commands),
+            web.get(f"{p}/ocpi/compliance", self.compliance),
             web.post(f"{p}/ocpi/token-a", self.token_a),
             web.post(f"{p}/ocpi/register", self.register),
             web.get(f"{p}/tariffs", self.list_tariffs),
@@ -94,6 +102,24 @@ class OcpiAdminApi:
         items = self.bridge.pusher.pending()
         failing = sum(1 for i in items if i["failing_since"])
         return web.json_response({"items": items, "total": len(items), "failing": failing})
+
+    async def compliance(self, request: web.Request) -> web.Response:
+        """MOBI.E's push rules as measured, per station and session, over ``since`` to
+        ``until`` (ISO times; default: the last 24 hours)."""
+        from csms.timeparse import parse_api_time
+
+        now = self.bridge.clock.now()
+        try:
+            since = parse_api_time(request.query["since"]) if "since" in request.query else None
+            until = parse_api_time(request.query["until"]) if "until" in request.query else None
+        except ValueError as e:
+            raise ApiError(400, "invalid_query", str(e)) from None
+        until = until or now
+        since = since or until - timedelta(hours=24)
+        items = await self.bridge.pusher.compliance.report(since, until)
+        return web.json_response(
+            {"since": _iso(since), "until": _iso(until), "items": items, "total": len(items)}
+        )
 
     async def commands(self, request: web.Request) -> web.Response:
         """OCPI commands received, what we answered, what the station did, the result."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
@@ -31,6 +31,7 @@ from csms.events import (
 from csms.timeparse import from_db, to_db
 
 from .client import OcpiCallFailed
+from .compliance import ComplianceRecorder, limits_for
 from .outbox import FamilyKey, Outbox, Push
 from .rules import (
     Commissioned,
@@ -69,6 +70,8 @@ class Prepared:
     module: str
     acks: list[tuple[str, str, Ack]]  # (kind, object_id, ack) to record on success
     describe: str
+    # what this push makes up for, for measuring the rules: (rule, object, since)
+    covers: list[tuple[str, tuple[Any, ...], datetime]] = field(default_factory=list)
 
 
 class PushMetrics:
@@ -99,8 +102,6 @@ class Pusher(BackgroundService):
         super().__init__(bridge.clock, bridge.system.bus)
         self.bridge = bridge
         s = bridge.settings
-        from datetime import timedelta
-
         self.rules = PushRules(
             timedelta(seconds=s.offline_after), timedelta(seconds=s.session_update_interval)
         )
@@ -109,6 +110,13 @@ class Pusher(BackgroundService):
         self.acks: dict[tuple[int, str, str], Ack] = {}
         self._owners: dict[int, str | None] = {}  # transaction -> token owner
         self._in_flight: dict[int, int] = {}
+        # for measuring the rules (compliance.py): since when each thing is owed to a peer
+        self.compliance = ComplianceRecorder(
+            bridge.system.store, limits_for(s.session_update_interval, s.offline_after)
+        )
+        self._owed: dict[tuple[Any, ...], datetime] = {}  # (rule, peer, station[, conn])
+        self._session_acked: dict[tuple[int, str], datetime] = {}
+        self._next_flush = self.clock.now()
         self.on_commissioned: Any = None  # async callable(Commissioned), set by the bridge
 
     # ------------------------------------------------------------------ life cycle
@@ -118,6 +126,10 @@ class Pusher(BackgroundService):
         await self._load_acks()
         await self.reconcile()
         self._run((self._consume(), "ocpi-push-events"), (self._dispatch(), "ocpi-push-dispatch"))
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.compliance.flush()
 
     # ------------------------------------------------------------------ acknowledged state
 
@@ -221,8 +233,10 @@ class Pusher(BackgroundService):
                     elif isinstance(effect, EvseStatus):
                         if connectors:
                             self.outbox.evse(key, connectors, now)
+                        self._owe_status(peer.id, effect, connectors, now)
                     else:
                         self.outbox.touch(key, now)
+                        self._owe(("R8", peer.id, effect.station_id), effect.at)
             elif isinstance(effect, SessionPush):
                 owner = await self._owner(effect.transaction_id)
                 key_id = str(effect.transaction_id)
@@ -240,6 +254,51 @@ class Pusher(BackgroundService):
                 self._spawn(self._trigger(effect), f"trigger-{effect.station_id}")
             elif isinstance(effect, Commissioned) and self.on_commissioned is not None:
                 self._spawn(self.on_commissioned(effect), f"commissioned-{effect.station_id}")
+
+    # ------------------------------------------------------------------ measuring the rules
+
+    def _owe(self, key: tuple[Any, ...], since: datetime) -> None:
+        """Something is owed to a peer since ``since`` (the earliest such time is kept)."""
+        if key not in self._owed or since < self._owed[key]:
+            self._owed[key] = since
+
+    def _owe_status(
+        self, peer_id: int, effect: EvseStatus, connectors: tuple[int, ...], now: datetime
+    ) -> None:
+        since = effect.since or now
+        if effect.cause == "silence":
+            self._owe(("R7", peer_id, effect.station_id), since)
+        elif effect.cause == "status":
+            for cid in connectors:
+                self._owe(("R6", peer_id, effect.station_id, cid), since)
+
+    def _take(self, prepared: Prepared, *keys: tuple[Any, ...]) -> None:
+        """This push makes up for what was owed under these keys."""
+        for key in keys:
+            since = self._owed.pop(key, None)
+            if since is not None:
+                prepared.covers.append((key[0], key, since))
+
+    def _measure(
+        self, peer_id: int, push: Push, prepared: Prepared, ok: bool, now: datetime
+    ) -> None:
+        kind = "session" if push.key.kind == "session" else "station"
+        obj = push.key.object_id
+        if not ok:
+            for _, key, since in prepared.covers:
+                self._owe(key, since)  # still owed
+            rule = {"location": "R8", "session": "R5"}[push.key.kind]
+            if push.kind == "evse_patch":
+                rule = "R6"
+            self.compliance.failure(rule, peer_id, kind, obj, now)
+            return
+        for rule, _, since in prepared.covers:
+            self.compliance.sample(rule, peer_id, kind, obj, (now - since).total_seconds(), now)
+        if push.key.kind == "session" and push.kind != "cdr_post":
+            last = self._session_acked.get((peer_id, obj))
+            if last is not None:
+                self.compliance.sample("R5", peer_id, kind, obj, (now - last).total_seconds(), now)
+            self._session_acked[(peer_id, obj)] = now
 
     async def _store_return(self, station_id: str, at: datetime) -> None:
         async def job(db: aiosqlite.Connection) -> None:
@@ -369,6 +428,9 @@ class Pusher(BackgroundService):
                     for push in self.outbox.take(key):
                         self._in_flight[key.peer_id] = self._in_flight.get(key.peer_id, 0) + 1
                         self._spawn(self._send(push), f"push-{push.kind}")
+                if now >= self._next_flush:
+                    self._next_flush = now + timedelta(seconds=5)
+                    self._spawn(self.compliance.flush(), "compliance-flush")
                 pending = self.outbox.pending()
                 self.metrics.pending.set(len(pending))
                 self.metrics.failing.set(sum(1 for f in pending if f.failing_since))
@@ -387,6 +449,7 @@ class Pusher(BackgroundService):
         peer = next((p for p in self.bridge.registered_peers() if p.id == peer_id), None)
         started = time.perf_counter()
         ok, error, what = False, None, push.kind
+        prepared: Prepared | None = None
         try:
             if peer is None:  # unregistered meanwhile: nothing to deliver to
                 ok = True
@@ -407,6 +470,7 @@ class Pusher(BackgroundService):
                 timeout=self.bridge.settings.push_timeout,
             )
             ok = reply.ok
+            self._measure(peer_id, push, prepared, ok, self.clock.now())
             if ok:
                 if push.kind == "cdr_post":
                     location_url = reply.headers.get("Location")
@@ -416,6 +480,8 @@ class Pusher(BackgroundService):
                 error = reply.describe()
         except OcpiCallFailed as e:
             error = str(e)
+            if prepared is not None:
+                self._measure(peer_id, push, prepared, False, self.clock.now())
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -456,19 +522,36 @@ class Pusher(BackgroundService):
                 ("evse", f"{sid}/{cid}", Ack(_evse_state(evse)))
                 for cid, evse in zip(connectors, location["evses"], strict=True)
             ]
+            pid = peer.id
             if push.kind == "location_put":
-                return Prepared(
+                prepared = Prepared(
                     "PUT", url, location, "locations", [loc_ack, *evse_acks], "Location PUT"
                 )
+                self._take(
+                    prepared,
+                    ("R8", pid, sid),
+                    ("R7", pid, sid),
+                    *(("R6", pid, sid, cid) for cid in connectors),
+                )
+                if all(e["status"] == "PLANNED" for e in location["evses"]):
+                    defined = await self.bridge.system.store.read_one(
+                        "SELECT defined_at FROM stations WHERE id = ?", (sid,)
+                    )
+                    since = from_db(defined["defined_at"]) if defined else None
+                    if since is not None:
+                        prepared.covers.append(("R1", ("R1", pid, sid), since))
+                return prepared
             if push.kind == "location_touch":
                 body = {"last_updated": location["last_updated"]}
-                return Prepared("PATCH", url, body, "locations", [loc_ack], "Location PATCH")
+                prepared = Prepared("PATCH", url, body, "locations", [loc_ack], "Location PATCH")
+                self._take(prepared, ("R8", pid, sid))
+                return prepared
             index = connectors.index(push.connector_id) if push.connector_id in connectors else None
             if index is None:
                 return None
             evse = location["evses"][index]
             body = {"status": evse["status"], "last_updated": evse["last_updated"]}
-            return Prepared(
+            prepared = Prepared(
                 "PATCH",
                 join_url(url, evse["uid"]),
                 body,
@@ -476,6 +559,10 @@ class Pusher(BackgroundService):
                 [evse_acks[index]],
                 f"EVSE PATCH {evse['status']}",
             )
+            self._take(prepared, ("R6", pid, sid, push.connector_id))
+            if evse["status"] == "UNKNOWN":
+                self._take(prepared, ("R7", pid, sid))
+            return prepared
         tx_id = int(push.key.object_id)
         if push.kind == "cdr_post":
             cdr = await self.bridge.sessions.make_cdr(tx_id, self.clock.now())

@@ -44,10 +44,15 @@ class LocationFull:
 
 @dataclass(frozen=True, slots=True)
 class EvseStatus:
-    """R6/R7: PATCH the status of these EVSEs (by OCPP connector id; None = all)."""
+    """R6/R7: PATCH the status of these EVSEs (by OCPP connector id; None = all).
+
+    ``cause`` and ``since`` say what made it out of date and when (a StatusNotification's
+    arrival, the start of a silence, a return), for measuring the rule."""
 
     station_id: str
     connector_ids: tuple[int, ...] | None
+    cause: str = field(default="status", compare=False)
+    since: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +170,9 @@ class PushRules:
             if event.connector_id == 0:
                 st.known.update(st.connectors)
                 st.known.add(0)
-                return [EvseStatus(event.station_id, None)]
+                return [EvseStatus(event.station_id, None, "status", event.at)]
             st.known.add(event.connector_id)
-            return [EvseStatus(event.station_id, (event.connector_id,))]
+            return [EvseStatus(event.station_id, (event.connector_id,), "status", event.at)]
         if isinstance(event, StationDefined):
             return [LocationFull(event.station_id)]
         if isinstance(event, TransactionStarted):
@@ -200,7 +205,7 @@ class PushRules:
             st.unknown = False
             st.returned_at = at
             effects.append(Returned(station_id, at))
-            effects.append(EvseStatus(station_id, None))
+            effects.append(EvseStatus(station_id, None, "return", at))
             missing = tuple(c for c in st.connectors if c not in st.known)
             if missing:
                 effects.append(TriggerStatus(station_id, missing))
@@ -222,7 +227,7 @@ class PushRules:
             if st.last_frame + self.offline_after != deadline:
                 continue  # a later frame moved this station's deadline
             st.unknown = True
-            effects.append(EvseStatus(station_id, None))
+            effects.append(EvseStatus(station_id, None, "silence", st.last_frame))
         while self._dues and self._dues[0][0] <= now:
             due, tx = heapq.heappop(self._dues)
             session = self.sessions.get(tx)

@@ -189,6 +189,21 @@ async def test_every_rule_on_every_instance(setup: tuple[Running, EmspPeer]) -> 
     _, state = await cpo.api.get("/api/v1/ocpi/pushes")
     assert state["total"] == 0, state
 
+    # and the platform measured itself keeping every rule, as MOBI.E would look at it
+    await cpo.system.extensions[0].bridge.pusher.compliance.flush()
+    _, report = await cpo.api.get("/api/v1/ocpi/compliance")
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for item in report["items"]:
+        by_rule.setdefault(item["rule"], []).append(item)
+    assert set(by_rule) >= {"R1", "R5", "R6", "R7", "R8"}, by_rule.keys()
+    for rule, items in by_rule.items():
+        for item in items:
+            assert item["late"] == 0 and item["failed_pushes"] == 0, (rule, item)
+    [r5] = by_rule["R5"]
+    assert r5["kind"] == "session" and r5["largest_seconds"] <= SESSION_INTERVAL + 0.5
+    [r7] = by_rule["R7"]
+    assert OFFLINE_AFTER <= r7["largest_seconds"] <= OFFLINE_AFTER + 0.5
+
 
 async def test_r2_commissioning_notice_on_first_boot(setup: tuple[Running, EmspPeer]) -> None:
     cpo, _ = setup
