@@ -17,6 +17,8 @@ a result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -48,6 +50,7 @@ SUPPORTED = ("START_SESSION", "STOP_SESSION", "UNLOCK_CONNECTOR")
 OCPI_COMMANDS = (*SUPPORTED, "RESERVE_NOW", "CANCEL_RESERVATION")
 GRANT_FOR = timedelta(minutes=15)  # a remote start's token is accepted locally this long
 DELIVERY_GIVES_UP = timedelta(hours=24)
+ANSWER_GRACE = 2.0  # at most, seconds a start/stop waits for the station's answer in flight
 
 
 class _Body(BaseModel):
@@ -91,6 +94,7 @@ class CommandService(BackgroundService):
         self.timeout = timedelta(seconds=bridge.settings.command_timeout)
         self.grants: dict[tuple[str, str], Grant] = {}
         self._delivering: set[str] = set()
+        self._calls: dict[str, asyncio.Event] = {}  # OCPP requests of commands in flight
 
     # ------------------------------------------------------------------ life cycle
 
@@ -197,8 +201,8 @@ class CommandService(BackgroundService):
         if token.type == "RFID":
             given = token.model_dump(mode="json", exclude_none=True)
             ignore = {"last_updated", "country_code", "party_id"}
-            a = {k: v for k, v in given.items() if k not in ignore}
-            b = {k: v for k, v in stored.items() if k not in ignore}
+            a = {k: _ci(k, v) for k, v in given.items() if k not in ignore}
+            b = {k: _ci(k, v) for k, v in stored.items() if k not in ignore}
             return a == b
         return True
 
@@ -266,7 +270,7 @@ class CommandService(BackgroundService):
         active = await store.active_transaction_on(station["id"], cid)
         party_active = active is not None and (active["tag_owner"] or "").upper() == party
         ended_at = None
-        if not party_active:
+        if active is None:  # someone else charging there now is the connector's last user
             last = await store.read_one(
                 "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
                 "AND stop_received_at IS NOT NULL ORDER BY stop_time DESC LIMIT 1",
@@ -350,6 +354,7 @@ class CommandService(BackgroundService):
 
     async def _call(self, command_id: str, station_id: str, action: str, payload: dict) -> None:
         conf: str | None
+        answered = self._calls[command_id] = asyncio.Event()
         try:
             answer = await self.bridge.system.commands.send(
                 station_id,
@@ -374,6 +379,8 @@ class CommandService(BackgroundService):
                 )
 
             await self.bridge.system.store.write(job)
+        answered.set()
+        self._calls.pop(command_id, None)
         await self._evaluate(command_id, self.clock.now())
 
     # ------------------------------------------------------------------ deciding
@@ -402,6 +409,17 @@ class CommandService(BackgroundService):
         cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
         if cmd is None or cmd["decided_at"] is not None:
             return
+        answered = self._calls.get(command_id)
+        if cmd["conf"] is None and answered is not None and not answered.is_set():
+            # The station's answer may be on its way: a station answers, then at once sends
+            # its StartTransaction/StopTransaction, and that can be evaluated before the
+            # answer is stored. Give the answer a moment before deciding it was lost.
+            with contextlib.suppress(TimeoutError):
+                grace = min(ANSWER_GRACE, self.timeout.total_seconds() / 10)
+                await asyncio.wait_for(answered.wait(), grace)
+            cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
+            if cmd is None or cmd["decided_at"] is not None:
+                return
         deadline = from_db(cmd["deadline"])
         timed_out = deadline is not None and now >= deadline
         conf = cmd["conf"]
@@ -651,6 +669,14 @@ class CommandService(BackgroundService):
                 }
             )
         return items, int(total["n"]) if total else 0
+
+
+CISTRING_FIELDS = frozenset({"uid", "contract_id", "group_id"})
+
+
+def _ci(field: str, value: Any) -> Any:
+    """CiStrings compare case-insensitively."""
+    return value.upper() if field in CISTRING_FIELDS and isinstance(value, str) else value
 
 
 def _iso(text: str | None) -> str | None:
