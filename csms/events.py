@@ -136,6 +136,7 @@ class Overflow:
 class Subscription:
     name: str
     maxsize: int
+    kinds: tuple[type, ...] | None = None  # only these event types (None: all)
     _queue: asyncio.Queue[Event | Overflow] = field(init=False)
     _dropped: int = 0
     _closed: bool = False
@@ -145,7 +146,7 @@ class Subscription:
         self._queue = asyncio.Queue(self.maxsize + 1)
 
     def _offer(self, event: Event) -> None:
-        if self._closed:
+        if self._closed or (self.kinds is not None and not isinstance(event, self.kinds)):
             return
         if self._dropped or self._queue.qsize() >= self.maxsize:
             if self._dropped == 0:
@@ -177,8 +178,12 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
 
-    def subscribe(self, name: str, maxsize: int = 10_000) -> Subscription:
-        sub = Subscription(name, maxsize)
+    def subscribe(
+        self, name: str, maxsize: int = 10_000, kinds: tuple[type, ...] | None = None
+    ) -> Subscription:
+        """A new subscriber's queue; ``kinds`` restricts it to those event types (a
+        subscriber that needs few kinds is then not woken by every frame)."""
+        sub = Subscription(name, maxsize, kinds)
         self._subscriptions.append(sub)
         return sub
 

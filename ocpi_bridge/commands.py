@@ -99,7 +99,9 @@ class CommandService(BackgroundService):
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        self._sub = self.bus.subscribe("ocpi-commands")
+        self._sub = self.bus.subscribe(
+            "ocpi-commands", kinds=(TransactionStarted, TransactionStopped)
+        )
         now = self.clock.now()
         for row in await self._open_commands():
             if row["command"] == "START_SESSION" and row["decided_at"] is None:

@@ -26,3 +26,14 @@ async def test_a_lagging_subscriber_gets_an_overflow_marker_and_others_are_unaff
     assert [(await fast.get()).station_id for _ in range(5)] == [f"S{i}" for i in range(5)]
     bus.publish(StationSeen("after", T, None))
     assert (await slow.get()).station_id == "after"  # type: ignore[union-attr]
+
+
+async def test_a_subscriber_gets_only_the_kinds_it_asked_for() -> None:
+    from csms.events import StationConnected
+
+    bus = EventBus()
+    few = bus.subscribe("few", kinds=(StationConnected,))
+    bus.publish(StationSeen("S", T, None))
+    bus.publish(StationConnected("S", T, None))
+    assert isinstance(await few.get(), StationConnected)
+    assert few.get_nowait() is None
