@@ -8,7 +8,12 @@ STAMP  := $(VENV)/.installed
 PEER_VENV  ?= .venv-peer
 PEER_STAMP := $(PEER_VENV)/.installed
 
-.PHONY: run test lint format bench clean
+# The browser tests drive Debian's Chromium through Playwright, which must never download one.
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
+.PHONY: run test lint format bench clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -23,6 +28,11 @@ $(PEER_STAMP): tests/ocpi_peer/requirements.txt
 	$(PEER_VENV)/bin/python -m pip install --quiet -r tests/ocpi_peer/requirements.txt
 	@touch $@
 
+# installed only when missing (Debian 12: the chromium package)
+chromium:
+	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+
 run: $(STAMP)
 	$(VENV)/bin/csms run --config $(CONFIG)
 
@@ -30,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(STAMP) $(PEER_STAMP) lint
+test: $(STAMP) $(PEER_STAMP) chromium lint
 	$(PY) -m pytest -q
 
 format: $(STAMP)

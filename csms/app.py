@@ -28,6 +28,8 @@ from .passwords import hash_password, is_password_hash
 from .provisioning import provision
 from .server import OcppServer
 from .store import Store
+from .traffic import TrafficMonitor
+from .web import WebUI
 
 log = structlog.get_logger("csms.app")
 
@@ -39,7 +41,8 @@ class CentralSystem:
 
     ``start()`` opens the store (applying migrations), then serves OCPP and HTTP;
     ``stop()`` closes the station connections, the HTTP server and the store, in that order.
-    Extensions (the OCPI bridge) subscribe to ``bus``, add routes to ``http_app`` and send
+    Extensions (the OCPI bridge) subscribe to ``bus``, add routes to ``http_app``, add
+    providers to the web interface (``web.add_provider``, see :mod:`csms.web`) and send
     OCPP requests through ``commands`` between construction and ``start()``.
     """
 
@@ -60,6 +63,9 @@ class CentralSystem:
             settings, self.store, self.bus, self.clock, self.metrics, self.authorizer
         )
         self.registry = ConnectionRegistry()
+        # measured intervals and recent frames of each station, fed by its connection
+        self.traffic = TrafficMonitor()
+        self.services.traffic = self.traffic  # type: ignore[attr-defined]
         self.commands = CommandPort(self.services, self.registry)
         self.handlers = OcppHandlers(self.services)
         self.ocpp_server = OcppServer(self.services, self.handlers, self.registry)
@@ -72,6 +78,9 @@ class CentralSystem:
         self.http_app = build_app(
             self.api, settings.api.admin_user, password_hash, self.health, self.metrics.registry
         )
+        self.web = WebUI(self)
+        if settings.web.enabled:
+            self.web.mount(self.http_app)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._tasks: list[asyncio.Task[Any]] = []

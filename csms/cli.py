@@ -3,6 +3,7 @@
 csms run --config FILE            run everything in one process until SIGTERM/SIGINT
 csms check-config --config FILE   validate a configuration file and exit
 csms hash-password                print a hash for api.admin_password_hash
+csms user add|list|remove ...     web interface users (in the database)
 csms <extension> ...              commands of installed extensions (e.g. csms ocpi)
 """
 
@@ -18,6 +19,7 @@ from .config import ConfigError, Settings, load_settings
 from .extensions import Extension, discover
 from .logs import configure_logging
 from .passwords import hash_password
+from .web import users as web_users
 
 EXIT_CONFIG = 2
 
@@ -31,6 +33,7 @@ def _parser(extensions: list[Extension]) -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", required=True)
     hp = sub.add_parser("hash-password", help="hash a password for the configuration file")
     hp.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    web_users.add_commands(sub)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", required=True, help="TOML configuration file")
     for ext in extensions:
@@ -90,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run(settings, configured))
         except KeyboardInterrupt:
             return 0
+    if args.command == "user":
+        try:
+            return asyncio.run(web_users.run(args, settings))
+        except KeyboardInterrupt:
+            return 130
     ext = next(e for e in extensions if e.name == args.command)
     try:
         return asyncio.run(ext.run_command(args, settings))

@@ -78,6 +78,61 @@ class IdTagSettings(_Section):
     accept_unknown: bool = Field(False, description="answer Accepted for tags not in the store")
 
 
+class WebUser(_Section):
+    """A web interface user given in the configuration (``[[web.users]]``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    role: Literal["admin", "viewer"]
+    password_hash: str
+
+    @model_validator(mode="after")
+    def _hash(self) -> WebUser:
+        from .passwords import is_password_hash
+
+        if not is_password_hash(self.password_hash):
+            raise ValueError(f"user {self.name}: password_hash is not made by `csms hash-password`")
+        return self
+
+
+class WebSettings(_Section):
+    """The operator web interface (csms.web), served on the HTTP port."""
+
+    enabled: bool = True
+    default_language: Literal["pt", "en"] = "pt"
+    # the zone of "today" on the dashboard and of dates typed in forms (stations use their own)
+    time_zone: str = "Europe/Lisbon"
+    session_hours: float = Field(12.0, gt=0, description="a login lasts at most this long")
+    session_idle_minutes: float = Field(120.0, gt=0, description="ends after this much idle")
+    login_max_failures: int = Field(5, ge=1, description="per user name and per address")
+    login_lockout_minutes: float = Field(15.0, gt=0)
+    # addresses of reverse proxies whose X-Forwarded-Proto / X-Forwarded-For are believed
+    trusted_proxies: list[str] = []
+    refresh_seconds: float = Field(5.0, ge=0.2, description="live pages poll this often")
+    page_size: int = Field(50, ge=5, le=500)
+    users: list[WebUser] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> WebSettings:
+        import ipaddress
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _KeyError("web.time_zone", f"unknown IANA time zone {self.time_zone!r}") from None
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise _KeyError(
+                    "web.trusted_proxies", f"{entry!r} is not an IP address or network"
+                ) from None
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise _KeyError("web.users", "each user name may appear once")
+        return self
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     mobie_mode: bool = True
@@ -87,6 +142,7 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
     id_tags: IdTagSettings = IdTagSettings()
+    web: WebSettings = WebSettings()
     # sections owned by extensions (e.g. [ocpi]), validated by them
     _extension_sections: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
 

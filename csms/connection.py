@@ -62,12 +62,17 @@ class StationConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._after_answer: list[Callable[[], None]] = []
         self._closed = False
+        # csms.traffic.TrafficMonitor, when the central system keeps one (measured
+        # intervals and recent frames for the web interface)
+        self.traffic = getattr(self.services, "traffic", None)
 
     # ------------------------------------------------------------------ receive loop
 
     async def serve(self) -> None:
         """Handle frames until the socket closes."""
         metrics = self.services.metrics
+        if self.traffic is not None:
+            self.traffic.connected(self.station_id)
         try:
             async for message in self.ws:
                 received_at = self.services.clock.now()
@@ -75,10 +80,14 @@ class StationConnection:
                 try:
                     frame = ocppj.parse_frame(message)
                 except ocppj.FrameError as e:
+                    if self.traffic is not None:
+                        self.traffic.received(self.station_id, received_at, message, None)
                     metrics.frames_received.labels("invalid").inc()
                     self.services.bus.publish(StationSeen(self.station_id, received_at, None))
                     await self._answer_invalid(e, message)
                     continue
+                if self.traffic is not None:
+                    self.traffic.received(self.station_id, received_at, message, frame)
                 if isinstance(frame, ocppj.Call):
                     action = frame.action if frame.action in ocppj.CP_ACTIONS else "other"
                     metrics.frames_received.labels(action).inc()
@@ -159,6 +168,8 @@ class StationConnection:
                 log.exception("after-answer hook failed")
 
     async def _send(self, frame: str) -> None:
+        if self.traffic is not None:
+            self.traffic.sent(self.station_id, self.services.clock.now(), frame)
         try:
             await self.ws.send(frame)
         except ConnectionClosed:
@@ -207,8 +218,11 @@ class StationConnection:
             try:
                 with structlog.contextvars.bound_contextvars(message_id=unique_id, action=action):
                     log.info("request sent", payload=payload)
+                    text = ocppj.call_frame(unique_id, action, payload)
+                    if self.traffic is not None:
+                        self.traffic.sent(self.station_id, self.services.clock.now(), text)
                     try:
-                        await self.ws.send(ocppj.call_frame(unique_id, action, payload))
+                        await self.ws.send(text)
                     except ConnectionClosed:
                         raise ConnectionGone("connection closed") from None
                     remaining = max(0.0, deadline - time.monotonic())

@@ -53,6 +53,9 @@ class OcpiExtension:
         system.authorizer.add_source(self.bridge.token_source)
         system.http_app.add_subapp("/ocpi", OcpiHttp(self.bridge).app())
         system.http_app.add_routes(OcpiAdminApi(self.bridge).routes())
+        from .web import OcpiWebProvider
+
+        system.web.add_provider(OcpiWebProvider(self.bridge))
 
     async def start(self) -> None:
         if self.bridge is None or self._system is None:

@@ -1,0 +1,964 @@
+"""The OCPI bridge's part of the operator web interface (a provider of :mod:`csms.web`).
+
+What MOBI.E's viewers and the operator see of the hub link:
+
+- dashboard: each peer (registered or not), its last acknowledged push, the pushes failing
+  or waiting now, and the EVSEs by OCPI status in MOBI.E's words;
+- stations list: each EVSE's OCPI status, MOBI.E's word for it, and whether the hub has it;
+- station page: the Location as we push it and what the hub acknowledged of it, per EVSE,
+  and what is pending for it;
+- sessions list: what the hub acknowledged of each Session and its CDR, the OCPI token;
+- ``/compliance``: per station and per session, over a chosen period, how the platform
+  meets R1 and R3 to R8 (measured by :mod:`ocpi_bridge.compliance` on every acknowledged
+  push, and by :mod:`csms.traffic` for the stations' own intervals);
+- ``/hub``: the peers, the pushes not acknowledged yet, and (admins) a new token A.
+
+Every hook reads a few indexed rows for the ids it is given (a page of the list), or the
+pusher's in-memory state. Nothing here writes, except the token A form and the compliance
+recorder's flush of its counters before it is read (as the API does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+from aiohttp import web
+
+from csms.timeparse import from_db, to_db
+from csms.traffic import judge
+from csms.web import NavEntry, WebRoute
+from csms.web import fmt as web_fmt
+from csms.web.queries import SessionFilter, like_pattern
+from csms.web.ui import query_string
+
+from .compliance import hour_of
+from .credentials import new_token
+from .locations import MOBIE_NAMES
+from .outbox import Family, FamilyKey
+from .store import Peer
+
+if TYPE_CHECKING:
+    from csms.web import WebUI
+
+    from .bridge import Bridge
+
+log = structlog.get_logger("ocpi.web")
+
+TEMPLATES = Path(__file__).parent / "web_templates"
+
+# The EVSE statuses MOBI.E's OCPI profile names (seed 001, table 7). locations.MOBIE_NAMES
+# also names BLOCKED, which the profile does not: such a status is shown as OCPI has it.
+PROFILE_STATUSES = (
+    "PLANNED",
+    "AVAILABLE",
+    "CHARGING",
+    "INOPERATIVE",
+    "OUTOFORDER",
+    "RESERVED",
+    "UNKNOWN",
+    "REMOVED",
+)
+# the badge colours of the core's style sheet that fit each OCPI status
+BADGE = {
+    "AVAILABLE": "st-available",
+    "CHARGING": "st-charging",
+    "RESERVED": "st-reserved",
+    "INOPERATIVE": "st-unavailable",
+    "BLOCKED": "st-unavailable",
+    "OUTOFORDER": "st-faulted",
+}
+RULES = ("R1", "R3", "R4", "R5", "R6", "R7", "R8")
+PUSHED_RULES = ("R1", "R5", "R6", "R7", "R8")
+MAX_PERIOD_DAYS = 31
+DEFAULT_PERIOD_DAYS = 7
+PENDING_SHOWN = 200
+
+
+def mobie_name(status: str | None) -> str | None:
+    """MOBI.E's word for an OCPI EVSE status (None when its profile has none)."""
+    if status in PROFILE_STATUSES:
+        return MOBIE_NAMES[status]
+    return None
+
+
+def badge_class(status: str | None) -> str:
+    return BADGE.get(status or "", "st-unknown")
+
+
+def _ack_state(state: str | None) -> tuple[str | None, str | None]:
+    """(status, last_updated) of an acknowledged EVSE or Session state ``STATUS|time``."""
+    if not state:
+        return None, None
+    status, _, updated = state.partition("|")
+    return status or None, updated or None
+
+
+def _family_view(fam: Family | None) -> dict[str, Any] | None:
+    if fam is None or not (fam.dirty or fam.in_flight is not None):
+        return None
+    return {
+        "since": fam.dirty_since,
+        "in_flight": fam.in_flight.kind if fam.in_flight else None,
+        "attempts": fam.attempts,
+        "failing_since": fam.failing_since,
+        "next_attempt": fam.next_attempt,
+        "last_error": fam.last_error,
+    }
+
+
+def _ids_json(ids: list[Any]) -> str:
+    return json.dumps([str(i) for i in ids])
+
+
+class OcpiWebProvider:
+    """Registered on ``system.web`` by the OCPI extension's ``attach``."""
+
+    name = "ocpi"
+    title: ClassVar[dict[str, str]] = {"pt": "MOBI.E (OCPI)", "en": "MOBI.E (OCPI)"}
+    templates = TEMPLATES
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.system = bridge.system
+        self.store = bridge.system.store
+        self.messages = MESSAGES
+        self.nav = [
+            NavEntry("/compliance", {"pt": "Conformidade", "en": "Compliance"}),
+            NavEntry("/hub", {"pt": "Ligação ao hub", "en": "Hub link"}),
+        ]
+
+    @property
+    def ui(self) -> WebUI:
+        return self.system.web
+
+    def routes(self) -> list[WebRoute]:
+        return [
+            WebRoute("GET", "/compliance", self.compliance_page),
+            WebRoute("GET", "/hub", self.hub_page),
+            WebRoute("POST", "/hub/token-a", self.create_token_a, access="admin"),
+        ]
+
+    # ------------------------------------------------------------------ peers and acks
+
+    def hub(self) -> Peer | None:
+        """The peer whose acknowledgements the lists show: the (first) registered hub, else
+        the first registered peer that receives Locations."""
+        peers = sorted(self.bridge.registered_peers(), key=lambda p: p.id)
+        hubs = [p for p in peers if p.is_hub]
+        receivers = [p for p in peers if p.endpoint("locations", "RECEIVER")]
+        chosen = hubs or receivers or peers
+        return chosen[0] if chosen else None
+
+    async def _acks(self, peer_id: int, kind: str, object_ids: list[str]) -> dict[str, dict]:
+        """What ``peer_id`` acknowledged of these objects (one search on the primary key)."""
+        if not object_ids:
+            return {}
+        rows = await self.store.read(ACKS_SQL, (peer_id, kind, _ids_json(object_ids)))
+        return {r["object_id"]: r for r in rows}
+
+    def _family(self, peer_id: int, kind: str, object_id: str) -> dict[str, Any] | None:
+        fam = self.bridge.pusher.outbox.families.get(FamilyKey(peer_id, kind, object_id))  # type: ignore[arg-type]
+        return _family_view(fam)
+
+    async def _stations(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Full station rows (definition parsed, last frame as the store knows it now)."""
+        if not ids:
+            return {}
+        rows = await self.store.read(
+            "SELECT * FROM stations WHERE id IN (SELECT value FROM json_each(?))", (_ids_json(ids),)
+        )
+        return {r["id"]: self.store._station_row(r) for r in rows}
+
+    def _evses(
+        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Each EVSE of a defined station with its OCPI status, as a push would carry it."""
+        states = self.bridge.locations.states(station, connectors, now)
+        out = []
+        for evse in station["definition"]["evses"]:
+            cid = evse["connector_id"]
+            state = states[cid]
+            out.append(
+                {
+                    "connector_id": cid,
+                    "uid": evse["uid"],
+                    "evse_id": evse.get("evse_id"),
+                    "status": state.status,
+                    "mobie": mobie_name(state.status),
+                    "badge": badge_class(state.status),
+                    "since": state.since,
+                    "ack_key": f"{station['id']}/{cid}",
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------ dashboard
+
+    async def dashboard(self, request: web.Request) -> dict[str, Any]:
+        pending = self.bridge.pusher.outbox.pending()
+        peers = await self.bridge.store.peers()
+        created = {
+            r["id"]: r
+            for r in await self.store.read("SELECT id, created_at, updated_at FROM ocpi_peers")
+        }
+        rows = []
+        for p in peers:
+            mine = [f for f in pending if f.key.peer_id == p.id]
+            failing = [f for f in mine if f.failing_since is not None]
+            last = None
+            if p.status == "registered":
+                row = await self.store.read_one(LAST_ACK_SQL, (p.id,))
+                last = row["at"] if row else None
+            oldest_failing = min(failing, key=lambda f: f.failing_since) if failing else None
+            rows.append(
+                {
+                    "id": p.id,
+                    "status": p.status,
+                    "roles": [
+                        f"{r.get('role')} {r.get('country_code')}/{r.get('party_id')}"
+                        for r in p.roles
+                    ],
+                    "name": next(
+                        (r.get("business_details", {}).get("name") for r in p.roles), None
+                    ),
+                    "is_hub": p.is_hub,
+                    "version": p.version,
+                    "since": (created.get(p.id) or {}).get("created_at"),
+                    "last_ack": last,
+                    "backlog": len(mine),
+                    "failing": len(failing),
+                    "failing_since": oldest_failing.failing_since if oldest_failing else None,
+                    "last_error": oldest_failing.last_error if oldest_failing else None,
+                    "oldest_pending": min(
+                        (f.dirty_since for f in mine if f.dirty_since), default=None
+                    ),
+                }
+            )
+        counts = await self._evse_counts()
+        notices = await self.store.read_one(
+            "SELECT COUNT(*) AS n FROM ocpi_notices WHERE delivered_at IS NULL"
+        )
+        return {
+            "peers": rows,
+            "registered": any(r["status"] == "registered" for r in rows),
+            "evse_counts": counts,
+            "notices_pending": int(notices["n"]) if notices else 0,
+            "versions_url": self.bridge.versions_url,
+            "party": f"{self.bridge.settings.country_code}/{self.bridge.settings.party_id}",
+        }
+
+    async def _evse_counts(self) -> list[dict[str, Any]]:
+        """EVSEs by OCPI status as the hub should have them now (every defined station)."""
+        rows = await self.store.read(
+            "SELECT id, defined_at, last_seen_at, json_extract(definition, '$.evses') AS evses "
+            "FROM stations WHERE defined = 1"
+        )
+        statuses = await self.store.read(
+            "SELECT station_id, connector_id, status, received_at FROM connector_status"
+        )
+        by_station: dict[str, list[dict[str, Any]]] = {}
+        for s in statuses:
+            by_station.setdefault(s["station_id"], []).append(s)
+        now = self.bridge.clock.now()
+        counts: dict[str, int] = {}
+        for r in rows:
+            seen = self.store.last_seen(r["id"])
+            station = {
+                "id": r["id"],
+                "defined_at": r["defined_at"],
+                "last_seen_at": to_db(seen) if seen else r["last_seen_at"],
+                "definition": {"evses": json.loads(r["evses"] or "[]")},
+            }
+            for state in self.bridge.locations.states(
+                station, by_station.get(r["id"], []), now
+            ).values():
+                counts[state.status] = counts.get(state.status, 0) + 1
+        order = {s: i for i, s in enumerate(PROFILE_STATUSES)}
+        return [
+            {"status": s, "mobie": mobie_name(s), "badge": badge_class(s), "count": n}
+            for s, n in sorted(counts.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
+        ]
+
+    # ------------------------------------------------------------------ stations list
+
+    async def stations(self, request: web.Request, station_ids: list[str]) -> dict[str, Any]:
+        stations = await self._stations(station_ids)
+        defined = [sid for sid in station_ids if sid in stations and stations[sid]["defined"]]
+        connectors = await self.store.connector_statuses(defined)
+        now = self.bridge.clock.now()
+        hub = self.hub()
+        evses = {sid: self._evses(stations[sid], connectors[sid], now) for sid in defined}
+        acks: dict[str, dict] = {}
+        if hub is not None:
+            keys = [e["ack_key"] for sid in defined for e in evses[sid]]
+            acks = await self._acks(hub.id, "evse", keys)
+        out: dict[str, Any] = {}
+        for sid in station_ids:
+            if sid not in evses:
+                out[sid] = {"defined": False}
+                continue
+            for e in evses[sid]:
+                acked, _ = _ack_state((acks.get(e["ack_key"]) or {}).get("state"))
+                e["hub_status"] = acked
+            out[sid] = {
+                "defined": True,
+                "evses": evses[sid],
+                "hub": hub is not None,
+                "pending": self._family(hub.id, "location", sid) if hub else None,
+            }
+        return out
+
+    # ------------------------------------------------------------------ station page
+
+    async def station(self, request: web.Request, station_id: str) -> dict[str, Any]:
+        stations = await self._stations([station_id])
+        station = stations.get(station_id)
+        if station is None or not station["defined"]:
+            return {"defined": False}
+        connectors = (await self.store.connector_statuses([station_id]))[station_id]
+        now = self.bridge.clock.now()
+        location = self.bridge.locations.location(station, connectors, now)
+        evses = self._evses(station, connectors, now)
+        peers = []
+        for peer in sorted(self.bridge.registered_peers(), key=lambda p: p.id):
+            if not peer.endpoint("locations", "RECEIVER"):
+                continue
+            loc_ack = (await self._acks(peer.id, "location", [station_id])).get(station_id)
+            evse_acks = await self._acks(peer.id, "evse", [e["ack_key"] for e in evses])
+            hub_evses = []
+            for e in evses:
+                ack = evse_acks.get(e["ack_key"])
+                status, updated = _ack_state(ack["state"] if ack else None)
+                hub_evses.append(
+                    {
+                        "uid": e["uid"],
+                        "status": status,
+                        "mobie": mobie_name(status),
+                        "badge": badge_class(status),
+                        "last_updated": updated,
+                        "acked_at": ack["acked_at"] if ack else None,
+                        "in_sync": status == e["status"],
+                    }
+                )
+            peers.append(
+                {
+                    "id": peer.id,
+                    "label": _peer_label(peer),
+                    "location_last_updated": loc_ack["state"] if loc_ack else None,
+                    "location_acked_at": loc_ack["acked_at"] if loc_ack else None,
+                    "location_in_sync": bool(
+                        loc_ack and loc_ack["state"] >= location["last_updated"]
+                    ),
+                    "evses": hub_evses,
+                    "pending": self._family(peer.id, "location", station_id),
+                }
+            )
+        return {
+            "defined": True,
+            "station_id": station_id,
+            "location": location,
+            "location_json": json.dumps(location, indent=2, ensure_ascii=False),
+            "evses": evses,
+            "peers": peers,
+            "tz": location.get("time_zone"),
+        }
+
+    # ------------------------------------------------------------------ sessions list
+
+    async def sessions(self, request: web.Request, transaction_ids: list[int]) -> dict[int, Any]:
+        if not transaction_ids:
+            return {}
+        hub = self.hub()
+        keys = [str(tx) for tx in transaction_ids]
+        session_acks: dict[str, dict] = {}
+        cdr_acks: dict[str, dict] = {}
+        if hub is not None:
+            session_acks = await self._acks(hub.id, "session", keys)
+            cdr_acks = await self._acks(hub.id, "cdr", keys)
+        tokens = await self._tokens(transaction_ids)
+        out: dict[int, Any] = {}
+        for tx in transaction_ids:
+            key = str(tx)
+            sack = session_acks.get(key)
+            status, _ = _ack_state(sack["state"] if sack else None)
+            cack = cdr_acks.get(key)
+            out[tx] = {
+                "hub": hub is not None,
+                "session_status": status,
+                "session_acked_at": sack["acked_at"] if sack else None,
+                "cdr_acked_at": cack["acked_at"] if cack else None,
+                "pending": self._family(hub.id, "session", key) if hub else None,
+                "token": tokens.get(tx),
+            }
+        return out
+
+    async def _tokens(self, transaction_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The OCPI token (contract id, issuer) of sessions started with an eMSP's token."""
+        rows = await self.store.read(TOKENS_SQL, (json.dumps(transaction_ids),))
+        out: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            if f"{r['country_code'].upper()}/{r['party_id'].upper()}" == r["tag_owner"]:
+                out[int(r["id"])] = r
+        return out
+
+    # ------------------------------------------------------------------ compliance page
+
+    def _period(self, request: web.Request) -> tuple[str, str, datetime, datetime, str]:
+        """(from, to) as typed (local dates, inclusive), the UTC range, and an error."""
+        tz = self.ui.settings.time_zone
+        now = self.bridge.clock.now()
+        today = now.astimezone(web_fmt.zone(tz)).date()
+        default_from = (today - timedelta(days=DEFAULT_PERIOD_DAYS - 1)).isoformat()
+        date_from = request.query.get("from", "").strip() or default_from
+        date_to = request.query.get("to", "").strip() or today.isoformat()
+        error = ""
+        try:
+            since = web_fmt.parse_local_date(date_from, tz)
+            until = web_fmt.parse_local_date(date_to, tz, end=True)
+            assert since is not None and until is not None
+        except ValueError:
+            error = self.ui.t("ocpi.bad_period")
+            date_from, date_to = default_from, today.isoformat()
+            since = web_fmt.parse_local_date(date_from, tz)
+            until = web_fmt.parse_local_date(date_to, tz, end=True)
+            assert since is not None and until is not None
+        if until <= since:
+            error = self.ui.t("ocpi.bad_period")
+            since, until = until - timedelta(days=1), until
+            date_from = date_to
+        if until - since > timedelta(days=MAX_PERIOD_DAYS):
+            error = self.ui.t("ocpi.period_too_long", days=MAX_PERIOD_DAYS)
+            since = until - timedelta(days=MAX_PERIOD_DAYS)
+            date_from = (since.astimezone(web_fmt.zone(tz)).date()).isoformat()
+        return date_from, date_to, since, until, error
+
+    async def _summary(self, since: datetime, until: datetime) -> dict[str, dict[str, Any]]:
+        """Per rule, over the period: pushes measured, late, failed, the largest delay and how
+        many stations or sessions had a late or failed push (a range of whole hours on the
+        primary key, whose first column is the hour)."""
+        await self.bridge.pusher.compliance.flush()
+        rows = await self.store.read(SUMMARY_SQL, (hour_of(since), to_db(until)))
+        limits = self.bridge.pusher.compliance.limits
+        out = {}
+        for rule in PUSHED_RULES:
+            r = next((x for x in rows if x["rule"] == rule), None)
+            out[rule] = {
+                "samples": int(r["samples"]) if r else 0,
+                "late": int(r["late"]) if r else 0,
+                "failures": int(r["failures"]) if r else 0,
+                "largest": r["largest"] if r and r["samples"] else None,
+                "objects": int(r["objects"]) if r else 0,
+                "limit": limits.get(rule),
+            }
+        return out
+
+    async def _problem_stations(self, since: datetime, until: datetime) -> list[str]:
+        rows = await self.store.read(PROBLEMS_SQL, (hour_of(since), to_db(until)))
+        return [r["object_id"] for r in rows]
+
+    async def _station_page(
+        self, search: str, problems: list[str] | None, limit: int, offset: int
+    ) -> tuple[list[str], int]:
+        """A page of station ids, by id: all, those matching ``search`` (id or Location id),
+        or only ``problems``."""
+        if problems is not None:
+            if search:
+                needle = search.lower()
+                problems = [p for p in problems if needle in p.lower()]
+            return problems[offset : offset + limit], len(problems)
+        where, params = "", []
+        if search:
+            where = "WHERE id LIKE ? ESCAPE '\\' OR location_id LIKE ? ESCAPE '\\' COLLATE NOCASE"
+            params = [like_pattern(search)] * 2
+        rows = await self.store.read(
+            f"SELECT id FROM stations {where} ORDER BY id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self.store.read_one(f"SELECT COUNT(*) AS n FROM stations {where}", params)
+        return [r["id"] for r in rows], int(total["n"] if total else 0)
+
+    async def _station_rows(
+        self, ids: list[str], since: datetime, until: datetime
+    ) -> list[dict[str, Any]]:
+        stations = await self._stations(ids)
+        report = await self.bridge.pusher.compliance.report(since, until, "station", ids)
+        measured: dict[str, dict[str, dict[str, Any]]] = {}
+        for item in report:
+            measured.setdefault(item["id"], {})[item["rule"]] = item
+        defined = [sid for sid in ids if sid in stations and stations[sid]["defined"]]
+        connectors = await self.store.connector_statuses(defined)
+        hub = self.hub()
+        loc_acks = await self._acks(hub.id, "location", defined) if hub else {}
+        now = self.bridge.clock.now()
+        traffic = self.system.traffic
+        out = []
+        for sid in ids:
+            st = stations.get(sid)
+            if st is None:
+                continue
+            definition = st["definition"] or {}
+            tz = (definition.get("location") or {}).get("time_zone") or self.ui.settings.time_zone
+            evses = self._evses(st, connectors[sid], now) if sid in connectors else []
+            silent = None
+            last_seen = from_db(st["last_seen_at"])
+            if last_seen is not None:
+                silent = (now - last_seen).total_seconds()
+            rules = measured.get(sid, {})
+            ack = loc_acks.get(sid)
+            out.append(
+                {
+                    "id": sid,
+                    "defined": bool(st["defined"]),
+                    "tz": tz,
+                    "connected": self.system.registry.is_connected(sid),
+                    "last_seen": st["last_seen_at"],
+                    "silent_seconds": silent,
+                    "evses": evses,
+                    "verdicts": judge(st["config_snapshot"], traffic.measured(sid)),
+                    "rules": rules,
+                    "location_acked_at": ack["acked_at"] if ack else None,
+                    "r1": self._r1(st, rules.get("R1"), ack),
+                }
+            )
+        return out
+
+    @staticmethod
+    def _r1(
+        station: dict[str, Any], measured: dict[str, Any] | None, ack: dict[str, Any] | None
+    ) -> str:
+        """R1 for a station: 'late' or 'ok' when its PLANNED Location PUT was measured in the
+        period; otherwise 'on_hub' (the hub has its Location) or 'missing'."""
+        if not station["defined"]:
+            return "undefined"
+        if measured and measured["samples"]:
+            return "late" if measured["late"] or measured["failed_pushes"] else "ok"
+        if measured and measured["failed_pushes"]:
+            return "missing"
+        return "on_hub" if ack else "missing"
+
+    async def _session_rows(
+        self, station: str, since: datetime, until: datetime, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        rows, total = await self.ui.queries.sessions(
+            SessionFilter(station or None, since, until), limit, offset
+        )
+        ids = [str(r["id"]) for r in rows]
+        report = await self.bridge.pusher.compliance.report(since, until, "session", ids)
+        r5 = {item["id"]: item for item in report if item["rule"] == "R5"}
+        hub = self.hub()
+        session_acks = await self._acks(hub.id, "session", ids) if hub else {}
+        cdr_acks = await self._acks(hub.id, "cdr", ids) if hub else {}
+        limit_r5 = self.bridge.pusher.compliance.limits.get("R5", math.inf)
+        now = self.bridge.clock.now()
+        for r in rows:
+            key = str(r["id"])
+            m = r5.get(key)
+            sack = session_acks.get(key)
+            largest = m["largest_seconds"] if m else None
+            # an active session's current silence is a gap too, still growing
+            open_gap = None
+            if r["active"] and sack is not None:
+                acked = from_db(sack["acked_at"])
+                if acked is not None:
+                    open_gap = (now - acked).total_seconds()
+            status, _ = _ack_state(sack["state"] if sack else None)
+            r.update(
+                {
+                    "r5": m,
+                    "largest_gap": largest,
+                    "open_gap": open_gap,
+                    "late_now": open_gap is not None and open_gap > limit_r5,
+                    "session_status": status,
+                    "session_acked_at": sack["acked_at"] if sack else None,
+                    "cdr_acked_at": (cdr_acks.get(key) or {}).get("acked_at"),
+                    "pending": self._family(hub.id, "session", key) if hub else None,
+                }
+            )
+            start = web_fmt.as_datetime(r["start_time"])
+            end = web_fmt.as_datetime(r["stop_time"]) if not r["active"] else now
+            r["duration"] = (end - start).total_seconds() if start and end else None
+        return rows, total
+
+    async def compliance_page(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        view = "sessions" if q.get("view") == "sessions" else "stations"
+        date_from, date_to, since, until, error = self._period(request)
+        search = q.get("station", "").strip()[:255]
+        only_problems = q.get("problems") == "1"
+        size = self.ui.settings.page_size
+        try:
+            number = max(1, int(q.get("page", "1")))
+        except ValueError:
+            number = 1
+        offset = (number - 1) * size
+        summary = await self._summary(since, until)
+        stations: list[dict[str, Any]] = []
+        sessions: list[dict[str, Any]] = []
+        if view == "stations":
+            problems = await self._problem_stations(since, until) if only_problems else None
+            ids, total = await self._station_page(search, problems, size, offset)
+            stations = await self._station_rows(ids, since, until)
+        else:
+            sessions, total = await self._session_rows(search, since, until, size, offset)
+        filters = [
+            ("view", view),
+            ("from", date_from),
+            ("to", date_to),
+            ("station", search),
+            ("problems", "1" if only_problems else ""),
+        ]
+        s = self.bridge.settings
+        return self.ui.render(
+            request,
+            "ocpi/compliance.html",
+            {
+                "title": self.ui.t("ocpi.compliance.title"),
+                "view": view,
+                "date_from": date_from,
+                "date_to": date_to,
+                "since": since,
+                "until": min(until, self.bridge.clock.now()),
+                "zone": self.ui.settings.time_zone,
+                "station": search,
+                "only_problems": only_problems,
+                "error": error,
+                "summary": summary,
+                "stations": stations,
+                "sessions": sessions,
+                "hub": self.hub(),
+                "offline_after": s.offline_after,
+                "session_interval": s.session_update_interval,
+                "page": {
+                    "number": number,
+                    "pages": max(1, math.ceil(total / size)),
+                    "total": total,
+                },
+                "pager_query": query_string(filters),
+                "view_query": query_string(filters[1:]),
+            },
+        )
+
+    # ------------------------------------------------------------------ hub page
+
+    async def hub_page(self, request: web.Request, token: str | None = None) -> web.Response:
+        data = await self.dashboard(request)
+        pending = sorted(
+            self.bridge.pusher.outbox.pending(),
+            key=lambda f: (
+                f.failing_since is None,
+                f.dirty_since or datetime.max.replace(tzinfo=UTC),
+            ),
+        )
+        labels = {p.id: _peer_label(p) for p in await self.bridge.store.peers()}
+        data.update(
+            {
+                "title": self.ui.t("ocpi.hub.title"),
+                "pending": [
+                    {
+                        "peer": labels.get(f.key.peer_id, str(f.key.peer_id)),
+                        "kind": f.key.kind,
+                        "object_id": f.key.object_id,
+                        **(_family_view(f) or {}),
+                    }
+                    for f in pending[:PENDING_SHOWN]
+                ],
+                "pending_total": len(pending),
+                "token_a": token,
+                "tz": self.ui.settings.time_zone,
+            }
+        )
+        return self.ui.render(request, "ocpi/hub.html", data, status=201 if token else 200)
+
+    async def create_token_a(self, request: web.Request) -> web.StreamResponse:
+        """A new token A, with what to send MOBI.E to schedule the tests (annex I)."""
+        token = new_token()
+        await self.bridge.store.add_token_a(token)
+        session = self.ui.session_of(request)
+        log.info("token A created from the web interface", user=session and session.user)
+        return await self.hub_page(request, token)
+
+
+# The provider's own reads (tests/test_web_ocpi_volume.py checks their plans at volume).
+# What one peer acknowledged of some objects: a search on the primary key.
+ACKS_SQL = (
+    "SELECT object_id, state, acked_at FROM ocpi_push_acks WHERE peer_id = ? "
+    "AND kind = ? AND object_id IN (SELECT value FROM json_each(?))"
+)
+# A peer's newest acknowledgement: reads that peer's rows through the primary key's first
+# column (about 20 ms at 200,000 of them; no index of its own, which every push would pay).
+LAST_ACK_SQL = "SELECT MAX(acked_at) AS at FROM ocpi_push_acks WHERE peer_id = ?"
+# Per rule over whole hours: a range of the primary key, whose first column is the hour.
+SUMMARY_SQL = (
+    "SELECT rule, SUM(samples) AS samples, SUM(late) AS late, SUM(failures) AS failures, "
+    "MAX(max_seconds) AS largest, COUNT(DISTINCT CASE WHEN late > 0 OR failures > 0 "
+    "THEN object_kind || ':' || object_id END) AS objects "
+    "FROM ocpi_compliance WHERE bucket >= ? AND bucket < ? GROUP BY rule"
+)
+PROBLEMS_SQL = (
+    "SELECT DISTINCT object_id FROM ocpi_compliance WHERE bucket >= ? AND bucket < ? "
+    "AND object_kind = 'station' AND (late > 0 OR failures > 0) ORDER BY object_id"
+)
+# The eMSP token each session was started with (uid index), for a page of sessions.
+TOKENS_SQL = (
+    "SELECT t.id, t.tag_owner, k.country_code, k.party_id, k.type, "
+    "json_extract(k.body, '$.contract_id') AS contract_id FROM transactions t "
+    "JOIN ocpi_tokens k ON k.uid = t.id_tag "
+    "WHERE t.id IN (SELECT value FROM json_each(?)) AND t.tag_owner IS NOT NULL"
+)
+
+
+def _peer_label(peer: Peer) -> str:
+    role = peer.roles[0] if peer.roles else {}
+    name = (role.get("business_details") or {}).get("name") or ""
+    party = f"{role.get('country_code', '')}/{role.get('party_id', '')}"
+    return (
+        f"{name} ({role.get('role', '?')} {party})" if name else f"{role.get('role', '?')} {party}"
+    )
+
+
+# Every text of the provider's templates, in both languages (a test checks they match).
+PT: dict[str, str] = {
+    "ocpi.no_peer": (
+        "Nenhum hub registado: a MOBI.E regista-se com o nosso URL de versões e um token A "
+        "(ver Ligação ao hub)."
+    ),
+    "ocpi.peer": "Parte OCPI",
+    "ocpi.peer_status.registered": "registada",
+    "ocpi.peer_status.unregistered": "não registada",
+    "ocpi.version": "Versão",
+    "ocpi.registered_since": "Registada desde",
+    "ocpi.last_ack": "Último envio confirmado",
+    "ocpi.backlog": "Envios por confirmar",
+    "ocpi.failing": "Envios a falhar",
+    "ocpi.failing_since": "A falhar desde",
+    "ocpi.last_error": "Último erro",
+    "ocpi.oldest_pending": "Por confirmar desde",
+    "ocpi.evses_by_status": "Pontos de carregamento (EVSE) por estado OCPI, como a MOBI.E os vê",
+    "ocpi.ocpi_status": "Estado OCPI",
+    "ocpi.mobie_word": "Nome MOBI.E",
+    "ocpi.count": "Quantidade",
+    "ocpi.no_mobie_word": "sem nome no perfil MOBI.E: estado OCPI",
+    "ocpi.notices_pending": "E-mails de entrada em operação (R2) por entregar: {n}",
+    "ocpi.links": "Detalhes",
+    "ocpi.not_defined": "sem definição: não enviado ao hub",
+    "ocpi.hub_has": "no hub: {status}",
+    "ocpi.hub_missing": "ainda não está no hub",
+    "ocpi.pending": "por enviar",
+    "ocpi.in_flight": "a enviar ({kind})",
+    "ocpi.failing_short": "a falhar desde {since}",
+    "ocpi.attempts": "Tentativas",
+    "ocpi.next_attempt": "Próxima tentativa",
+    "ocpi.no_hub": "sem hub registado",
+    "ocpi.station.location": "Location enviada ao hub",
+    "ocpi.station.location_id": "Id da Location",
+    "ocpi.station.last_updated": "last_updated atual",
+    "ocpi.station.hub_copy": "O que {peer} confirmou",
+    "ocpi.station.location_acked": "last_updated confirmado",
+    "ocpi.station.acked_at": "Confirmado em",
+    "ocpi.station.in_sync": "em dia",
+    "ocpi.station.out_of_sync": "desatualizado: envio pendente",
+    "ocpi.station.evse_uid": "UID do EVSE",
+    "ocpi.station.connector": "Conector OCPP",
+    "ocpi.station.now": "Estado atual",
+    "ocpi.station.since": "Desde",
+    "ocpi.station.hub_status": "Estado no hub",
+    "ocpi.station.pending": "Envios pendentes desta Location",
+    "ocpi.station.nothing_pending": "Nada por enviar: o hub tem o estado atual.",
+    "ocpi.station.json": "A Location atual em JSON (como é enviada)",
+    "ocpi.station.no_peer": "Nenhuma parte registada recebe Locations.",
+    "ocpi.station.compliance": "Conformidade deste posto",
+    "ocpi.session.put": "Sessão confirmada",
+    "ocpi.session.cdr": "CDR confirmado",
+    "ocpi.session.not_acked": "por confirmar",
+    "ocpi.session.token": "Token OCPI",
+    "ocpi.compliance.title": "Conformidade com as regras MOBI.E",
+    "ocpi.compliance.intro": (
+        "Como a plataforma cumpre as regras R1 e R3 a R8 do Procedimento MOBI.E 02/2023 no "
+        "período escolhido: cada envio confirmado pelo hub é medido contra a sua regra."
+    ),
+    "ocpi.compliance.period": "Período {since} a {until}",
+    "ocpi.compliance.stations": "Por posto",
+    "ocpi.compliance.sessions": "Por sessão",
+    "ocpi.compliance.only_problems": "Só com envios atrasados ou falhados",
+    "ocpi.compliance.summary": "Resumo do período (todas as partes registadas)",
+    "ocpi.compliance.pushes": "Envios medidos",
+    "ocpi.compliance.late": "Atrasados",
+    "ocpi.compliance.failed": "Falhados",
+    "ocpi.compliance.largest": "Maior",
+    "ocpi.compliance.average": "Média",
+    "ocpi.compliance.limit": "Limite",
+    "ocpi.compliance.objects": "Postos/sessões afetados",
+    "ocpi.compliance.station_state": "Estado agora",
+    "ocpi.compliance.silent": "sem mensagens há {duration}",
+    "ocpi.compliance.none": "Nada neste período.",
+    "ocpi.compliance.measured": "{n} medições",
+    "ocpi.compliance.r3r4_note": (
+        "R3 e R4: intervalos configurados (lidos do posto) e medidos no tráfego recente "
+        "desde o último arranque do sistema central."
+    ),
+    "ocpi.compliance.r5_note": (
+        "R5: maior intervalo entre atualizações da sessão confirmadas pelo hub; numa sessão "
+        "em curso conta também o intervalo desde a última confirmação."
+    ),
+    "ocpi.compliance.open_gap": "há {duration} sem atualização",
+    "ocpi.compliance.no_hub": (
+        "Nenhum hub registado: nada é enviado, as regras R1 e R5 a R8 não se aplicam ainda."
+    ),
+    "ocpi.r1.ok": "PLANNED enviado a tempo",
+    "ocpi.r1.late": "PLANNED atrasado ou falhado",
+    "ocpi.r1.on_hub": "Location no hub",
+    "ocpi.r1.missing": "Location não está no hub",
+    "ocpi.r1.undefined": "posto sem definição",
+    "ocpi.rule.R1": "R1: criar o posto na MOBI.E (Location com EVSE PLANNED)",
+    "ocpi.rule.R3": "R3: MeterValues pelo menos a cada 5 minutos",
+    "ocpi.rule.R4": "R4: Heartbeat a cada 2 minutos",
+    "ocpi.rule.R5": "R5: atualização da sessão (PATCH) pelo menos a cada 5 minutos",
+    "ocpi.rule.R6": "R6: estado do EVSE enviado em tempo real a cada StatusNotification",
+    "ocpi.rule.R7": "R7: EVSE UNKNOWN após 5 minutos sem mensagens (tempo até UNKNOWN)",
+    "ocpi.rule.R8": "R8: last_updated da Location a cada mensagem do posto",
+    "ocpi.bad_period": "Período inválido: mostra-se o período por omissão.",
+    "ocpi.period_too_long": "O período tem no máximo {days} dias: foi encurtado.",
+    "ocpi.hub.title": "Ligação ao hub OCPI",
+    "ocpi.hub.ours": "Os nossos dados para a MOBI.E (anexo I)",
+    "ocpi.hub.versions_url": "URL de versões",
+    "ocpi.hub.party": "País/party_id",
+    "ocpi.hub.pending": "Envios por confirmar ({total})",
+    "ocpi.hub.object": "Objeto",
+    "ocpi.hub.token_a": "Novo token A",
+    "ocpi.hub.token_a_help": (
+        "Para marcar os testes, envie à MOBI.E o URL de versões, um token A e o party_id. "
+        "Cada token A serve para um registo."
+    ),
+    "ocpi.hub.token_a_made": (
+        "Token A criado. Envie-o à MOBI.E com o URL de versões e o party_id:"
+    ),
+    "ocpi.hub.shown": "mostrados os primeiros {n}",
+    "ocpi.kind.location": "Location",
+    "ocpi.kind.session": "Sessão/CDR",
+}
+
+EN: dict[str, str] = {
+    "ocpi.no_peer": (
+        "No hub registered: MOBI.E registers with our versions URL and a token A (see Hub link)."
+    ),
+    "ocpi.peer": "OCPI party",
+    "ocpi.peer_status.registered": "registered",
+    "ocpi.peer_status.unregistered": "unregistered",
+    "ocpi.version": "Version",
+    "ocpi.registered_since": "Registered since",
+    "ocpi.last_ack": "Last acknowledged push",
+    "ocpi.backlog": "Pushes not acknowledged",
+    "ocpi.failing": "Pushes failing",
+    "ocpi.failing_since": "Failing since",
+    "ocpi.last_error": "Last error",
+    "ocpi.oldest_pending": "Waiting since",
+    "ocpi.evses_by_status": "Charging points (EVSEs) by OCPI status, as MOBI.E sees them",
+    "ocpi.ocpi_status": "OCPI status",
+    "ocpi.mobie_word": "MOBI.E name",
+    "ocpi.count": "Count",
+    "ocpi.no_mobie_word": "no name in MOBI.E's profile: OCPI status",
+    "ocpi.notices_pending": "Commissioning e-mails (R2) not delivered: {n}",
+    "ocpi.links": "Details",
+    "ocpi.not_defined": "not defined: not sent to the hub",
+    "ocpi.hub_has": "hub has: {status}",
+    "ocpi.hub_missing": "not on the hub yet",
+    "ocpi.pending": "to be sent",
+    "ocpi.in_flight": "sending ({kind})",
+    "ocpi.failing_short": "failing since {since}",
+    "ocpi.attempts": "Attempts",
+    "ocpi.next_attempt": "Next attempt",
+    "ocpi.no_hub": "no hub registered",
+    "ocpi.station.location": "Location sent to the hub",
+    "ocpi.station.location_id": "Location id",
+    "ocpi.station.last_updated": "Current last_updated",
+    "ocpi.station.hub_copy": "What {peer} acknowledged",
+    "ocpi.station.location_acked": "Acknowledged last_updated",
+    "ocpi.station.acked_at": "Acknowledged at",
+    "ocpi.station.in_sync": "up to date",
+    "ocpi.station.out_of_sync": "out of date: a push is pending",
+    "ocpi.station.evse_uid": "EVSE uid",
+    "ocpi.station.connector": "OCPP connector",
+    "ocpi.station.now": "Status now",
+    "ocpi.station.since": "Since",
+    "ocpi.station.hub_status": "Status on the hub",
+    "ocpi.station.pending": "Pending pushes of this Location",
+    "ocpi.station.nothing_pending": "Nothing to send: the hub has the current state.",
+    "ocpi.station.json": "The current Location as JSON (as it is pushed)",
+    "ocpi.station.no_peer": "No registered party receives Locations.",
+    "ocpi.station.compliance": "This station's compliance",
+    "ocpi.session.put": "Session acknowledged",
+    "ocpi.session.cdr": "CDR acknowledged",
+    "ocpi.session.not_acked": "not acknowledged",
+    "ocpi.session.token": "OCPI token",
+    "ocpi.compliance.title": "Compliance with MOBI.E's rules",
+    "ocpi.compliance.intro": (
+        "How the platform meets rules R1 and R3 to R8 of Procedimento MOBI.E 02/2023 over the "
+        "chosen period: every push the hub acknowledges is measured against its rule."
+    ),
+    "ocpi.compliance.period": "Period {since} to {until}",
+    "ocpi.compliance.stations": "Per station",
+    "ocpi.compliance.sessions": "Per session",
+    "ocpi.compliance.only_problems": "Only with late or failed pushes",
+    "ocpi.compliance.summary": "Summary of the period (every registered party)",
+    "ocpi.compliance.pushes": "Pushes measured",
+    "ocpi.compliance.late": "Late",
+    "ocpi.compliance.failed": "Failed",
+    "ocpi.compliance.largest": "Largest",
+    "ocpi.compliance.average": "Average",
+    "ocpi.compliance.limit": "Limit",
+    "ocpi.compliance.objects": "Stations/sessions affected",
+    "ocpi.compliance.station_state": "State now",
+    "ocpi.compliance.silent": "silent for {duration}",
+    "ocpi.compliance.none": "Nothing in this period.",
+    "ocpi.compliance.measured": "{n} measurements",
+    "ocpi.compliance.r3r4_note": (
+        "R3 and R4: intervals as configured (read from the station) and as measured from "
+        "its recent traffic since the central system last started."
+    ),
+    "ocpi.compliance.r5_note": (
+        "R5: the largest gap between session updates the hub acknowledged; for an active "
+        "session the gap since the last acknowledgement counts too."
+    ),
+    "ocpi.compliance.open_gap": "no update for {duration}",
+    "ocpi.compliance.no_hub": (
+        "No hub registered: nothing is pushed, rules R1 and R5 to R8 do not apply yet."
+    ),
+    "ocpi.r1.ok": "PLANNED pushed in time",
+    "ocpi.r1.late": "PLANNED late or failed",
+    "ocpi.r1.on_hub": "Location on the hub",
+    "ocpi.r1.missing": "Location not on the hub",
+    "ocpi.r1.undefined": "station not defined",
+    "ocpi.rule.R1": "R1: create the station on MOBI.E (Location with EVSEs PLANNED)",
+    "ocpi.rule.R3": "R3: MeterValues at least every 5 minutes",
+    "ocpi.rule.R4": "R4: Heartbeat every 2 minutes",
+    "ocpi.rule.R5": "R5: Session update PATCH at least every 5 minutes",
+    "ocpi.rule.R6": "R6: EVSE status pushed in real time on every StatusNotification",
+    "ocpi.rule.R7": "R7: EVSEs UNKNOWN after 5 minutes of silence (time to UNKNOWN)",
+    "ocpi.rule.R8": "R8: the Location's last_updated on every message from the station",
+    "ocpi.bad_period": "Invalid period: the default period is shown.",
+    "ocpi.period_too_long": "A period is at most {days} days: it was shortened.",
+    "ocpi.hub.title": "OCPI hub link",
+    "ocpi.hub.ours": "Our details for MOBI.E (annex I)",
+    "ocpi.hub.versions_url": "Versions URL",
+    "ocpi.hub.party": "Country/party_id",
+    "ocpi.hub.pending": "Pushes not acknowledged ({total})",
+    "ocpi.hub.object": "Object",
+    "ocpi.hub.token_a": "New token A",
+    "ocpi.hub.token_a_help": (
+        "To schedule the tests, send MOBI.E the versions URL, a token A and the party_id. "
+        "Each token A serves one registration."
+    ),
+    "ocpi.hub.token_a_made": (
+        "Token A created. Send it to MOBI.E with the versions URL and party_id:"
+    ),
+    "ocpi.hub.shown": "the first {n} shown",
+    "ocpi.kind.location": "Location",
+    "ocpi.kind.session": "Session/CDR",
+}
+
+MESSAGES: dict[str, dict[str, str]] = {"pt": PT, "en": EN}
