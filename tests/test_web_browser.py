@@ -207,6 +207,7 @@ async def test_viewer_sees_a_session_appear_and_complete(browser: Any, system: R
         row = page.locator(f'#sessions-rows tr[data-transaction="{tx}"]')
         await expect(row).to_have_class("active")
         await expect(row.locator("td.tx-state")).to_contain_text("Em curso")
+        await expect(page.locator("#sessions-pager")).to_have_text("1 no total")  # live too
         await expect(row).to_contain_text("TAG-B")
         await shot(page, "sessions-active")
         await st.stop_charging(1)

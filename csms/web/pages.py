@@ -317,7 +317,8 @@ class Pages:
     async def live_stations(self, request: web.Request) -> web.StreamResponse:
         data = await self._stations(request)
         html = self.ui.render_text(request, "_stations_rows.html", data)
-        return web.json_response({"html": {"stations-rows": html}})
+        pager = self.ui.render_text(request, "_pager.html", data)
+        return web.json_response({"html": {"stations-rows": html, "stations-pager": pager}})
 
     async def _station_live(self, request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
         sid = row["id"]
@@ -568,7 +569,8 @@ class Pages:
     async def live_sessions(self, request: web.Request) -> web.StreamResponse:
         data = await self._sessions(request)
         html = self.ui.render_text(request, "_sessions_rows.html", data)
-        return web.json_response({"html": {"sessions-rows": html}})
+        pager = self.ui.render_text(request, "_pager.html", data)
+        return web.json_response({"html": {"sessions-rows": html, "sessions-pager": pager}})
 
     # ------------------------------------------------------------------ id tags
 
