@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import secrets
 import signal
@@ -198,6 +199,16 @@ def resolve_admin_password(settings: Settings, environ: dict[str, str] | None = 
     return encoded
 
 
+def tune_gc() -> None:
+    """Garbage collection for a long-running server: what start-up built (modules, schemas,
+    validators, templates) is moved out of the collector's sight, and the young generation
+    is collected every 50,000 allocations instead of 700. Under load the default collected
+    several times per OCPP message and cost some 7 % of the CPU; reference counting still
+    frees almost everything at once, the collector is only for cycles."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 async def run(settings: Settings, extensions: list[tuple[Extension, Any]] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
     system = CentralSystem(
@@ -215,6 +226,7 @@ async def run(settings: Settings, extensions: list[tuple[Extension, Any]] | None
         log.error("could not start", error=str(e))
         await system.stop()
         return 1
+    tune_gc()
     log.info("central system running", data_dir=str(settings.data_dir))
     await stop.wait()
     await system.stop()

@@ -3,7 +3,12 @@
 We parse frames ourselves rather than through ``ocpp.ChargePoint.route_message`` so that
 every malformed frame gets the CallError that OCPP-J 1.6 names (spelled ``FormationViolation``
 there, which the library gets wrong) and nothing can kill a connection's receive loop. The
-JSON schemas, and their validators, are the `ocpp` library's.
+JSON schemas are the `ocpp` library's. Each payload is first checked by a validator compiled
+from its schema (fastjsonschema: some twenty times faster than the library's jsonschema
+validator, which was a quarter of the server's CPU under load); only a payload it refuses
+goes through the library's validator, whose verdict and error decide. So the fast path can
+only save time, never change an answer: payloads with a timestamp the fast validator finds
+badly formatted, for instance, are still accepted as before.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft4Validator
 from ocpp.messages import get_validator
 
@@ -217,8 +223,10 @@ def _validator(kind: int, action: str) -> Draft4Validator:
 def prewarm_validators() -> None:
     """Load every 1.6 schema once at start-up, off the hot path."""
     for action in CP_ACTIONS | CS_ACTIONS:
-        _validator(CALL, action)
-        _validator(CALLRESULT, action)
+        for kind in (CALL, CALLRESULT):
+            validator = _validator(kind, action)
+            if (kind, action) not in _DECIMAL_SCHEMAS:
+                _fast_validator(kind, action, validator)
 
 
 def _schema_error(exc: Any) -> OcppError:
@@ -235,13 +243,33 @@ def _schema_error(exc: Any) -> OcppError:
     return PropertyConstraintViolation(f"{exc.message}{where}", details)
 
 
+_FAST: dict[tuple[int, str], Any] = {}
+
+
+def _fast_validator(kind: int, action: str, validator: Draft4Validator) -> Any:
+    fast = _FAST.get((kind, action))
+    if fast is None:
+        # no defaults filled in (the payload is not ours to change), formats left to the
+        # library's validator, which does not check them either
+        fast = _FAST[(kind, action)] = fastjsonschema.compile(
+            validator.schema, use_default=False, use_formats=False
+        )
+    return fast
+
+
 def check_payload(kind: int, action: str, payload: Any) -> None:
     """Validate against the 1.6 schema; raise the OcppError a peer would be answered with."""
     try:
         validator = _validator(kind, action)
     except OSError:
         raise NotImplementedErr(f"no schema for {action}") from None
-    if (kind, action) in _DECIMAL_SCHEMAS:
+    if (kind, action) not in _DECIMAL_SCHEMAS:
+        try:
+            _fast_validator(kind, action, validator)(payload)
+            return
+        except fastjsonschema.JsonSchemaException:
+            pass  # the library's validator decides, and names the error
+    else:
         payload = json.loads(json.dumps(payload), parse_float=Decimal)
     error = next(iter(validator.iter_errors(payload)), None)
     if error is not None:

@@ -6,6 +6,13 @@ savepoint, commits once, and only then tells each caller its result: a request i
 only after what it says is committed, and under load many requests share one commit (group
 commit), which is what makes ``synchronous = FULL`` affordable.
 
+A whole batch runs in the writer's own thread in one hand-over: jobs keep aiosqlite's
+coroutine API (``await db.execute(...)``), but the connection they get (:class:`JobDb`)
+answers at once, so each job's coroutine runs to its end without suspending and the event
+loop is not woken once per statement. (Through aiosqlite every statement was a round trip
+between threads, five to ten per job: a large part of the server's CPU under load.) A job
+must therefore await nothing but its connection.
+
 Reads go through a second, read-only connection, which in WAL mode never waits for the
 writer and sees only committed data.
 """
@@ -16,6 +23,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -32,7 +40,74 @@ from .timeparse import ParsedTime, from_db, to_db
 log = structlog.get_logger("csms.store")
 
 T = TypeVar("T")
-Job = Callable[[aiosqlite.Connection], Awaitable[T]]
+
+
+class JobCursor:
+    """The cursor a job's statement returns (aiosqlite's API, answered at once)."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    async def fetchone(self) -> sqlite3.Row | None:
+        return self._cursor.fetchone()
+
+    async def fetchall(self) -> list[sqlite3.Row]:
+        return self._cursor.fetchall()
+
+
+class JobDb:
+    """The writer connection as a job sees it: the subset of aiosqlite's API our jobs use,
+    over the sqlite3 connection of the writer thread, never suspending."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> JobCursor:
+        return JobCursor(self._conn.execute(sql, tuple(parameters)))
+
+    async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> JobCursor:
+        return JobCursor(self._conn.executemany(sql, seq))
+
+    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, tuple(parameters)).fetchall()
+
+    async def execute_insert(self, sql: str, parameters: Iterable[Any] = ()) -> Any:
+        self._conn.execute(sql, tuple(parameters))
+        return self._conn.execute("SELECT last_insert_rowid()").fetchone()
+
+
+Job = Callable[[JobDb], Awaitable[T]]
+
+
+class JobSuspended(RuntimeError):
+    """A job awaited something other than its database connection."""
+
+
+def _drive(coro: Any) -> Any:
+    """Run a job's coroutine to its end in this thread; it must not suspend."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise JobSuspended("a store job may await only its database connection")
+
 
 MAX_BATCH = 500
 
@@ -87,7 +162,8 @@ class Store:
         self.path = path
         self.clock = clock
         self.synchronous = synchronous
-        self._w: aiosqlite.Connection | None = None
+        self._w: sqlite3.Connection | None = None  # used in the writer thread only
+        self._thread: ThreadPoolExecutor | None = None
         self._r: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
@@ -100,12 +176,8 @@ class Store:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._w = await aiosqlite.connect(self.path, isolation_level=None)
-        self._w.row_factory = sqlite3.Row
-        await self._w.execute("PRAGMA journal_mode = WAL")
-        await self._w.execute(f"PRAGMA synchronous = {self.synchronous}")
-        await self._w.execute("PRAGMA foreign_keys = ON")
-        await self._w.execute("PRAGMA busy_timeout = 5000")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        await self._in_writer(self._connect_writer)
         await self._migrate()
         self._r = await aiosqlite.connect(self.path, isolation_level=None)
         self._r.row_factory = sqlite3.Row
@@ -113,25 +185,49 @@ class Store:
         await self._r.execute("PRAGMA busy_timeout = 5000")
         self._writer_task = asyncio.create_task(self._writer(), name="store-writer")
 
+    def _connect_writer(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        self._w = conn
+
+    def _close_writer(self) -> None:
+        if self._w is not None:
+            self._w.close()
+            self._w = None
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._thread is not None, "store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
     async def close(self) -> None:
         if self._writer_task is not None:
             await self.flush_seen()
             await self._queue.put(None)
             await self._writer_task
             self._writer_task = None
-        for conn in (self._r, self._w):
-            if conn is not None:
-                await conn.close()
-        self._r = self._w = None
+        if self._r is not None:
+            await self._r.close()
+            self._r = None
+        if self._thread is not None:
+            await self._in_writer(self._close_writer)
+            self._thread.shutdown()
+            self._thread = None
 
     def add_migrations(self, component: str, package: str) -> None:
         """Let an extension (the OCPI bridge) version its own tables; call before open()."""
         self._components[component] = package
 
     async def _migrate(self) -> None:
+        await self._in_writer(self._migrate_sync)
+
+    def _migrate_sync(self) -> None:
         db = self._w
         assert db is not None
-        await db.execute(
+        db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
             "version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
             "PRIMARY KEY (component, version))"
@@ -139,25 +235,25 @@ class Store:
         for component, package in self._components.items():
             for version, name, script in _migrations(package):
                 # decided under the write lock: another process may be migrating too
-                await db.execute("BEGIN IMMEDIATE")
-                rows = await db.execute_fetchall(
+                db.execute("BEGIN IMMEDIATE")
+                rows = db.execute(
                     "SELECT 1 FROM schema_migrations WHERE component = ? AND version = ?",
                     (component, version),
-                )
+                ).fetchall()
                 if rows:
-                    await db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
                     continue
                 log.info("applying migration", component=component, migration=name)
                 try:
                     for statement in _split_sql(script):
-                        await db.execute(statement)
-                    await db.execute(
+                        db.execute(statement)
+                    db.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, ?, ?)",
                         (component, version, name, to_db(self.clock.now())),
                     )
-                    await db.execute("COMMIT")
+                    db.execute("COMMIT")
                 except BaseException:
-                    await db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
                     raise
 
     async def schema_versions(self) -> dict[str, int]:
@@ -177,8 +273,6 @@ class Store:
         return await asyncio.shield(fut)
 
     async def _writer(self) -> None:
-        db = self._w
-        assert db is not None
         stop = False
         while not stop:
             item = await self._queue.get()
@@ -191,33 +285,46 @@ class Store:
                     stop = True
                     break
                 batch.append(nxt)
-            await self._run_batch(db, batch)
+            try:
+                outcomes = await self._in_writer(self._run_batch, [job for job, _ in batch])
+            except Exception as e:  # the thread itself failed: nothing was committed
+                log.exception("writer failed", jobs=len(batch))
+                outcomes = [(False, e)] * len(batch)
+            self._settle(batch, outcomes)
 
-    async def _run_batch(
-        self, db: aiosqlite.Connection, batch: list[tuple[Job[Any], asyncio.Future[Any]]]
-    ) -> None:
+    def _run_batch(self, jobs: list[Job[Any]]) -> list[tuple[bool, Any]]:
+        """In the writer thread: every job in its savepoint, one commit."""
+        db = self._w
+        assert db is not None
+        view = JobDb(db)
         outcomes: list[tuple[bool, Any]] = []
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            for job, _ in batch:
-                await db.execute("SAVEPOINT job")
+            db.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                db.execute("SAVEPOINT job")
                 try:
-                    result = await job(db)
+                    result = _drive(job(view))
                 except Exception as e:  # one bad job must not spoil the batch
-                    await db.execute("ROLLBACK TO job")
-                    await db.execute("RELEASE job")
+                    db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
                     outcomes.append((False, e))
                 else:
-                    await db.execute("RELEASE job")
+                    db.execute("RELEASE job")
                     outcomes.append((True, result))
-            await db.execute("COMMIT")
+            db.execute("COMMIT")
             self.commits += 1
-            self.jobs += len(batch)
+            self.jobs += len(jobs)
         except Exception as e:
-            log.exception("commit failed", jobs=len(batch))
+            log.exception("commit failed", jobs=len(jobs))
             if db.in_transaction:
-                await db.execute("ROLLBACK")
-            outcomes = [(False, e)] * len(batch)
+                db.execute("ROLLBACK")
+            outcomes = [(False, e)] * len(jobs)
+        return outcomes
+
+    @staticmethod
+    def _settle(
+        batch: list[tuple[Job[Any], asyncio.Future[Any]]], outcomes: list[tuple[bool, Any]]
+    ) -> None:
         for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue
@@ -255,7 +362,7 @@ class Store:
         """
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             rows = await db.execute_fetchall(
                 "SELECT id FROM stations WHERE location_id = ? COLLATE NOCASE AND id != ?",
                 (location_id, station_id),
@@ -298,7 +405,7 @@ class Store:
         """Record a station that connected while ``accept_unknown_stations`` is on."""
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "INSERT OR IGNORE INTO stations (id, defined, created_at, updated_at) "
                 "VALUES (?, 0, ?, ?)",
@@ -316,6 +423,34 @@ class Store:
     async def get_station(self, station_id: str) -> dict[str, Any] | None:
         row = await self.read_one("SELECT * FROM stations WHERE id = ?", (station_id,))
         return self._station_row(row) if row else None
+
+    async def station_and_connectors(
+        self, station_id: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """A defined station's identity and definition (not its boot info nor configuration
+        snapshot) and its connector statuses, in one read: what building its OCPI Location
+        needs, once per push."""
+        row = await self.read_one(
+            "SELECT id, location_id, defined, defined_at, last_seen_at, definition, "
+            "(SELECT json_group_array(json_array(connector_id, status, received_at)) "
+            " FROM connector_status c WHERE c.station_id = s.id) AS connectors "
+            "FROM stations s WHERE id = ? AND defined = 1",
+            (station_id,),
+        )
+        if row is None:
+            return None
+        connectors = sorted(
+            (
+                {"connector_id": c[0], "status": c[1], "received_at": c[2]}
+                for c in json.loads(row.pop("connectors"))
+            ),
+            key=lambda c: c["connector_id"],
+        )
+        row["definition"] = _json(row["definition"])
+        seen = self._seen.get(station_id)
+        if seen is not None:
+            row["last_seen_at"] = to_db(seen)
+        return row, connectors
 
     async def list_stations(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         rows = await self.read(
@@ -355,7 +490,7 @@ class Store:
         Pending or Rejected) and whether this is its first accepted boot (commissioning)."""
         t = to_db(at)
 
-        async def job(db: aiosqlite.Connection) -> tuple[str, bool]:
+        async def job(db: JobDb) -> tuple[str, bool]:
             rows = await db.execute_fetchall(
                 "SELECT boot_status, first_boot_at FROM stations WHERE id = ?", (station_id,)
             )
@@ -389,7 +524,7 @@ class Store:
         timestamp: ParsedTime,
         at: datetime,
     ) -> None:
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 """INSERT INTO connector_status (station_id, connector_id, status, error_code,
                        info, vendor_id, vendor_error_code, timestamp, timestamp_raw, received_at)
@@ -421,7 +556,7 @@ class Store:
             raise ValueError(column)
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 f"UPDATE stations SET {column} = ?, updated_at = ? WHERE id = ?",
                 (value, now, station_id),
@@ -437,7 +572,7 @@ class Store:
         snapshot: list[dict[str, Any]] | None,
         at: datetime,
     ) -> None:
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 """UPDATE stations SET config_status = ?, config_reasons = ?,
                        config_snapshot = COALESCE(?, config_snapshot), config_checked_at = ?
@@ -466,7 +601,7 @@ class Store:
             return
         pending, self._seen = self._seen, {}
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.executemany(
                 "UPDATE stations SET last_seen_at = ? WHERE id = ? "
                 "AND (last_seen_at IS NULL OR last_seen_at < ?)",
@@ -485,7 +620,7 @@ class Store:
     async def record_unknown_station(self, station_id: str, remote: str | None) -> None:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 """INSERT INTO unknown_stations VALUES (?, ?, ?, 1, ?)
                    ON CONFLICT (charge_point_id) DO UPDATE SET
@@ -511,7 +646,7 @@ class Store:
     ) -> bool:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             rows = await db.execute_fetchall("SELECT 1 FROM id_tags WHERE id_tag = ?", (id_tag,))
             await db.execute(
                 """INSERT INTO id_tags VALUES (?, ?, ?, ?, ?, ?)
@@ -532,7 +667,7 @@ class Store:
         return await self.write(job)
 
     async def delete_id_tag(self, id_tag: str) -> bool:
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             cur = await db.execute("DELETE FROM id_tags WHERE id_tag = ?", (id_tag,))
             return cur.rowcount > 0
 
@@ -575,7 +710,7 @@ class Store:
         raw_time = start.original or to_db(start.value)
         key = f"{station_id}|{connector_id}|{id_tag.upper()}|{meter_start}|{raw_time}"
 
-        async def job(db: aiosqlite.Connection) -> StartResult:
+        async def job(db: JobDb) -> StartResult:
             rows = await db.execute_fetchall(
                 "SELECT id FROM transactions WHERE start_key = ?", (key,)
             )
@@ -623,7 +758,7 @@ class Store:
         transaction we do not know is kept as an anomaly, a replayed stop changes nothing."""
         t_at = to_db(at)
 
-        async def job(db: aiosqlite.Connection) -> StopResult:
+        async def job(db: JobDb) -> StopResult:
             rows = await db.execute_fetchall(
                 "SELECT connector_id, meter_start, start_time, stop_received_at, meter_stop, "
                 "flags FROM transactions WHERE id = ? AND station_id = ?",
@@ -687,7 +822,7 @@ class Store:
     ) -> MeterResult:
         t_at = to_db(at)
 
-        async def job(db: aiosqlite.Connection) -> MeterResult:
+        async def job(db: JobDb) -> MeterResult:
             ours: int | None = None
             unknown = False
             if reported_transaction_id is not None:
@@ -790,7 +925,7 @@ class Store:
     async def record_data_transfer(
         self, station_id: str, payload: dict[str, Any], answer: str, at: datetime
     ) -> None:
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "INSERT INTO data_transfers (station_id, vendor_id, message_id, data, answer, "
                 "received_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -811,7 +946,7 @@ class Store:
     ) -> int:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> int:
+        async def job(db: JobDb) -> int:
             row = await db.execute_insert(
                 "INSERT INTO commands (station_id, action, request, outcome, origin, sent_at) "
                 "VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -825,7 +960,7 @@ class Store:
     async def command_finished(self, command_id: int, outcome: str, response: Any) -> None:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "UPDATE commands SET outcome = ?, response = ?, finished_at = ? WHERE id = ?",
                 (outcome, json.dumps(response), now, command_id),
@@ -849,7 +984,7 @@ class Store:
 
 
 async def _insert_samples(
-    db: aiosqlite.Connection,
+    db: JobDb,
     station_id: str,
     connector_id: int,
     transaction_id: int | None,

@@ -110,7 +110,12 @@ def to_db(value: datetime) -> str:
 def from_db(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # what to_db wrote; fromisoformat (C) is some 40 times faster than strptime, and read
+    # paths (every Location built for a push) parse several of these
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"not a database time: {text!r}")
+    return value
 
 
 def to_iso(value: datetime | None) -> str | None:

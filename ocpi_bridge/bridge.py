@@ -183,13 +183,21 @@ class Bridge:
         self, station_id: str
     ) -> tuple[dict[str, Any], tuple[int, ...]] | None:
         """The current Location of a station, and the OCPP connector id of each EVSE."""
-        store = self.system.store
-        station = await store.get_station(station_id)
-        if station is None or not station["defined"]:
+        found = await self.system.store.station_and_connectors(station_id)
+        if found is None:
             return None
-        statuses = await store.connector_statuses([station_id])
-        location = self.locations.location(station, statuses[station_id], self.clock.now())
+        station, connectors = found
+        location = self.locations.location(station, connectors, self.clock.now())
         return location, tuple(e["connector_id"] for e in station["definition"]["evses"])
+
+    async def location_touch_of_station(self, station_id: str) -> tuple[str, str] | None:
+        """A station's Location id and ``last_updated`` (for a rule-R8 touch)."""
+        found = await self.system.store.station_and_connectors(station_id)
+        if found is None:
+            return None
+        station, connectors = found
+        location_id = station["definition"]["location"]["id"]
+        return location_id, self.locations.last_updated(station, connectors, self.clock.now())
 
     async def get_location(self, location_id: str) -> dict[str, Any] | None:
         store = self.system.store

@@ -97,7 +97,6 @@ class OcpiClient:
             if to_party is not None:
                 headers["OCPI-to-country-code"], headers["OCPI-to-party-id"] = to_party
         session = await self._get_session()
-        bound = log.bind(method=method, url=url, request_id=headers["X-Request-ID"], module=module)
         try:
             async with session.request(
                 method,
@@ -114,7 +113,25 @@ class OcpiClient:
                     parsed = text
                 reply = OcpiReply(resp.status, parsed, dict(resp.headers))
         except (aiohttp.ClientError, TimeoutError) as e:
-            bound.warning("OCPI call failed", error=f"{type(e).__name__}: {e}")
+            log.warning(
+                "OCPI call failed",
+                **self._fields(method, url, headers, module),
+                error=f"{type(e).__name__}: {e}",
+            )
             raise OcpiCallFailed(f"{method} {url}: {type(e).__name__}: {e}") from e
-        (bound.info if reply.ok else bound.warning)("OCPI call", result=reply.describe())
+        # a refusal is worth a warning; a success is routine (the pusher logs what it pushed)
+        (log.debug if reply.ok else log.warning)(
+            "OCPI call", **self._fields(method, url, headers, module), result=reply.describe()
+        )
         return reply
+
+    @staticmethod
+    def _fields(
+        method: str, url: str, headers: dict[str, str], module: str | None
+    ) -> dict[str, Any]:
+        return {
+            "method": method,
+            "url": url,
+            "request_id": headers["X-Request-ID"],
+            "module": module,
+        }

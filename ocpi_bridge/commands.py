@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from csms.commands import CommandError, StationRejected
 from csms.events import Overflow, TransactionStarted, TransactionStopped
+from csms.store import JobDb
 from csms.timeparse import from_db, to_db
 
 from . import command_rules as rules
@@ -328,7 +328,7 @@ class CommandService(BackgroundService):
             to_db(now),
         )
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 """INSERT INTO ocpi_commands (id, peer_id, party, command, request, response_url,
                        station_id, connector_id, id_tag, transaction_id,
@@ -374,7 +374,7 @@ class CommandService(BackgroundService):
         if conf is not None:
             now = to_db(self.clock.now())
 
-            async def job(db: aiosqlite.Connection) -> None:
+            async def job(db: JobDb) -> None:
                 await db.execute(
                     "UPDATE ocpi_commands SET conf = ?, conf_at = ? WHERE id = ?",
                     (conf, now, command_id),
@@ -467,7 +467,7 @@ class CommandService(BackgroundService):
             result["message"] = decision.display()
         decided = to_db(now)
 
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             cur = await db.execute(
                 "UPDATE ocpi_commands SET result = ?, decided_at = ?, transaction_id = ?, "
                 "next_delivery_at = ? WHERE id = ? AND decided_at IS NULL",
@@ -554,7 +554,7 @@ class CommandService(BackgroundService):
             delay = min(60.0, 2.0 ** (attempts - 1)) * (0.5 + random.random())
             next_at = now + timedelta(seconds=min(delay, 60.0))
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "UPDATE ocpi_commands SET delivered_at = ?, delivery_attempts = ?, "
                 "next_delivery_at = ?, last_error = ? WHERE id = ?",

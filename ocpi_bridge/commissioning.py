@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
-import aiosqlite
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -52,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from csms.api import DEFAULT_LIMIT, MAX_LIMIT, ApiError
 from csms.clock import Clock
 from csms.events import StationBooted
-from csms.store import Store
+from csms.store import JobDb, Store
 from csms.timeparse import from_db, to_db, to_ocpp
 
 if TYPE_CHECKING:
@@ -500,7 +499,7 @@ class CommissioningNotices:
                 )
             )
 
-        async def job(db: aiosqlite.Connection) -> builtins.list[str]:
+        async def job(db: JobDb) -> builtins.list[str]:
             created = []
             for row in rows:
                 cur = await db.execute(
@@ -595,7 +594,7 @@ class CommissioningNotices:
 
         now = self.clock.now()
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 """UPDATE ocpi_notices SET subject = ?, body = ?, message = ?, delivery = ?,
                        delivered_at = ?, file = ?, attempts = attempts + 1, last_error = ?,
@@ -633,7 +632,7 @@ class CommissioningNotices:
         delay = self.backoff(attempts)
         next_at = now + timedelta(seconds=delay)
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 """UPDATE ocpi_notices SET subject = ?, body = ?, message = ?,
                        attempts = attempts + 1, last_error = ?, next_attempt_at = ?

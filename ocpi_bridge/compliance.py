@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosqlite
-
-from csms.store import Store
+from csms.store import JobDb, Store
 from csms.timeparse import to_db
 
 RULES = ("R1", "R5", "R6", "R7", "R8")
@@ -74,7 +72,7 @@ class ComplianceRecorder:
             return
         pending, self._dirty = self._dirty, {}
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.executemany(
                 """INSERT INTO ocpi_compliance VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (bucket, peer_id, rule, object_kind, object_id) DO UPDATE SET

@@ -139,12 +139,7 @@ class LocationBuilder:
         assert defined_at is not None
         states = self.states(station, connectors, now)
         evses = [self.evse(e, states[e["connector_id"]], defined_at) for e in definition["evses"]]
-        # MOBI.E: the newest of its EVSEs', and (rule R8) the arrival of the station's latest
-        # frame, which every frame PATCHes into the Location
-        last_seen = from_db(station["last_seen_at"])
-        last_updated = max(
-            [defined_at, *(s.since for s in states.values()), *([last_seen] if last_seen else [])]
-        )
+        last_updated = self._last_updated(station, states)
         s = self.settings
         return _clean(
             {
@@ -166,6 +161,24 @@ class LocationBuilder:
                 "mobie_voltage_level": loc.get("mobie_voltage_level"),
                 "last_updated": ocpi_time(last_updated),
             }
+        )
+
+    def last_updated(
+        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
+    ) -> str:
+        """The Location's ``last_updated`` alone (what a rule-R8 touch sends), as
+        :meth:`location` computes it, without building the rest."""
+        return ocpi_time(self._last_updated(station, self.states(station, connectors, now)))
+
+    @staticmethod
+    def _last_updated(station: dict[str, Any], states: dict[int, EvseState]) -> datetime:
+        # MOBI.E: the newest of its EVSEs', and (rule R8) the arrival of the station's latest
+        # frame, which every frame PATCHes into the Location
+        defined_at = from_db(station["defined_at"])
+        assert defined_at is not None
+        last_seen = from_db(station["last_seen_at"])
+        return max(
+            [defined_at, *(s.since for s in states.values()), *([last_seen] if last_seen else [])]
         )
 
     def evse(self, evse: dict[str, Any], state: EvseState, defined_at: datetime) -> dict[str, Any]:

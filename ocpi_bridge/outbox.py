@@ -15,6 +15,8 @@ The shell (pusher.py) marks, asks what is ready, sends, and reports the outcome.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +89,12 @@ class Outbox:
         self.backoff_max = backoff_max
         self.rng = rng
         self.families: dict[FamilyKey, Family] = {}
+        # Every dirty family that is not backing off, per peer, oldest first; families backing
+        # off wait in a heap by next_attempt. So finding what may start costs what starts, not
+        # the size of the backlog (10,000 Locations after a reconnect storm or a hub outage).
+        self._due: dict[int, dict[FamilyKey, None]] = {}
+        self._backoff: list[tuple[datetime, int, FamilyKey]] = []
+        self._seq = itertools.count()
 
     def _family(self, key: FamilyKey, now: datetime) -> Family:
         fam = self.families.get(key)
@@ -94,6 +102,8 @@ class Outbox:
             fam = self.families[key] = Family(key)
         if fam.dirty_since is None:
             fam.dirty_since = now
+        if fam.next_attempt is None or fam.next_attempt <= now:
+            self._due.setdefault(key.peer_id, {})[key] = None
         return fam
 
     # ------------------------------------------------------------------ marks
@@ -121,12 +131,33 @@ class Outbox:
 
     # ------------------------------------------------------------------ sending
 
-    def ready(self, now: datetime) -> list[FamilyKey]:
-        return [
-            k
-            for k, f in self.families.items()
-            if f.dirty and (f.next_attempt is None or f.next_attempt <= now) and self._startable(f)
-        ]
+    def ready(self, now: datetime, room: Callable[[int], int] | None = None) -> list[FamilyKey]:
+        """The families that may start a push now, oldest first; with ``room``, at most
+        ``room(peer_id)`` of each peer's (its free push slots)."""
+        self._backoff_ended(now)
+        out: list[FamilyKey] = []
+        for peer_id, due in list(self._due.items()):
+            left = room(peer_id) if room is not None else len(due)
+            for key in list(due):
+                if left <= 0:
+                    break
+                f = self.families.get(key)
+                if f is None or not f.dirty:
+                    del due[key]
+                elif self._startable(f):
+                    out.append(key)
+                    left -= 1
+            if not due:
+                del self._due[peer_id]
+        return out
+
+    def _backoff_ended(self, now: datetime) -> None:
+        heap = self._backoff
+        while heap and heap[0][0] <= now:
+            at, _, key = heapq.heappop(heap)
+            f = self.families.get(key)
+            if f is not None and f.next_attempt == at and f.dirty:
+                self._due.setdefault(key.peer_id, {})[key] = None
 
     @staticmethod
     def _startable(f: Family) -> bool:
@@ -195,6 +226,7 @@ class Outbox:
         fam = self.families[push.key]
         lane = "touch" if push.kind == "location_touch" else "main"
         fam.lanes.pop(lane, None)
+        due = self._due.setdefault(push.key.peer_id, {})
         if ok:
             # a failure is always retried on the main lane (a whole PUT): a touch that
             # succeeds meanwhile does not cut its backoff short
@@ -205,6 +237,9 @@ class Outbox:
                 fam.last_error = None
             if not fam.dirty and not fam.lanes:
                 del self.families[push.key]  # nothing left to say: the next mark makes a new one
+                due.pop(push.key, None)
+            elif fam.dirty and (fam.next_attempt is None or fam.next_attempt <= now):
+                due[push.key] = None
             return
         fam.attempts += 1
         fam.last_error = error
@@ -220,14 +255,21 @@ class Outbox:
             fam.full = True
         else:
             fam.session_full = True
+        due.pop(push.key, None)
+        heapq.heappush(self._backoff, (fam.next_attempt, next(self._seq), push.key))
 
     def next_wakeup(self) -> datetime | None:
-        times = [
-            f.next_attempt
-            for f in self.families.values()
-            if f.next_attempt is not None and f.dirty and self._startable(f)
-        ]
-        return min(times) if times else None
+        """When the first family backing off may start again (None: none is)."""
+        heap = self._backoff
+        while heap:
+            at, _, key = heap[0]
+            f = self.families.get(key)
+            if f is not None and f.next_attempt == at and f.dirty:
+                # (ready() moves it to the due families at that time; if a lane is still busy
+                # then, the push in flight wakes the shell when it ends)
+                return at
+            heapq.heappop(heap)  # stale: succeeded, or backing off anew since
+        return None
 
     def pending(self) -> list[Family]:
         return [f for f in self.families.values() if f.dirty or f.in_flight is not None]

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -28,6 +27,7 @@ from csms.events import (
     StationDefined,
     TransactionStarted,
 )
+from csms.store import JobDb
 from csms.timeparse import from_db, to_db
 
 from .client import OcpiCallFailed
@@ -107,6 +107,11 @@ class Pusher(BackgroundService):
         )
         self.outbox = Outbox(backoff_max=timedelta(seconds=s.retry_max_seconds))
         self.metrics = PushMetrics(bridge.system.metrics.registry)
+        # counted when scraped: counting costs the backlog's size, too much for every push
+        self.metrics.pending.set_function(lambda: len(self.outbox.pending()))
+        self.metrics.failing.set_function(
+            lambda: sum(1 for f in self.outbox.pending() if f.failing_since)
+        )
         self.acks: dict[tuple[int, str, str], Ack] = {}
         self._owners: dict[int, str | None] = {}  # transaction -> token owner
         self._in_flight: dict[int, int] = {}
@@ -147,7 +152,7 @@ class Pusher(BackgroundService):
         for kind, object_id, ack in acks:
             self.acks[(peer_id, kind, object_id)] = ack
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.executemany(
                 """INSERT INTO ocpi_push_acks (peer_id, kind, object_id, state, periods_sent,
                        location_url, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -301,7 +306,7 @@ class Pusher(BackgroundService):
             self._session_acked[(peer_id, obj)] = now
 
     async def _store_return(self, station_id: str, at: datetime) -> None:
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "INSERT INTO ocpi_station_returns VALUES (?, ?) ON CONFLICT (station_id) "
                 "DO UPDATE SET returned_at = excluded.returned_at",
@@ -422,8 +427,9 @@ class Pusher(BackgroundService):
             now = self.clock.now()
             try:
                 await self._apply(self.rules.tick(now), now)
-                for key in self.outbox.ready(now):
-                    if self._in_flight.get(key.peer_id, 0) >= limit:
+                room = lambda peer_id: limit - self._in_flight.get(peer_id, 0)  # noqa: E731
+                for key in self.outbox.ready(now, room):
+                    if room(key.peer_id) <= 0:
                         continue
                     for push in self.outbox.take(key):
                         self._in_flight[key.peer_id] = self._in_flight.get(key.peer_id, 0) + 1
@@ -431,9 +437,6 @@ class Pusher(BackgroundService):
                 if now >= self._next_flush:
                     self._next_flush = now + timedelta(seconds=5)
                     self._spawn(self.compliance.flush(), "compliance-flush")
-                pending = self.outbox.pending()
-                self.metrics.pending.set(len(pending))
-                self.metrics.failing.set(sum(1 for f in pending if f.failing_since))
             except Exception:
                 log.exception("push dispatch failed")
             # a family held back by the per-peer limit may be due already: a finishing push
@@ -493,7 +496,10 @@ class Pusher(BackgroundService):
             self._in_flight[peer_id] = max(0, self._in_flight.get(peer_id, 1) - 1)
             self.metrics.pushes.labels(push.kind, "ok" if ok else "failed").inc()
             self.metrics.seconds.labels(push.kind).observe(elapsed)
-            (log.info if ok else log.warning)(
+            # a Location PUT, Session PUT or CDR POST is news; the PATCHes that follow every
+            # frame (R6, R8) and every few minutes of a session (R5) are routine
+            routine = push.kind in ("location_touch", "evse_patch", "session_patch")
+            (log.warning if not ok else log.debug if routine else log.info)(
                 "push",
                 peer_id=peer_id,
                 push=what,
@@ -508,6 +514,25 @@ class Pusher(BackgroundService):
 
     async def _prepare(self, peer: Peer, push: Push) -> Prepared | None:
         s = self.bridge.settings
+        if push.kind == "location_touch":
+            sid = push.key.object_id
+            touch = await self.bridge.location_touch_of_station(sid)
+            if touch is None:
+                return None
+            location_id, last_updated = touch
+            base = peer.endpoint("locations", "RECEIVER")
+            assert base is not None
+            url = join_url(base, s.country_code, s.party_id, location_id)
+            prepared = Prepared(
+                "PATCH",
+                url,
+                {"last_updated": last_updated},
+                "locations",
+                [("location", sid, Ack(last_updated))],
+                "Location PATCH",
+            )
+            self._take(prepared, ("R8", peer.id, sid))
+            return prepared
         if push.key.kind == "location":
             sid = push.key.object_id
             found = await self.bridge.location_of_station(sid)
@@ -540,11 +565,6 @@ class Pusher(BackgroundService):
                     since = from_db(defined["defined_at"]) if defined else None
                     if since is not None:
                         prepared.covers.append(("R1", ("R1", pid, sid), since))
-                return prepared
-            if push.kind == "location_touch":
-                body = {"last_updated": location["last_updated"]}
-                prepared = Prepared("PATCH", url, body, "locations", [loc_ack], "Location PATCH")
-                self._take(prepared, ("R8", pid, sid))
                 return prepared
             index = connectors.index(push.connector_id) if push.connector_id in connectors else None
             if index is None:

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
-from csms.store import Store
+from csms.store import JobDb, Store
 from csms.timeparse import from_db, to_db
 
 
@@ -81,7 +79,7 @@ class OcpiStore:
     async def add_token_a(self, token: str) -> None:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "INSERT OR IGNORE INTO ocpi_tokens_a (token, created_at) VALUES (?, ?)",
                 (token, now),
@@ -130,7 +128,7 @@ class OcpiStore:
         """
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> int:
+        async def job(db: JobDb) -> int:
             if token_a is not None:
                 cur = await db.execute(
                     "UPDATE ocpi_tokens_a SET used_at = ? WHERE token = ? AND used_at IS NULL",
@@ -181,7 +179,7 @@ class OcpiStore:
     ) -> None:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 """UPDATE ocpi_peers SET token_in = ?, token_out = ?, token_out_base64 = ?,
                        versions_url = ?, version = ?, endpoints = ?, roles = ?, updated_at = ?
@@ -205,7 +203,7 @@ class OcpiStore:
     async def unregister_peer(self, peer_id: int) -> None:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "UPDATE ocpi_peers SET status = 'unregistered', token_in = NULL, updated_at = ? "
                 "WHERE id = ?",
@@ -218,7 +216,7 @@ class OcpiStore:
     # ------------------------------------------------------------------ tokens (eMSPs')
 
     async def put_token(self, token: dict[str, Any], peer_id: int) -> bool:
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             key = (token["country_code"], token["party_id"], token["uid"], token["type"])
             rows = await db.execute_fetchall(
                 "SELECT 1 FROM ocpi_tokens WHERE country_code = ? AND party_id = ? AND uid = ? "
@@ -266,7 +264,7 @@ class OcpiStore:
     async def put_tariff(self, tariff_id: str, body: dict[str, Any]) -> bool:
         now = to_db(self.clock.now())
 
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             rows = await db.execute_fetchall(
                 "SELECT body FROM ocpi_tariffs WHERE id = ?", (tariff_id,)
             )
@@ -284,7 +282,7 @@ class OcpiStore:
         return await self.store.write(job)
 
     async def delete_tariff(self, tariff_id: str) -> bool:
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             cur = await db.execute("DELETE FROM ocpi_tariffs WHERE id = ?", (tariff_id,))
             return cur.rowcount > 0
 
@@ -322,7 +320,7 @@ class OcpiStore:
     ) -> bool:
         """Store a CDR once; a second one for the same transaction is ignored."""
 
-        async def job(db: aiosqlite.Connection) -> bool:
+        async def job(db: JobDb) -> bool:
             cur = await db.execute(
                 "INSERT OR IGNORE INTO ocpi_cdrs (id, transaction_id, owner, body, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -343,9 +341,7 @@ class OcpiStore:
         return [r["id"] for r in rows]
 
 
-async def _replace_parties(
-    db: aiosqlite.Connection, peer_id: int, roles: list[dict[str, Any]]
-) -> None:
+async def _replace_parties(db: JobDb, peer_id: int, roles: list[dict[str, Any]]) -> None:
     await db.execute("DELETE FROM ocpi_peer_parties WHERE peer_id = ?", (peer_id,))
     for cc, pid, role in _parties(roles):
         taken = await db.execute_fetchall(

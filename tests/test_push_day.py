@@ -875,9 +875,11 @@ def test_outbox_backoff_grows_and_its_jitter_stays_within_bounds() -> None:
             delay = fam.next_attempt - now
             nominal = min(cap, base * 2 ** (attempt - 1))
             assert 0.5 * nominal <= delay < 1.5 * nominal
-            assert ob.ready(fam.next_attempt - timedelta(microseconds=1)) == []
-            assert ob.ready(fam.next_attempt) == [loc()]
             assert ob.next_wakeup() == fam.next_attempt
+            assert ob.ready(fam.next_attempt - timedelta(microseconds=1)) == []
+            assert ob.next_wakeup() == fam.next_attempt
+            assert ob.ready(fam.next_attempt) == [loc()]
+            assert ob.next_wakeup() is None  # due now: no later wake-up needed
             delays.append(delay)
             now = fam.next_attempt
         if constant:  # it doubles until the cap
@@ -1006,3 +1008,24 @@ def test_rules_a_loaded_session_is_patched_every_interval() -> None:
     assert r.tick(T0 + 2 * INTERVAL) == [SessionPush(7, "A", "progress")]
     r.handle(TransactionStopped(7, "A", 1, 0, T0, None, T0), T0 + 2 * INTERVAL)
     assert r.tick(T0 + 3 * INTERVAL) == []
+
+
+def test_outbox_ready_names_at_most_the_free_slots_of_each_peer_oldest_first() -> None:
+    """After a reconnect storm thousands of families are due; ready() must hand out only
+    what the per-peer limit lets start, in the order they became due, without walking the
+    whole backlog each time."""
+    ob = Outbox(rng=lambda: 0.5)
+    for i in range(1000):
+        ob.evse(loc(HUB, f"S{i:04d}"), (1,), T0 + i * SEC / 1000)
+    ob.evse(loc(2, "OTHER"), (1,), T0)
+    free = {HUB: 3, 2: 0}
+    first = ob.ready(T0 + SEC, lambda peer: free[peer])
+    assert first == [loc(HUB, "S0000"), loc(HUB, "S0001"), loc(HUB, "S0002")]
+    pushes = [p for k in first for p in ob.take(k)]
+    free = {HUB: 3, 2: 1}
+    second = ob.ready(T0 + SEC, lambda peer: free[peer])
+    assert second == [loc(HUB, "S0003"), loc(HUB, "S0004"), loc(HUB, "S0005"), loc(2, "OTHER")]
+    for p in pushes:
+        ob.done(p, True, T0 + SEC)
+    assert loc(HUB, "S0000") not in ob.families  # acknowledged and clean: forgotten
+    assert len(ob.ready(T0 + SEC)) == 998  # without a limit, every due family
