@@ -18,7 +18,7 @@ from .locations import LocationBuilder
 from .sessions import SessionBuilder
 from .store import OcpiStore, Peer
 from .tokens import OcpiTokenSource
-from .transport import join_url, parse_ocpi_time
+from .transport import join_url, ocpi_time, parse_ocpi_time
 
 if TYPE_CHECKING:
     from csms.app import CentralSystem
@@ -57,6 +57,9 @@ class Bridge:
         self.modules = list(MODULES)
         self.token_source = OcpiTokenSource(self.store)
         self._peers_by_token: dict[str, Peer] = {}
+        # per station, its Location id and last_updated as last computed from the database
+        # (see location_touch_of_station)
+        self._touch_basis: dict[str, tuple[str, datetime]] = {}
         self.public_url = (settings.public_url or "").rstrip("/")
         from .pusher import Pusher
 
@@ -185,19 +188,49 @@ class Bridge:
         """The current Location of a station, and the OCPP connector id of each EVSE."""
         found = await self.system.store.station_and_connectors(station_id)
         if found is None:
+            self._touch_basis.pop(station_id, None)
             return None
         station, connectors = found
-        location = self.locations.location(station, connectors, self.clock.now())
+        now = self.clock.now()
+        location = self.locations.location(station, connectors, now)
+        self._touch_basis[station_id] = (
+            location["id"],
+            self.locations.last_updated(station, connectors, now),
+        )
         return location, tuple(e["connector_id"] for e in station["definition"]["evses"])
 
     async def location_touch_of_station(self, station_id: str) -> tuple[str, str] | None:
-        """A station's Location id and ``last_updated`` (for a rule-R8 touch)."""
+        """A station's Location id and ``last_updated`` (for a rule-R8 touch).
+
+        A touch follows every frame, so it is computed without the database when it can:
+        ``last_updated`` is the newest of the definition time, the EVSEs' status times and
+        the latest frame's arrival. Between two full computations (every Location PUT and
+        EVSE PATCH, and every redefinition, see :meth:`forget_station`), the only one of
+        those that moves without a status push is the latest frame's arrival, which the store
+        keeps in memory; an EVSE's status time is a frame's arrival too, or, for UNKNOWN, the
+        end of a silence. So, unless the station is silent now, the newest of the last
+        computation and the latest arrival is what the database would give.
+        """
+        basis = self._touch_basis.get(station_id)
+        seen = self.system.store.last_seen(station_id)
+        # (a silent station's EVSEs turn UNKNOWN with a time of their own: asked then, as a
+        # delayed touch may be, the database decides)
+        if basis is not None and seen is not None and self.clock.now() - seen < self.offline_after:
+            location_id, at = basis
+            return location_id, ocpi_time(max(at, seen))
         found = await self.system.store.station_and_connectors(station_id)
         if found is None:
+            self._touch_basis.pop(station_id, None)
             return None
         station, connectors = found
         location_id = station["definition"]["location"]["id"]
-        return location_id, self.locations.last_updated(station, connectors, self.clock.now())
+        at = self.locations.last_updated(station, connectors, self.clock.now())
+        self._touch_basis[station_id] = (location_id, at)
+        return location_id, ocpi_time(at)
+
+    def forget_station(self, station_id: str) -> None:
+        """The station was (re)defined: the next touch computes from the database."""
+        self._touch_basis.pop(station_id, None)
 
     async def get_location(self, location_id: str) -> dict[str, Any] | None:
         store = self.system.store

@@ -63,7 +63,11 @@ class OcpiClient:
 
     async def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                # OCPI peers authenticate with tokens, never cookies: no jar to search per push
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
         return self._session
 
     async def close(self) -> None:
@@ -106,11 +110,12 @@ class OcpiClient:
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
             ) as resp:
-                text = await resp.text()
+                raw = await resp.read()
                 try:
-                    parsed: Any = json.loads(text) if text else None
+                    # JSON is UTF-8 (RFC 8259); no charset sniffing of every answer
+                    parsed: Any = json.loads(raw) if raw else None
                 except ValueError:
-                    parsed = text
+                    parsed = raw.decode("utf-8", "replace")
                 reply = OcpiReply(resp.status, parsed, dict(resp.headers))
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning(

@@ -165,10 +165,10 @@ class LocationBuilder:
 
     def last_updated(
         self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
-    ) -> str:
+    ) -> datetime:
         """The Location's ``last_updated`` alone (what a rule-R8 touch sends), as
         :meth:`location` computes it, without building the rest."""
-        return ocpi_time(self._last_updated(station, self.states(station, connectors, now)))
+        return self._last_updated(station, self.states(station, connectors, now))
 
     @staticmethod
     def _last_updated(station: dict[str, Any], states: dict[int, EvseState]) -> datetime:

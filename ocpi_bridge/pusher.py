@@ -211,6 +211,7 @@ class Pusher(BackgroundService):
     async def handle(self, event: Event) -> None:
         now = self.clock.now()
         if isinstance(event, StationDefined):
+            self.bridge.forget_station(event.station_id)
             await self._refresh_station(event.station_id, now)
         if isinstance(event, TransactionStarted):
             self._owners[event.transaction_id] = event.tag_owner
