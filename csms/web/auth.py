@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
 from ..clock import Clock
 from ..config import WebSettings
 from ..passwords import hash_password, verify_password
-from ..store import Store
+from ..store import JobDb, Store
 from ..timeparse import from_db, to_db
 
 SESSION_COOKIE = "csms_session"
@@ -216,7 +215,7 @@ class Auth:
         )
         stale = to_db(now - self.idle_timeout)
 
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "DELETE FROM web_sessions WHERE expires_at < ? OR last_seen_at < ?",
                 (to_db(now), stale),
@@ -270,7 +269,7 @@ class Auth:
         return session
 
     async def _touch(self, sid: str, now: datetime) -> None:
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute(
                 "UPDATE web_sessions SET last_seen_at = ? WHERE id = ?", (to_db(now), sid)
             )
@@ -278,7 +277,7 @@ class Auth:
         await self.store.write(job)
 
     async def end_session(self, sid: str) -> None:
-        async def job(db: aiosqlite.Connection) -> None:
+        async def job(db: JobDb) -> None:
             await db.execute("DELETE FROM web_sessions WHERE id = ?", (sid,))
 
         await self.store.write(job)

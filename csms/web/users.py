@@ -13,12 +13,10 @@ import re
 import sys
 from typing import TextIO
 
-import aiosqlite
-
 from ..clock import SystemClock
 from ..config import Settings
 from ..passwords import hash_password
-from ..store import Store
+from ..store import JobDb, Store
 from ..timeparse import to_db
 from .auth import ROLES
 
@@ -92,7 +90,7 @@ async def run(
         if args.user_command == "add":
             now = to_db(store.clock.now())
 
-            async def add(db: aiosqlite.Connection) -> bool:
+            async def add(db: JobDb) -> bool:
                 rows = await db.execute_fetchall(
                     "SELECT 1 FROM web_users WHERE name = ?", (args.name,)
                 )
@@ -128,7 +126,7 @@ async def run(
             )
             return 1
 
-        async def remove(db: aiosqlite.Connection) -> bool:
+        async def remove(db: JobDb) -> bool:
             cur = await db.execute("DELETE FROM web_users WHERE name = ?", (args.name,))
             await db.execute("DELETE FROM web_sessions WHERE user_name = ?", (args.name,))
             return cur.rowcount > 0
