@@ -42,8 +42,7 @@ MOBIE_NAMES = {
     "RESERVED": "Reserved",
     "UNKNOWN": "Unknown",
     "REMOVED": "EndOfLife",
-    "BLOCKED": "Blocked",
-}
+}  # MOBI.E's profile (seed 001, table 7) names no other status (BLOCKED has no word)
 STATION_WIDE = ("Unavailable", "Faulted")
 
 

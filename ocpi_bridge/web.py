@@ -51,18 +51,6 @@ log = structlog.get_logger("ocpi.web")
 
 TEMPLATES = Path(__file__).parent / "web_templates"
 
-# The EVSE statuses MOBI.E's OCPI profile names (seed 001, table 7). locations.MOBIE_NAMES
-# also names BLOCKED, which the profile does not: such a status is shown as OCPI has it.
-PROFILE_STATUSES = (
-    "PLANNED",
-    "AVAILABLE",
-    "CHARGING",
-    "INOPERATIVE",
-    "OUTOFORDER",
-    "RESERVED",
-    "UNKNOWN",
-    "REMOVED",
-)
 # the badge colours of the core's style sheet that fit each OCPI status
 BADGE = {
     "AVAILABLE": "st-available",
@@ -81,9 +69,7 @@ PENDING_SHOWN = 200
 
 def mobie_name(status: str | None) -> str | None:
     """MOBI.E's word for an OCPI EVSE status (None when its profile has none)."""
-    if status in PROFILE_STATUSES:
-        return MOBIE_NAMES[status]
-    return None
+    return MOBIE_NAMES.get(status or "")
 
 
 def badge_class(status: str | None) -> str:
@@ -278,7 +264,7 @@ class OcpiWebProvider:
                 station, by_station.get(r["id"], []), now
             ).values():
                 counts[state.status] = counts.get(state.status, 0) + 1
-        order = {s: i for i, s in enumerate(PROFILE_STATUSES)}
+        order = {s: i for i, s in enumerate(MOBIE_NAMES)}
         return [
             {"status": s, "mobie": mobie_name(s), "badge": badge_class(s), "count": n}
             for s, n in sorted(counts.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
