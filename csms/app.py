@@ -29,7 +29,6 @@ from .passwords import hash_password, is_password_hash
 from .provisioning import provision
 from .server import OcppServer
 from .store import Store
-from .traffic import TrafficMonitor
 from .web import WebUI
 
 log = structlog.get_logger("csms.app")
@@ -64,9 +63,7 @@ class CentralSystem:
             settings, self.store, self.bus, self.clock, self.metrics, self.authorizer
         )
         self.registry = ConnectionRegistry()
-        # measured intervals and recent frames of each station, fed by its connection
-        self.traffic = TrafficMonitor()
-        self.services.traffic = self.traffic  # type: ignore[attr-defined]
+        self.traffic = self.services.traffic
         self.commands = CommandPort(self.services, self.registry)
         self.handlers = OcppHandlers(self.services)
         self.ocpp_server = OcppServer(self.services, self.handlers, self.registry)

@@ -62,17 +62,14 @@ class StationConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._after_answer: list[Callable[[], None]] = []
         self._closed = False
-        # csms.traffic.TrafficMonitor, when the central system keeps one (measured
-        # intervals and recent frames for the web interface)
-        self.traffic = getattr(self.services, "traffic", None)
+        self.traffic = self.services.traffic  # what the web interface shows of the station
 
     # ------------------------------------------------------------------ receive loop
 
     async def serve(self) -> None:
         """Handle frames until the socket closes."""
         metrics = self.services.metrics
-        if self.traffic is not None:
-            self.traffic.connected(self.station_id)
+        self.traffic.connected(self.station_id)
         try:
             async for message in self.ws:
                 received_at = self.services.clock.now()
@@ -80,14 +77,12 @@ class StationConnection:
                 try:
                     frame = ocppj.parse_frame(message)
                 except ocppj.FrameError as e:
-                    if self.traffic is not None:
-                        self.traffic.received(self.station_id, received_at, message, None)
+                    self.traffic.received(self.station_id, received_at, message, None)
                     metrics.frames_received.labels("invalid").inc()
                     self.services.bus.publish(StationSeen(self.station_id, received_at, None))
                     await self._answer_invalid(e, message)
                     continue
-                if self.traffic is not None:
-                    self.traffic.received(self.station_id, received_at, message, frame)
+                self.traffic.received(self.station_id, received_at, message, frame)
                 if isinstance(frame, ocppj.Call):
                     action = frame.action if frame.action in ocppj.CP_ACTIONS else "other"
                     metrics.frames_received.labels(action).inc()
@@ -123,7 +118,7 @@ class StationConnection:
             frame=text[:1000],
         )
         self.services.metrics.call_errors_sent.labels("invalid", e.error.code).inc()
-        await self._send(ocppj.error_frame(e.unique_id, e.error))
+        await self._send(ocppj.error_frame(e.unique_id, e.error), "CALLERROR", e.unique_id, None)
 
     async def _handle_call(self, call: ocppj.Call, received_at: datetime) -> None:
         started = time.perf_counter()
@@ -139,7 +134,7 @@ class StationConnection:
                 except ocppj.OcppError as e:  # our bug, not the station's
                     log.error("our answer is not schema-valid", error=str(e), answer=response)
                     raise ocppj.InternalErr("the central system produced an invalid answer") from e
-                frame = ocppj.result_frame(call.unique_id, response)
+                frame, kind = ocppj.result_frame(call.unique_id, response), "CALLRESULT"
             except ocppj.OcppError as e:
                 log.warning(
                     "request answered with CallError",
@@ -148,16 +143,16 @@ class StationConnection:
                     payload=call.payload,
                 )
                 metrics.call_errors_sent.labels(action_label, e.code).inc()
-                frame = ocppj.error_frame(call.unique_id, e)
+                frame, kind = ocppj.error_frame(call.unique_id, e), "CALLERROR"
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("handler failed", payload=call.payload)
                 err = ocppj.InternalErr("the central system could not process this request")
                 metrics.call_errors_sent.labels(action_label, err.code).inc()
-                frame = ocppj.error_frame(call.unique_id, err)
+                frame, kind = ocppj.error_frame(call.unique_id, err), "CALLERROR"
                 self._after_answer.clear()
-            await self._send(frame)
+            await self._send(frame, kind, call.unique_id, call.action)
             metrics.answer_seconds.labels(action_label).observe(time.perf_counter() - started)
         # outside the message's log context: work started here is not part of that message
         hooks, self._after_answer = self._after_answer, []
@@ -167,9 +162,11 @@ class StationConnection:
             except Exception:
                 log.exception("after-answer hook failed")
 
-    async def _send(self, frame: str) -> None:
-        if self.traffic is not None:
-            self.traffic.sent(self.station_id, self.services.clock.now(), frame)
+    async def _send(self, frame: str, kind: str, unique_id: str, action: str | None) -> None:
+        """Send our answer (``kind`` CALLRESULT or CALLERROR) to the station's request."""
+        self.traffic.sent(
+            self.station_id, self.services.clock.now(), frame, kind, unique_id, action
+        )
         try:
             await self.ws.send(frame)
         except ConnectionClosed:
@@ -219,8 +216,8 @@ class StationConnection:
                 with structlog.contextvars.bound_contextvars(message_id=unique_id, action=action):
                     log.info("request sent", payload=payload)
                     text = ocppj.call_frame(unique_id, action, payload)
-                    if self.traffic is not None:
-                        self.traffic.sent(self.station_id, self.services.clock.now(), text)
+                    now = self.services.clock.now()
+                    self.traffic.sent(self.station_id, now, text, "CALL", unique_id, action)
                     try:
                         await self.ws.send(text)
                     except ConnectionClosed:

@@ -30,6 +30,7 @@ from .meter import Sample, energy_register_wh, normalise, power_w
 from .metrics import Metrics
 from .store import Store
 from .timeparse import ParsedTime, parse_charger_time, to_ocpp
+from .traffic import TrafficMonitor
 
 if TYPE_CHECKING:
     from .connection import StationConnection
@@ -54,6 +55,8 @@ class Services:
     data_transfer_handlers: dict[str, DataTransferHandler] = field(default_factory=dict)
     # called after an accepted boot, once the answer is sent (configuration of R3/R4)
     on_boot_accepted: list[Callable[[StationConnection], None]] = field(default_factory=list)
+    # measured intervals (R3/R4) and recent frames of each station, fed by its connection
+    traffic: TrafficMonitor = field(default_factory=TrafficMonitor)
 
 
 def _parse_time(text: Any, received_at: datetime, what: str) -> ParsedTime:

@@ -18,7 +18,6 @@ and measured ones with MOBI.E's rules. Nothing here is persisted: a restart star
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from collections import deque
@@ -30,7 +29,6 @@ from . import ocppj
 from .config import MOBIE_HEARTBEAT_INTERVAL, MOBIE_MAX_METER_VALUE_SAMPLE_INTERVAL
 
 IN, OUT = "in", "out"
-KINDS = {ocppj.CALL: "CALL", ocppj.CALLRESULT: "CALLRESULT", ocppj.CALLERROR: "CALLERROR"}
 
 
 def tolerance(limit: float) -> float:
@@ -143,7 +141,6 @@ class TrafficMonitor:
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
         if isinstance(frame, ocppj.Call):
             action = sys.intern(frame.action)
-            self._remember_call(st, frame.unique_id, action)
             self._add(st, FrameRecord(at, IN, "CALL", action, frame.unique_id, *self._cut(text)))
             if action == "Heartbeat":
                 if st.last_heartbeat is not None:
@@ -162,22 +159,23 @@ class TrafficMonitor:
         else:
             self._add(st, FrameRecord(at, IN, "invalid", None, None, *self._cut(text)))
 
-    def sent(self, station_id: str, at: datetime, text: str) -> None:
-        """A frame we sent to the station (our request, or our answer to its request)."""
+    def sent(
+        self,
+        station_id: str,
+        at: datetime,
+        text: str,
+        kind: str,
+        unique_id: str,
+        action: str | None,
+    ) -> None:
+        """A frame we sent to the station: our request (``kind`` CALL), or our answer
+        (CALLRESULT, CALLERROR) to its request ``action``. The sender knows all of it; the
+        frame is not parsed again."""
         st = self._get(station_id)
-        kind, unique_id, action = "invalid", None, None
-        try:
-            head = json.loads(text)
-            kind = KINDS.get(head[0], "invalid")
-            unique_id = str(head[1])
-        except (ValueError, TypeError, IndexError, KeyError):
-            pass
-        if kind == "CALL":
-            action = sys.intern(str(head[2]))
-            if unique_id is not None:
-                self._remember_call(st, unique_id, action)
-        elif unique_id is not None:
-            action = st.open_calls.pop(unique_id, None)
+        if action is not None:
+            action = sys.intern(action)
+        if kind == "CALL" and action is not None:
+            self._remember_call(st, unique_id, action)  # to name the station's answer
         self._add(st, FrameRecord(at, OUT, kind, action, unique_id, *self._cut(text)))
 
     def forget(self, station_id: str) -> None:

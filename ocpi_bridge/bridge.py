@@ -191,11 +191,12 @@ class Bridge:
             self._touch_basis.pop(station_id, None)
             return None
         station, connectors = found
-        now = self.clock.now()
-        location = self.locations.location(station, connectors, now)
+        location = self.locations.location(station, connectors, self.clock.now())
+        # (to the second, as OCPI writes it: the newest of two times cut to the second is the
+        # newest of the two cut times, so a touch loses nothing)
         self._touch_basis[station_id] = (
             location["id"],
-            self.locations.last_updated(station, connectors, now),
+            parse_ocpi_time(location["last_updated"]),
         )
         return location, tuple(e["connector_id"] for e in station["definition"]["evses"])
 

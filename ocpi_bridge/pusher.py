@@ -421,16 +421,18 @@ class Pusher(BackgroundService):
 
     # ------------------------------------------------------------------ dispatching
 
+    def _room(self, peer_id: int) -> int:
+        """How many more pushes to this peer may be in flight now."""
+        return self.bridge.settings.push_concurrency - self._in_flight.get(peer_id, 0)
+
     async def _dispatch(self) -> None:
-        limit = self.bridge.settings.push_concurrency
         while True:
             self._wake.clear()
             now = self.clock.now()
             try:
                 await self._apply(self.rules.tick(now), now)
-                room = lambda peer_id: limit - self._in_flight.get(peer_id, 0)  # noqa: E731
-                for key in self.outbox.ready(now, room):
-                    if room(key.peer_id) <= 0:
+                for key in self.outbox.ready(now, self._room):
+                    if self._room(key.peer_id) <= 0:
                         continue
                     for push in self.outbox.take(key):
                         self._in_flight[key.peer_id] = self._in_flight.get(key.peer_id, 0) + 1

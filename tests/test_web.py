@@ -843,7 +843,8 @@ def test_frame_ring_buffer_is_bounded() -> None:
     for i in range(50):
         text, call = _call("DataTransfer", {"vendorId": "v", "data": "x" * 500}, f"id{i}")
         t.received("S", _at(i), text, call)
-        t.sent("S", _at(i), json.dumps([3, f"id{i}", {"status": "Accepted"}]))
+        answer = json.dumps([3, f"id{i}", {"status": "Accepted"}])
+        t.sent("S", _at(i), answer, "CALLRESULT", f"id{i}", "DataTransfer")
     frames = t.frames("S")
     assert 1 <= len(frames) <= 5
     assert sum(len(f.text) for f in frames) <= 300
@@ -852,7 +853,9 @@ def test_frame_ring_buffer_is_bounded() -> None:
     big = [f for f in frames if f.direction == "in"]
     assert all(f.truncated and len(f.text) == 100 for f in big)
     # our own calls and their answers are named too; invalid frames are kept
-    t.sent("S", _at(60), json.dumps([2, "ours", "Reset", {"type": "Soft"}]))
+    t.sent(
+        "S", _at(60), json.dumps([2, "ours", "Reset", {"type": "Soft"}]), "CALL", "ours", "Reset"
+    )
     t.received("S", _at(61), '[3,"ours",{"status":"Accepted"}]', ocppj.CallResult("ours", {}))
     t.received("S", _at(62), "not json", None)
     newest = t.frames("S")[:3]
