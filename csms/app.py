@@ -8,6 +8,7 @@ import gc
 import os
 import secrets
 import signal
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -34,6 +35,9 @@ from .web import WebUI
 log = structlog.get_logger("csms.app")
 
 SEEN_FLUSH_SECONDS = 15.0
+# every StatusNotification is kept this long (status_log), then pruned, hourly
+STATUS_HISTORY = timedelta(days=35)
+STATUS_PRUNE_EVERY = timedelta(hours=1)
 
 
 class CentralSystem:
@@ -137,12 +141,22 @@ class CentralSystem:
         log.info("stopped")
 
     async def _flush_seen_loop(self) -> None:
+        pruned_at = None
         while True:
             await asyncio.sleep(SEEN_FLUSH_SECONDS)
             try:
                 await self.store.flush_seen()
             except Exception:
                 log.exception("could not store last-seen times")
+            now = self.clock.now()
+            if pruned_at is None or now - pruned_at >= STATUS_PRUNE_EVERY:
+                pruned_at = now
+                try:
+                    n = await self.store.prune_status_log(now - STATUS_HISTORY)
+                    if n:
+                        log.info("status history pruned", rows=n, kept_days=STATUS_HISTORY.days)
+                except Exception:
+                    log.exception("could not prune the status history")
             self.metrics.store_commits.set(self.store.commits)
             self.metrics.store_jobs.set(self.store.jobs)
 

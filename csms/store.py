@@ -167,7 +167,10 @@ class Store:
         self._r: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
-        self._seen: dict[str, datetime] = {}  # last_seen_at not yet written
+        # last_seen_at, the newest per station (memory), and which are not yet written
+        self._seen: dict[str, datetime] = {}
+        self._seen_dirty: set[str] = set()
+        self._seen_flush: asyncio.Future[None] | None = None
         self._components: dict[str, str] = {"csms": "csms.migrations"}
         self.commits = 0
         self.jobs = 0
@@ -548,6 +551,17 @@ class Store:
                     to_db(at),
                 ),
             )
+            await db.execute(
+                "INSERT INTO status_log (station_id, connector_id, status, error_code, "
+                "received_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    station_id,
+                    payload["connectorId"],
+                    payload["status"],
+                    payload["errorCode"],
+                    to_db(at),
+                ),
+            )
 
         await self.write(job)
 
@@ -588,32 +602,79 @@ class Store:
 
         await self.write(job)
 
-    # last_seen_at changes on every frame: kept in memory, written in batches.
+    # last_seen_at changes on every frame: kept in memory, written in batches, and written at
+    # once before anything that carries it leaves (persist_seen), so that no push carries a
+    # time that a crash would take back.
 
     def touch_seen(self, station_id: str, at: datetime) -> None:
-        self._seen[station_id] = at
+        old = self._seen.get(station_id)
+        if old is None or at > old:
+            self._seen[station_id] = at
+            self._seen_dirty.add(station_id)
 
     def last_seen(self, station_id: str) -> datetime | None:
         return self._seen.get(station_id)
 
     async def flush_seen(self) -> None:
-        if not self._seen or self._writer_task is None:
+        if not self._seen_dirty or self._writer_task is None:
             return
-        pending, self._seen = self._seen, {}
+        dirty, self._seen_dirty = self._seen_dirty, set()
+        pending = [(to_db(self._seen[sid]), sid) for sid in dirty]
 
         async def job(db: JobDb) -> None:
             await db.executemany(
-                "UPDATE stations SET last_seen_at = ? WHERE id = ? "
-                "AND (last_seen_at IS NULL OR last_seen_at < ?)",
-                [(to_db(t), sid, to_db(t)) for sid, t in pending.items()],
+                "UPDATE stations SET last_seen_at = ?1 WHERE id = ?2 "
+                "AND (last_seen_at IS NULL OR last_seen_at < ?1)",
+                pending,
             )
 
         try:
             await self.write(job)
         except Exception:
-            for sid, t in pending.items():  # keep them for the next try
-                self._seen.setdefault(sid, t)
+            self._seen_dirty |= dirty  # kept for the next try
             raise
+
+    async def persist_seen(self, station_id: str) -> None:
+        """Return once the station's newest last-seen time is committed (one write serves
+        every station waiting at that moment)."""
+        while station_id in self._seen_dirty:
+            if self._seen_flush is None or self._seen_flush.done():
+                self._seen_flush = asyncio.ensure_future(self.flush_seen())
+            await asyncio.shield(self._seen_flush)
+
+    async def status_log_since(
+        self, station_ids: list[str], after: datetime
+    ) -> list[dict[str, Any]]:
+        """The StatusNotifications of these stations received after ``after``, in arrival
+        order, each with the station's previous report of that connector before ``after``
+        first (so the state at ``after`` is known)."""
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(station_ids), 500):
+            chunk = station_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out += await self.read(
+                f"""SELECT station_id, connector_id, status, received_at FROM status_log
+                    WHERE station_id IN ({marks}) AND (received_at > ? OR id IN (
+                        SELECT MAX(id) FROM status_log WHERE station_id IN ({marks})
+                        AND received_at <= ? GROUP BY station_id, connector_id))
+                    ORDER BY station_id, id""",
+                [*chunk, to_db(after), *chunk, to_db(after)],
+            )
+        return out
+
+    async def prune_status_log(self, before: datetime) -> int:
+        """Forget StatusNotifications received before ``before``, keeping each connector's
+        latest."""
+
+        async def job(db: JobDb) -> int:
+            cur = await db.execute(
+                """DELETE FROM status_log WHERE received_at < ? AND id NOT IN (
+                       SELECT MAX(id) FROM status_log GROUP BY station_id, connector_id)""",
+                (to_db(before),),
+            )
+            return cur.rowcount
+
+        return await self.write(job)
 
     # ------------------------------------------------------------------ unknown stations
 

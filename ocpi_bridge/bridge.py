@@ -129,6 +129,11 @@ class Bridge:
     def peer_by_token(self, token: str) -> Peer | None:
         return self._peers_by_token.get(token)
 
+    def is_mobie(self, peer: Peer) -> bool:
+        """Does MOBI.E's profile apply to what this peer gets? In MOBI.E mode, the hub is
+        MOBI.E."""
+        return self.system.settings.mobie_mode and peer.is_hub
+
     def registered_peers(self) -> list[Peer]:
         return list(self._peers_by_token.values())
 
@@ -251,18 +256,30 @@ class Bridge:
         self, peer: Peer, page: Page, version: str
     ) -> tuple[list[dict[str, Any]], int]:
         return await self.sessions.list_sessions(
-            _owners(peer), page.date_from, page.date_to, page.offset, page.limit, version
+            _owners(peer),
+            page.date_from,
+            page.date_to,
+            page.offset,
+            page.limit,
+            version,
+            self.is_mobie(peer),
         )
 
     async def list_cdrs(
         self, peer: Peer, page: Page, version: str
     ) -> tuple[list[dict[str, Any]], int]:
         return await self.sessions.list_cdrs(
-            _owners(peer), page.date_from, page.date_to, page.offset, page.limit, version
+            _owners(peer),
+            page.date_from,
+            page.date_to,
+            page.offset,
+            page.limit,
+            version,
+            self.is_mobie(peer),
         )
 
     async def get_cdr(self, peer: Peer, cdr_id: str, version: str) -> dict[str, Any] | None:
-        return await self.sessions.get_cdr(_owners(peer), cdr_id, version)
+        return await self.sessions.get_cdr(_owners(peer), cdr_id, version, self.is_mobie(peer))
 
     # ------------------------------------------------------------------ tariffs
 

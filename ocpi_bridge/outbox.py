@@ -1,14 +1,20 @@
 """What each peer has not yet acknowledged, per object: a pure state machine.
 
-Not a queue of messages: per peer, one *family* per Location (the Location, its EVSEs and
-its `last_updated` touches) and one per Session (the Session and its CDR), holding flags of
-what is out of date. A push carries the current state, computed when it is sent, so it can
-never be stale; within a family, pushes that write the same fields never run at once, so
-they cannot overtake each other. (A Location's `last_updated` touch, rule R8, may run beside
-an EVSE PATCH, which writes other fields, so that neither waits for the other; never beside
-a Location PUT.) When a push fails, the family is retried with exponential backoff and
-jitter, and the next push is the full object (PUT), never the PATCHes that were missed.
-CDRs are immutable: a failed POST is retried as it is.
+Per peer, one *family* per Location (the Location, its EVSEs and its `last_updated` touches)
+and one per Session (the Session and its CDR), holding what is out of date:
+- a Location PUT, a Location touch (rule R8), a Session PUT or PATCH are flags: the push
+  carries the current state, computed when it is sent, so it can never be stale;
+- an EVSE's status changes are not: MOBI.E counts every StatusNotification (rule R6), so each
+  EVSE keeps its changes in order, each with its own status and time, and they are PATCHed
+  one after another; only consecutive changes to the same status merge (the newest time).
+Within a family, pushes that write the same fields never run at once, so they cannot
+overtake each other. (A touch may run beside an EVSE PATCH, which writes other fields, so
+that neither waits for the other; never beside a Location PUT.) When a push fails, the
+family is retried with exponential backoff and jitter: the same push again (the EVSE change
+that failed stays first in its line), until it is acknowledged. A Location PUT goes before
+the EVSE changes when the peer has no copy of the Location yet (``first``), after them
+otherwise (so the peer never gets a status older than one it already has). CDRs are
+immutable: a failed POST is retried as it is.
 
 The shell (pusher.py) marks, asks what is ready, sends, and reports the outcome.
 """
@@ -23,10 +29,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from .locations import EvseState
+
 FamilyKind = Literal["location", "session"]
 PushKind = Literal[
     "location_put", "evse_patch", "location_touch", "session_put", "session_patch", "cdr_post"
 ]
+# EVSE changes kept per EVSE while a peer cannot take them (a connector flapping through a
+# long outage); beyond this the oldest are dropped, counted in Family.dropped
+MAX_EVSE_BACKLOG = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,8 @@ class Push:
     key: FamilyKey
     kind: PushKind
     connector_id: int | None = None  # for evse_patch
+    state: EvseState | None = None  # for evse_patch: the change it carries
+    first: bool = False  # for location_put: before the EVSE changes
 
 
 @dataclass
@@ -48,8 +61,10 @@ class Family:
     key: FamilyKey
     # Location family
     full: bool = False
-    evses: set[int] = field(default_factory=set)
+    first: bool = False  # the PUT goes before the EVSE changes
+    evses: dict[int, list[EvseState]] = field(default_factory=dict)  # changes, oldest first
     touch: bool = False
+    dropped: int = 0  # EVSE changes dropped beyond MAX_EVSE_BACKLOG
     # Session family
     session_full: bool = False
     progress: bool = False
@@ -108,11 +123,30 @@ class Outbox:
 
     # ------------------------------------------------------------------ marks
 
-    def location_full(self, key: FamilyKey, now: datetime) -> None:
-        self._family(key, now).full = True
+    def location_full(self, key: FamilyKey, now: datetime, first: bool = False) -> None:
+        """PUT the Location; ``first``: before any EVSE change (the peer has no copy)."""
+        fam = self._family(key, now)
+        fam.full = True
+        fam.first = fam.first or first
 
-    def evse(self, key: FamilyKey, connector_ids: tuple[int, ...], now: datetime) -> None:
-        self._family(key, now).evses.update(connector_ids)
+    def evse(self, key: FamilyKey, connector_id: int, state: EvseState, now: datetime) -> None:
+        """An EVSE changed: PATCH it after its earlier changes."""
+        fam = self._family(key, now)
+        line = fam.evses.setdefault(connector_id, [])
+        if line and line[-1].status == state.status:
+            if state.since >= line[-1].since:
+                line[-1] = state
+            return
+        line.append(state)
+        if len(line) > MAX_EVSE_BACKLOG:
+            del line[0]
+            fam.dropped += 1
+
+    def clear_evses(self, key: FamilyKey) -> None:
+        """Forget the EVSE changes waiting in a family (they are about to be marked anew)."""
+        fam = self.families.get(key)
+        if fam is not None:
+            fam.evses.clear()
 
     def touch(self, key: FamilyKey, now: datetime) -> None:
         self._family(key, now).touch = True
@@ -123,10 +157,10 @@ class Outbox:
             fam.progress = True
         else:  # start, final, or a resynchronisation: the whole Session
             fam.session_full = True
-        if what == "final":
-            fam.cdr = True
 
     def cdr_only(self, key: FamilyKey, now: datetime) -> None:
+        """POST the CDR, once the Session's own pushes are through (the shell marks it once
+        the CDR is made, and only where the peer has not acknowledged it)."""
         self._family(key, now).cdr = True
 
     # ------------------------------------------------------------------ sending
@@ -160,14 +194,18 @@ class Outbox:
                 self._due.setdefault(key.peer_id, {})[key] = None
 
     @staticmethod
-    def _startable(f: Family) -> bool:
+    def _put_now(f: Family) -> bool:
+        return f.full and (f.first or not f.evses)
+
+    @classmethod
+    def _startable(cls, f: Family) -> bool:
         """Would take() start a push of this family now? (Kept in step with take().)"""
         main, touch = f.lanes.get("main"), f.lanes.get("touch")
         if f.key.kind == "session":
             return main is None
-        if main is None and f.full and touch is None:
-            return True
-        if main is None and f.evses and not f.full:
+        if main is None and cls._put_now(f):
+            return touch is None
+        if main is None and f.evses:
             return True
         return (
             f.touch
@@ -177,23 +215,29 @@ class Outbox:
         )
 
     def take(self, key: FamilyKey) -> list[Push]:
-        """The pushes of a family that may start now; their flags are cleared now (marks
-        made while they are in flight set them again, and payloads are computed after this
-        call, so nothing is lost)."""
+        """The pushes of a family that may start now; what they carry is cleared now (marks
+        made while they are in flight set it again, and payloads other than EVSE changes are
+        computed after this call, so nothing is lost)."""
         fam = self.families[key]
         out: list[Push] = []
         if key.kind == "location":
             main, touch = fam.lanes.get("main"), fam.lanes.get("touch")
-            if main is None and fam.full and touch is None:
-                out.append(self._start(fam, "main", Push(key, "location_put")))
-                fam.full = False
-                fam.evses.clear()
+            if main is None and self._put_now(fam):
+                if touch is not None:
+                    return out  # the PUT waits for the touch in flight
+                out.append(self._start(fam, "main", Push(key, "location_put", first=fam.first)))
+                fam.full = fam.first = False
                 fam.touch = False  # a PUT carries the newest last_updated too
+                fam.evses.clear()  # and the EVSEs' current statuses (none older is sent after)
                 return out
-            if main is None and fam.evses and not fam.full:
-                cid = min(fam.evses)
-                fam.evses.discard(cid)
-                out.append(self._start(fam, "main", Push(key, "evse_patch", cid)))
+            if main is None and fam.evses:
+                # the EVSE whose oldest change is the oldest goes first
+                cid = min(fam.evses, key=lambda c: (fam.evses[c][0].since, c))
+                line = fam.evses[cid]
+                state = line.pop(0)
+                if not line:
+                    del fam.evses[cid]
+                out.append(self._start(fam, "main", Push(key, "evse_patch", cid, state)))
             main = fam.lanes.get("main")
             if (
                 fam.touch
@@ -248,11 +292,22 @@ class Outbox:
         delay = self.backoff_base.total_seconds() * 2 ** (fam.attempts - 1)
         jittered = delay * (0.5 + self.rng())  # 50 % to 150 %
         fam.next_attempt = now + timedelta(seconds=min(jittered, self.backoff_max.total_seconds()))
-        # what the peer missed is sent whole: never the PATCHes it did not get
+        # tried again: the same Location push (an EVSE change first in its line); a Session
+        # whole (it is latest-state); a CDR as it is
         if push.kind == "cdr_post":
             fam.cdr = True
-        elif fam.key.kind == "location":
+        elif push.kind == "location_put":
             fam.full = True
+            fam.first = fam.first or push.first
+        elif push.kind == "location_touch":
+            fam.touch = True
+        elif push.kind == "evse_patch":
+            assert push.connector_id is not None and push.state is not None
+            line = fam.evses.setdefault(push.connector_id, [])
+            if line and line[0].status == push.state.status:
+                line[0] = max(line[0], push.state, key=lambda s: s.since)
+            else:
+                line.insert(0, push.state)
         else:
             fam.session_full = True
         due.pop(push.key, None)

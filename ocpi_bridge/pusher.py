@@ -32,22 +32,25 @@ from csms.timeparse import from_db, to_db
 
 from .client import OcpiCallFailed
 from .compliance import ComplianceRecorder, limits_for
+from .locations import ConnectorState
 from .outbox import FamilyKey, Outbox, Push
 from .rules import (
     Commissioned,
     Effect,
-    EvseStatus,
+    EvseChange,
     LocationFull,
     LocationTouch,
     PushRules,
     Returned,
     SessionPush,
     TriggerStatus,
+    needs_log,
+    plan_resync,
 )
 from .service import BackgroundService
-from .sessions import for_version
+from .sessions import for_peer
 from .store import Peer
-from .transport import join_url
+from .transport import join_url, ocpi_time, parse_ocpi_time
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -114,6 +117,8 @@ class Pusher(BackgroundService):
         )
         self.acks: dict[tuple[int, str, str], Ack] = {}
         self._owners: dict[int, str | None] = {}  # transaction -> token owner
+        # per defined station: its Location id and each EVSE's uid, by OCPP connector id
+        self._places: dict[str, tuple[str, dict[int, str]]] = {}
         self._in_flight: dict[int, int] = {}
         # for measuring the rules (compliance.py): since when each thing is owed to a peer
         self.compliance = ComplianceRecorder(
@@ -220,26 +225,33 @@ class Pusher(BackgroundService):
 
     async def _refresh_station(self, station_id: str, now: datetime) -> None:
         row = await self.bridge.system.store.get_station(station_id)
-        if row and row["definition"]:
-            connectors = tuple(e["connector_id"] for e in row["definition"]["evses"])
-            self.rules.set_connectors(station_id, connectors)
+        if row and row["definition"] and row["defined"]:
+            connectors = self._learn_place(row)
+            defined_at = from_db(row["defined_at"])
+            assert defined_at is not None
+            self.rules.set_connectors(station_id, connectors, defined_at)
+        else:
+            self._places.pop(station_id, None)
+
+    def _learn_place(self, station: dict[str, Any]) -> tuple[int, ...]:
+        """Keep where a station's EVSEs are (what an EVSE PATCH's address needs); return
+        its EVSEs' connector ids."""
+        definition = station["definition"]
+        uids = {e["connector_id"]: e["uid"] for e in definition["evses"]}
+        self._places[station["id"]] = (definition["location"]["id"], uids)
+        return tuple(uids)
 
     async def _apply(self, effects: list[Effect], now: datetime) -> None:
         for effect in effects:
-            if isinstance(effect, LocationFull | EvseStatus | LocationTouch):
-                connectors: tuple[int, ...] = ()
-                if isinstance(effect, EvseStatus):
-                    # connector 0, or a silence: each EVSE of the station gets its own PATCH
-                    station = self.rules.stations.get(effect.station_id)
-                    connectors = effect.connector_ids or (station.connectors if station else ())
+            if isinstance(effect, LocationFull | EvseChange | LocationTouch):
                 for peer in self._peers("locations"):
                     key = FamilyKey(peer.id, "location", effect.station_id)
                     if isinstance(effect, LocationFull):
-                        self.outbox.location_full(key, now)
-                    elif isinstance(effect, EvseStatus):
-                        if connectors:
-                            self.outbox.evse(key, connectors, now)
-                        self._owe_status(peer.id, effect, connectors, now)
+                        first = (peer.id, "location", effect.station_id) not in self.acks
+                        self.outbox.location_full(key, now, first)
+                    elif isinstance(effect, EvseChange):
+                        self.outbox.evse(key, effect.connector_id, effect.state, now)
+                        self._owe_status(peer.id, effect, now)
                     else:
                         self.outbox.touch(key, now)
                         self._owe(("R8", peer.id, effect.station_id), effect.at)
@@ -250,9 +262,9 @@ class Pusher(BackgroundService):
                     if self._may_see(peer, owner):
                         self.outbox.session(FamilyKey(peer.id, "session", key_id), effect.what, now)
                 if effect.what == "final":
-                    await self.bridge.sessions.make_cdr(effect.transaction_id, now)
-                    for peer in self._peers("cdrs"):
-                        if self._may_see(peer, owner):
+                    cdr = await self.bridge.sessions.make_cdr(effect.transaction_id, now)
+                    for peer in self._peers("cdrs") if cdr is not None else ():
+                        if self._may_see(peer, owner) and not self._cdr_acked(peer.id, cdr["id"]):
                             self.outbox.cdr_only(FamilyKey(peer.id, "session", key_id), now)
             elif isinstance(effect, Returned):
                 await self._store_return(effect.station_id, effect.at)
@@ -261,6 +273,20 @@ class Pusher(BackgroundService):
             elif isinstance(effect, Commissioned) and self.on_commissioned is not None:
                 self._spawn(self.on_commissioned(effect), f"commissioned-{effect.station_id}")
 
+    def _cdr_acked(self, peer_id: int, cdr_id: str) -> bool:
+        return (peer_id, "cdr", cdr_id) in self.acks
+
+    def _evse_ack(self, peer_id: int, station_id: str, connector_id: int) -> tuple[str, Any] | None:
+        """The status and ``last_updated`` a peer acknowledged for an EVSE."""
+        ack = self.acks.get((peer_id, "evse", f"{station_id}/{connector_id}"))
+        if ack is None:
+            return None
+        status, _, at = ack.state.partition("|")
+        try:
+            return status, parse_ocpi_time(at)
+        except ValueError:
+            return None
+
     # ------------------------------------------------------------------ measuring the rules
 
     def _owe(self, key: tuple[Any, ...], since: datetime) -> None:
@@ -268,15 +294,12 @@ class Pusher(BackgroundService):
         if key not in self._owed or since < self._owed[key]:
             self._owed[key] = since
 
-    def _owe_status(
-        self, peer_id: int, effect: EvseStatus, connectors: tuple[int, ...], now: datetime
-    ) -> None:
+    def _owe_status(self, peer_id: int, effect: EvseChange, now: datetime) -> None:
         since = effect.since or now
         if effect.cause == "silence":
             self._owe(("R7", peer_id, effect.station_id), since)
         elif effect.cause == "status":
-            for cid in connectors:
-                self._owe(("R6", peer_id, effect.station_id, cid), since)
+            self._owe(("R6", peer_id, effect.station_id, effect.connector_id), since)
 
     def _take(self, prepared: Prepared, *keys: tuple[Any, ...]) -> None:
         """This push makes up for what was owed under these keys."""
@@ -346,20 +369,27 @@ class Pusher(BackgroundService):
         marked = 0
         for station in stations:
             sid = station["id"]
-            connectors = tuple(e["connector_id"] for e in station["definition"]["evses"])
-            known = {c["connector_id"] for c in statuses[sid]}
-            if 0 in known:
-                known.update(connectors)
+            connectors = self._learn_place(station)
+            defined_at = from_db(station["defined_at"])
+            assert defined_at is not None
+            reports = {
+                c["connector_id"]: ConnectorState(c["status"], from_db(c["received_at"]))  # type: ignore[arg-type]
+                for c in statuses[sid]
+            }
             self.rules.load_station(
-                sid, connectors, from_db(station["last_seen_at"]), known, now, returns.get(sid)
+                sid,
+                connectors,
+                defined_at,
+                reports,
+                from_db(station["last_seen_at"]),
+                now,
+                returns.get(sid),
             )
             if not location_peers:
                 continue
             location = self.bridge.locations.location(station, statuses[sid], now)
             for peer in location_peers:
-                if not self._location_acked(peer.id, sid, location, connectors):
-                    self.outbox.location_full(FamilyKey(peer.id, "location", sid), now)
-                    marked += 1
+                marked += await self._resync_location(peer, station, connectors, location, now)
         session_peers, cdr_peers = self._peers("sessions"), self._peers("cdrs")
         active = await store.read(
             "SELECT id, station_id FROM transactions WHERE stop_received_at IS NULL"
@@ -400,24 +430,65 @@ class Pusher(BackgroundService):
             log.info("resynchronising peers: objects to push", objects=marked)
         self._wake.set()
 
+    async def _resync_location(
+        self,
+        peer: Peer,
+        station: dict[str, Any],
+        connectors: tuple[int, ...],
+        location: dict[str, Any],
+        now: datetime,
+    ) -> int:
+        """Mark what a peer lacks of a Location (rules.plan_resync decides) and return how
+        many pushes that makes; the station's log of StatusNotifications is read only when
+        an EVSE differs from what the peer acknowledged."""
+        sid = station["id"]
+        key = FamilyKey(peer.id, "location", sid)
+        loc_ack = self.acks.get((peer.id, "location", sid))
+        delivered = {cid: self._evse_ack(peer.id, sid, cid) for cid in connectors}
+        current = {}
+        for cid in connectors:
+            state = self.rules.evse_state(sid, cid, now)
+            assert state is not None
+            current[cid] = state
+        defined_at = from_db(station["defined_at"])
+        assert defined_at is not None
+        reports: list[tuple[int, ConnectorState]] = []
+        if loc_ack is not None and all(delivered.values()) and needs_log(current, delivered):
+            after = min(d[1] for d in delivered.values() if d is not None)
+            rows = await self.bridge.system.store.status_log_since([sid], after)
+            reports = [
+                (r["connector_id"], ConnectorState(r["status"], from_db(r["received_at"])))  # type: ignore[arg-type]
+                for r in rows
+            ]
+        plan = plan_resync(
+            connectors,
+            defined_at,
+            parse_ocpi_time(location["last_updated"]),
+            parse_ocpi_time(loc_ack.state) if loc_ack is not None else None,
+            delivered,
+            current,
+            reports,
+            self.rules.offline_after,
+            self.rules.returned_at(sid),
+        )
+        self.outbox.clear_evses(key)  # what was queued is in the log: marked anew below
+        if plan.put_first:
+            self.outbox.location_full(key, now, first=True)
+        for cid, line in plan.changes.items():
+            for state in line:
+                self.outbox.evse(key, cid, state, now)
+        if plan.put_after:
+            self.outbox.location_full(key, now)
+        if plan.touch:
+            self.outbox.touch(key, now)
+        return plan.pushes
+
     async def _peer_since(self, peer: Peer) -> str:
         """A peer gets pushes of what changed since it registered; history it can pull."""
         row = await self.bridge.system.store.read_one(
             "SELECT created_at FROM ocpi_peers WHERE id = ?", (peer.id,)
         )
         return row["created_at"] if row else to_db(self.clock.now())
-
-    def _location_acked(
-        self, peer_id: int, sid: str, location: dict[str, Any], connectors: tuple[int, ...]
-    ) -> bool:
-        ack = self.acks.get((peer_id, "location", sid))
-        if ack is None or ack.state < location["last_updated"]:
-            return False
-        for cid, evse in zip(connectors, location["evses"], strict=True):
-            evse_ack = self.acks.get((peer_id, "evse", f"{sid}/{cid}"))
-            if evse_ack is None or evse_ack.state != _evse_state(evse):
-                return False
-        return True
 
     # ------------------------------------------------------------------ dispatching
 
@@ -442,12 +513,11 @@ class Pusher(BackgroundService):
                     self._spawn(self.compliance.flush(), "compliance-flush")
             except Exception:
                 log.exception("push dispatch failed")
-            # a family held back by the per-peer limit may be due already: a finishing push
-            # wakes us then, so only future times count (no busy loop)
-            now = self.clock.now()
-            times = [
-                t for t in (self.rules.next_wakeup(), self.outbox.next_wakeup()) if t and t > now
-            ]
+            # A time already due (it fell due while this round ran) makes the next round start
+            # at once: a due deadline always fires. That cannot spin: each round takes every
+            # due deadline and backoff end. (A family held back by the per-peer limit is not
+            # among these times: a finishing push wakes us for it.)
+            times = [t for t in (self.rules.next_wakeup(), self.outbox.next_wakeup()) if t]
             await self._sleep(min(times) if times else None)
 
     async def _send(self, push: Push) -> None:
@@ -517,12 +587,21 @@ class Pusher(BackgroundService):
 
     async def _prepare(self, peer: Peer, push: Push) -> Prepared | None:
         s = self.bridge.settings
-        if push.kind == "location_touch":
+        if push.kind == "evse_patch":
+            return self._evse_patch(peer, push)
+        if push.key.kind == "location":
             sid = push.key.object_id
+            # the station's latest frame time is in what these carry (rule R8): made durable
+            # first, so that after a crash nothing older than what the peer has is pushed
+            await self.bridge.system.store.persist_seen(sid)
+            acked = self.acks.get((peer.id, "location", sid))
+        if push.kind == "location_touch":
             touch = await self.bridge.location_touch_of_station(sid)
             if touch is None:
                 return None
             location_id, last_updated = touch
+            if acked is not None and last_updated < acked.state:
+                return None  # the peer has a newer time already
             base = peer.endpoint("locations", "RECEIVER")
             assert base is not None
             url = join_url(base, s.country_code, s.party_id, location_id)
@@ -536,66 +615,54 @@ class Pusher(BackgroundService):
             )
             self._take(prepared, ("R8", peer.id, sid))
             return prepared
-        if push.key.kind == "location":
-            sid = push.key.object_id
+        if push.kind == "location_put":
             found = await self.bridge.location_of_station(sid)
             if found is None:
                 return None
             location, connectors = found
+            if acked is not None and location["last_updated"] < acked.state:
+                # (cannot happen while last-seen times are made durable before they leave;
+                # kept as the last guard: a peer refuses an object older than its copy)
+                log.warning(
+                    "Location older than the peer's copy: sent with the peer's time",
+                    station_id=sid,
+                    ours=location["last_updated"],
+                    peers=acked.state,
+                )
+                location = {**location, "last_updated": acked.state}
             base = peer.endpoint("locations", "RECEIVER")
             assert base is not None
             url = join_url(base, s.country_code, s.party_id, location["id"])
-            loc_ack = ("location", sid, Ack(location["last_updated"]))
-            evse_acks = [
+            acks = [("location", sid, Ack(location["last_updated"]))] + [
                 ("evse", f"{sid}/{cid}", Ack(_evse_state(evse)))
                 for cid, evse in zip(connectors, location["evses"], strict=True)
             ]
             pid = peer.id
-            if push.kind == "location_put":
-                prepared = Prepared(
-                    "PUT", url, location, "locations", [loc_ack, *evse_acks], "Location PUT"
-                )
-                self._take(
-                    prepared,
-                    ("R8", pid, sid),
-                    ("R7", pid, sid),
-                    *(("R6", pid, sid, cid) for cid in connectors),
-                )
-                if all(e["status"] == "PLANNED" for e in location["evses"]):
-                    defined = await self.bridge.system.store.read_one(
-                        "SELECT defined_at FROM stations WHERE id = ?", (sid,)
-                    )
-                    since = from_db(defined["defined_at"]) if defined else None
-                    if since is not None:
-                        prepared.covers.append(("R1", ("R1", pid, sid), since))
-                return prepared
-            index = connectors.index(push.connector_id) if push.connector_id in connectors else None
-            if index is None:
-                return None
-            evse = location["evses"][index]
-            body = {"status": evse["status"], "last_updated": evse["last_updated"]}
-            prepared = Prepared(
-                "PATCH",
-                join_url(url, evse["uid"]),
-                body,
-                "locations",
-                [evse_acks[index]],
-                f"EVSE PATCH {evse['status']}",
+            prepared = Prepared("PUT", url, location, "locations", acks, "Location PUT")
+            self._take(
+                prepared,
+                ("R8", pid, sid),
+                ("R7", pid, sid),
+                *(("R6", pid, sid, cid) for cid in connectors),
             )
-            self._take(prepared, ("R6", pid, sid, push.connector_id))
-            if evse["status"] == "UNKNOWN":
-                self._take(prepared, ("R7", pid, sid))
+            if all(e["status"] == "PLANNED" for e in location["evses"]):
+                defined = await self.bridge.system.store.read_one(
+                    "SELECT defined_at FROM stations WHERE id = ?", (sid,)
+                )
+                since = from_db(defined["defined_at"]) if defined else None
+                if since is not None:
+                    prepared.covers.append(("R1", ("R1", pid, sid), since))
             return prepared
         tx_id = int(push.key.object_id)
         if push.kind == "cdr_post":
             cdr = await self.bridge.sessions.make_cdr(tx_id, self.clock.now())
             base = peer.endpoint("cdrs", "RECEIVER")
-            if cdr is None or base is None:
-                return None
+            if cdr is None or base is None or self._cdr_acked(peer.id, cdr["id"]):
+                return None  # (a CDR is POSTed once: again only when a POST failed)
             return Prepared(
                 "POST",
                 base,
-                for_version(cdr, peer.version),
+                for_peer(cdr, peer.version, self.bridge.is_mobie(peer)),
                 "cdrs",
                 [("cdr", cdr["id"], Ack("posted"))],
                 "CDR POST",
@@ -609,7 +676,7 @@ class Pusher(BackgroundService):
         state = f"{session['status']}|{session['last_updated']}"
         if push.kind == "session_put":
             ack = Ack(state, periods_sent=len(periods))
-            body = for_version(session, peer.version)
+            body = for_peer(session, peer.version, self.bridge.is_mobie(peer))
             return Prepared(
                 "PUT",
                 url,
@@ -628,6 +695,35 @@ class Pusher(BackgroundService):
         return Prepared(
             "PATCH", url, body, "sessions", [("session", session["id"], ack)], "Session PATCH"
         )
+
+    def _evse_patch(self, peer: Peer, push: Push) -> Prepared | None:
+        """One EVSE status change, as it was when it happened (rule R6)."""
+        sid, cid, state = push.key.object_id, push.connector_id, push.state
+        assert cid is not None and state is not None
+        place = self._places.get(sid)
+        if place is None or cid not in place[1]:
+            return None  # no longer defined, or no longer an EVSE of the station
+        delivered = self._evse_ack(peer.id, sid, cid)
+        if delivered is not None and state.since.replace(microsecond=0) < delivered[1]:
+            return None  # the peer has a newer status already: this one would be stale
+        location_id, uids = place
+        base = peer.endpoint("locations", "RECEIVER")
+        assert base is not None
+        s = self.bridge.settings
+        url = join_url(base, s.country_code, s.party_id, location_id, uids[cid])
+        body = {"status": state.status, "last_updated": ocpi_time(state.since)}
+        prepared = Prepared(
+            "PATCH",
+            url,
+            body,
+            "locations",
+            [("evse", f"{sid}/{cid}", Ack(f"{state.status}|{body['last_updated']}"))],
+            f"EVSE PATCH {state.status}",
+        )
+        self._take(prepared, ("R6", peer.id, sid, cid))
+        if state.status == "UNKNOWN":
+            self._take(prepared, ("R7", peer.id, sid))
+        return prepared
 
     # ------------------------------------------------------------------ for the API
 

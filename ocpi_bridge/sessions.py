@@ -56,15 +56,20 @@ def _filters(
     return where, params
 
 
-def for_version(obj: dict[str, Any], version: str) -> dict[str, Any]:
-    """OCPI 2.2 has no country_code/party_id in CdrToken."""
-    if version != "2.2":
-        return obj
-    out = dict(obj)
-    token = dict(out["cdr_token"])
-    token.pop("country_code", None)
-    token.pop("party_id", None)
-    out["cdr_token"] = token
+def for_peer(obj: dict[str, Any], version: str, mobie: bool = False) -> dict[str, Any]:
+    """A Session or CDR as one peer gets it: OCPI 2.2 has no country_code/party_id in
+    CdrToken; and towards MOBI.E in MOBI.E mode (``mobie``), ``auth_method`` is WHITELIST as
+    its profile fixes it (seed 001, Sessions and CDRs tables), also for a session started by
+    a command, which keeps its ``authorization_reference``."""
+    out = obj
+    if version == "2.2":
+        out = dict(obj)
+        token = dict(out["cdr_token"])
+        token.pop("country_code", None)
+        token.pop("party_id", None)
+        out["cdr_token"] = token
+    if mobie and out.get("auth_method") != "WHITELIST":
+        out = {**out, "auth_method": "WHITELIST"}
     return out
 
 
@@ -280,6 +285,7 @@ class SessionBuilder:
         offset: int,
         limit: int,
         version: str,
+        mobie: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
         clause, params = _filters("t.updated_at", "t.tag_owner", date_from, date_to, owners)
         where = (
@@ -290,7 +296,7 @@ class SessionBuilder:
         rows = await self.store.read(
             f"SELECT t.* {where} ORDER BY t.id LIMIT ? OFFSET ?", [*params, limit, offset]
         )
-        items = [for_version(s, version) for s in await self.sessions_for(rows)]
+        items = [for_peer(s, version, mobie) for s in await self.sessions_for(rows)]
         return items, int(total["n"]) if total else 0
 
     # ------------------------------------------------------------------ CDRs
@@ -411,6 +417,7 @@ class SessionBuilder:
         offset: int,
         limit: int,
         version: str,
+        mobie: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
         await self.make_missing_cdrs(self.store.clock.now())
         clause, params = _filters("created_at", "owner", date_from, date_to, owners)
@@ -421,14 +428,14 @@ class SessionBuilder:
             "LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        items = [for_version(json.loads(r["body"]), version) for r in rows]
+        items = [for_peer(json.loads(r["body"]), version, mobie) for r in rows]
         return items, int(total["n"]) if total else 0
 
     async def get_cdr(
-        self, owners: set[str] | None, cdr_id: str, version: str
+        self, owners: set[str] | None, cdr_id: str, version: str, mobie: bool = False
     ) -> dict[str, Any] | None:
         clause, params = _filters("created_at", "owner", None, None, owners)
         row = await self.store.read_one(
             f"SELECT body FROM ocpi_cdrs WHERE id = ?{clause}", [cdr_id, *params]
         )
-        return for_version(json.loads(row["body"]), version) if row else None
+        return for_peer(json.loads(row["body"]), version, mobie) if row else None

@@ -23,6 +23,7 @@ class FlakyHub:
     def __init__(self, party_id: str = "MOB") -> None:
         self.party_id = party_id
         self.mode = "ok"  # ok | error500 | ocpi_error | hang
+        self.delay = 0.0  # seconds before each answer (a slow hub)
         self.token_b = "hub-token-" + uuid.uuid4().hex
         self.token_c: str | None = None
         self.requests: list[dict[str, Any]] = []
@@ -117,6 +118,8 @@ class FlakyHub:
             return web.json_response({"status_code": 2000}, status=401)
         if self.mode == "hang":
             await asyncio.sleep(3600)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.mode == "error500":
             return web.Response(status=500, text="internal error")
         if self.mode == "ocpi_error":

@@ -7,17 +7,20 @@ the rules and of the outbox), and a stop and start of the core process.
 
 It drives the core the way `ocpi_bridge.pusher.Pusher` does:
 - each event goes to ``rules.handle(event, now)`` at its arrival, and its effects become
-  outbox marks as in ``Pusher._apply`` (connector 0 or a silence: one EVSE mark per connector
-  of the station; a final SessionPush: the Session and its CDR), for every peer;
+  outbox marks as in ``Pusher._apply`` (an EvseChange: that change queued for the EVSE; a
+  final SessionPush: the Session, then its CDR once made), for every peer;
 - a dispatch (``Pusher._dispatch``) runs after every event and answer and at every wake-up:
   ``rules.tick(now)``, then ``outbox.take`` for each family ``outbox.ready(now)`` names, within
   a per-peer limit of pushes in flight;
-- a push carries the value computed from the current state when it is sent (as
-  ``Pusher._prepare``: the EVSE status from ``ocpi_bridge.locations.evse_status``, the
-  Location's ``last_updated`` as ``LocationBuilder.location``), and what it carried is
-  recorded as acknowledged when the hub answers OK (as ``Pusher._record``);
+- an EVSE PATCH carries the change it was queued with; the other pushes carry the value
+  computed from the current state when they are sent (as ``Pusher._prepare``: the EVSE status
+  from ``ocpi_bridge.locations.evse_status``, the Location's ``last_updated`` as
+  ``LocationBuilder.location``); a push older than what the peer acknowledged is not sent
+  (as ``Pusher._prepare``); what a push carried is recorded as acknowledged when the hub
+  answers OK (as ``Pusher._record``);
 - a core restart throws away the rules and the outbox (and the answers of the pushes in
-  flight) and builds new ones from the stored state, as ``Pusher.reconcile`` does.
+  flight) and builds new ones from the stored state with ``rules.plan_resync``, as
+  ``Pusher.reconcile`` does (the stored state includes the log of StatusNotifications).
 
 Everything it did is kept for the tests to measure: the frames and events, the effects of
 the rules, and every push (sent, answered, kind, object, carried value).
@@ -49,13 +52,14 @@ from ocpi_bridge.outbox import FamilyKey, Outbox, Push
 from ocpi_bridge.rules import (
     Commissioned,
     Effect,
-    EvseStatus,
+    EvseChange,
     LocationFull,
     LocationTouch,
     PushRules,
     Returned,
     SessionPush,
     TriggerStatus,
+    plan_resync,
 )
 
 ACTIONS = {
@@ -163,16 +167,22 @@ class DayScript:
         return out
 
 
+def _second(value: datetime) -> datetime:
+    """As OCPI writes times (and so as a peer acknowledges them): to the second."""
+    return value.replace(microsecond=0)
+
+
 # ---------------------------------------------------------------------------- the store
 
 
 @dataclass
 class StationRow:
     connectors: tuple[int, ...]
-    updated_at: datetime  # the definition's time; csms's record_boot moves it too
+    updated_at: datetime  # the definition's time (stations.defined_at)
     last_seen: datetime | None = None
     first_boot_at: datetime | None = None
     statuses: dict[int, ConnectorState] = field(default_factory=dict)
+    log: list[tuple[int, ConnectorState]] = field(default_factory=list)  # csms's status_log
 
 
 @dataclass
@@ -314,6 +324,11 @@ class PushDay:
         self.effects: list[Logged] = []
         self.sent: list[Sent] = []
         self.triggers: list[Logged] = []
+        self.skipped: list[Push] = []  # pushes not sent: the peer had newer (or the CDR)
+        # every EVSE state each peer took, in the order it took them: (peer, station, EVSE)
+        self.received: dict[tuple[int, str, int], list[EvseState]] = defaultdict(list)
+        # when each family had nothing left to push (peer, object) -> times
+        self.clean: dict[tuple[int, str], list[datetime]] = defaultdict(list)
         self.held_by_limit = 0  # ready families the per-peer limit held back
         # instants when the outbox asked to be woken at once yet nothing could start (the
         # shell's dispatch loop would spin there), with the families it called ready
@@ -383,18 +398,21 @@ class PushDay:
         self.gen += 1  # answers to pushes in flight now reach nobody
 
     def _reconcile(self) -> None:
-        """As Pusher.reconcile: load the rules from the store; mark whole what differs from
-        what each peer acknowledged."""
+        """As Pusher.reconcile: load the rules from the store; mark what each peer lacks."""
         assert self.core is not None
         rules, outbox, now, w = self.core.rules, self.core.outbox, self.now, self.world
         for sid, st in w.stations.items():
-            known = set(st.statuses)
-            if 0 in known:
-                known.update(st.connectors)
-            rules.load_station(sid, st.connectors, st.last_seen, known, now, w.returns.get(sid))
+            rules.load_station(
+                sid,
+                st.connectors,
+                st.updated_at,
+                st.statuses,
+                st.last_seen,
+                now,
+                w.returns.get(sid),
+            )
             for peer in self.peers:
-                if not self._location_acked(peer, sid):
-                    outbox.location_full(FamilyKey(peer, "location", sid), now)
+                self._resync_location(peer, sid)
         for tx, row in w.txs.items():
             if not row.stopped:
                 rules.load_session(tx, row.station_id, now)
@@ -408,15 +426,44 @@ class PushDay:
                 if row.cdr and (peer, "cdr", str(tx)) not in self.acks:
                     outbox.cdr_only(key, now)
 
-    def _location_acked(self, peer: int, sid: str) -> bool:
-        returned = self.core.rules.returned_at(sid) if self.core else None
-        ack = self.acks.get((peer, "location", sid))
-        if ack is None or ack < self.world.location_updated(sid, self.now, returned):
-            return False
-        return all(
-            self.acks.get((peer, "evse", f"{sid}/{cid}")) == state
-            for cid, state in self.world.evses(sid, self.now, returned).items()
+    def _resync_location(self, peer: int, sid: str) -> None:
+        """As Pusher._resync_location (acknowledged times are OCPI's, to the second)."""
+        assert self.core is not None
+        rules, outbox, now, st = (
+            self.core.rules,
+            self.core.outbox,
+            self.now,
+            self.world.stations[sid],
         )
+        returned = rules.returned_at(sid)
+        loc_ack = self.acks.get((peer, "location", sid))
+        delivered: dict[int, tuple[str, datetime] | None] = {}
+        for cid in st.connectors:
+            got = self.acks.get((peer, "evse", f"{sid}/{cid}"))
+            delivered[cid] = (got.status, _second(got.since)) if got is not None else None
+        current = {cid: rules.evse_state(sid, cid, now) for cid in st.connectors}
+        plan = plan_resync(
+            st.connectors,
+            st.updated_at,
+            self.world.location_updated(sid, now, returned),
+            _second(loc_ack) if loc_ack is not None else None,
+            delivered,
+            current,  # type: ignore[arg-type]
+            st.log,
+            self.offline_after,
+            returned,
+        )
+        key = FamilyKey(peer, "location", sid)
+        outbox.clear_evses(key)
+        if plan.put_first:
+            outbox.location_full(key, now, first=True)
+        for cid, line in plan.changes.items():
+            for state in line:
+                outbox.evse(key, cid, state, now)
+        if plan.put_after:
+            outbox.location_full(key, now)
+        if plan.touch:
+            outbox.touch(key, now)
 
     # ------------------------------------------------------------------ frames and events
 
@@ -429,7 +476,7 @@ class PushDay:
         now, w = self.now, self.world
         if f.kind == "define":
             w.stations[f.station_id] = StationRow(f.connectors, now)
-            self.core.rules.set_connectors(f.station_id, f.connectors)  # _refresh_station
+            self.core.rules.set_connectors(f.station_id, f.connectors, now)  # _refresh_station
             self._event(StationDefined(f.station_id, now, True))
             return
         st = w.stations[f.station_id]
@@ -439,11 +486,11 @@ class PushDay:
         if f.kind == "boot":
             first = st.first_boot_at is None
             st.first_boot_at = st.first_boot_at or now
-            st.updated_at = now  # as csms's record_boot does
             self._event(StationBooted(f.station_id, now, "Accepted", "V", "M", None, None, first))
         elif f.kind == "status":
             assert f.connector_id is not None and f.status is not None
             st.statuses[f.connector_id] = ConnectorState(f.status, now)
+            st.log.append((f.connector_id, st.statuses[f.connector_id]))
             self._event(
                 StatusChanged(f.station_id, f.connector_id, f.status, "NoError", None, now, now)
             )
@@ -481,18 +528,14 @@ class PushDay:
         outbox, now = self.core.outbox, self.now
         for effect in effects:
             self.effects.append(Logged(next(self._seq), now, self.gen, effect))
-            if isinstance(effect, LocationFull | EvseStatus | LocationTouch):
-                connectors: tuple[int, ...] = ()
-                if isinstance(effect, EvseStatus):
-                    station = self.core.rules.stations.get(effect.station_id)
-                    connectors = effect.connector_ids or (station.connectors if station else ())
+            if isinstance(effect, LocationFull | EvseChange | LocationTouch):
                 for peer in self.peers:
                     key = FamilyKey(peer, "location", effect.station_id)
                     if isinstance(effect, LocationFull):
-                        outbox.location_full(key, now)
-                    elif isinstance(effect, EvseStatus):
-                        if connectors:
-                            outbox.evse(key, connectors, now)
+                        first = (peer, "location", effect.station_id) not in self.acks
+                        outbox.location_full(key, now, first)
+                    elif isinstance(effect, EvseChange):
+                        outbox.evse(key, effect.connector_id, effect.state, now)
                     else:
                         outbox.touch(key, now)
             elif isinstance(effect, SessionPush):
@@ -504,7 +547,8 @@ class PushDay:
                 if effect.what == "final":
                     tx.cdr = True
                     for peer, spec in self.peers.items():
-                        if spec.sees(tx.owner):
+                        acked = (peer, "cdr", str(effect.transaction_id)) in self.acks
+                        if spec.sees(tx.owner) and not acked:
                             key = FamilyKey(peer, "session", str(effect.transaction_id))
                             outbox.cdr_only(key, now)
             elif isinstance(effect, TriggerStatus):
@@ -553,12 +597,20 @@ class PushDay:
             if push.kind == "location_put":
                 rec.evses = w.evses(key.object_id, now, returned)
             elif push.kind == "evse_patch":
-                assert push.connector_id is not None
+                assert push.connector_id is not None and push.state is not None
+                got = self.acks.get((key.peer_id, "evse", f"{key.object_id}/{push.connector_id}"))
+                if got is not None and _second(push.state.since) < _second(got.since):
+                    self.skipped.append(push)  # older than the peer's: not sent
+                    self.core.outbox.done(push, True, now)
+                    return
                 rec.connector_id = push.connector_id
-                rec.evses = {
-                    push.connector_id: w.evse(key.object_id, push.connector_id, now, returned)
-                }
-        elif push.kind != "cdr_post":
+                rec.evses = {push.connector_id: push.state}
+        elif push.kind == "cdr_post":
+            if (key.peer_id, "cdr", key.object_id) in self.acks:
+                self.skipped.append(push)  # POSTed once: again only when a POST failed
+                self.core.outbox.done(push, True, now)
+                return
+        else:
             rec.session = w.session(int(key.object_id))
         self.sent.append(rec)
         spec = self.peers[key.peer_id]
@@ -577,6 +629,8 @@ class PushDay:
             self._record(rec)
         self.core.outbox.done(push, ok, self.now, None if ok else "hub failed")
         self._in_flight[rec.peer] -= 1
+        if push.key not in self.core.outbox.families:
+            self.clean[(rec.peer, rec.obj)].append(self.now)
 
     def _hub_applies(self, rec: Sent) -> None:
         hub = self.hubs[rec.peer]
@@ -584,6 +638,7 @@ class PushDay:
             hub[("location", rec.obj)] = rec.location
         for cid, state in rec.evses.items():
             hub[("evse", f"{rec.obj}/{cid}")] = state
+            self.received[(rec.peer, rec.obj, cid)].append(state)
         if rec.session is not None:
             hub[("session", rec.obj)] = rec.session
         if rec.kind == "cdr_post":

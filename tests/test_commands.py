@@ -941,6 +941,38 @@ async def test_started_session_and_cdr_carry_the_authorization_reference(scene: 
     assert st.active_transactions == 0
 
 
+async def test_towards_mobie_a_commanded_session_and_its_cdr_are_whitelist(scene: Scene) -> None:
+    """MOBI.E's profile (seed 001, Sessions and CDRs tables) fixes auth_method WHITELIST: in
+    MOBI.E mode the hub gets the command's session as WHITELIST, with the command's
+    authorization_reference; the eMSP that sent the command still sees COMMAND."""
+    from tests.flaky_hub import FlakyHub
+    from tests.test_push_faults import eventually as until
+    from tests.test_push_faults import register as register_hub
+
+    async with FlakyHub() as hub:
+        await register_hub(hub, scene.cpo.http_url, scene.cpo.api)
+        st = await scene.station()
+        reference = str(uuid.uuid4())
+        answer, uid = await send(
+            scene.peer, "START_SESSION", start_body(authorization_reference=reference)
+        )
+        assert answer == response("ACCEPTED")
+        assert await result_of(scene.peer, uid) == outcome("ACCEPTED")
+        [tx] = await transactions(scene.cpo)
+        sid = str(tx["id"])
+        await until(lambda: sid in hub.sessions)
+        assert hub.sessions[sid]["auth_method"] == "WHITELIST"
+        assert hub.sessions[sid]["authorization_reference"] == reference
+        uid = await stop_after_the_answer(scene, st, sid)
+        assert await result_of(scene.peer, uid) == outcome("ACCEPTED")
+        await until(lambda: sid in hub.cdrs)
+        assert hub.cdrs[sid]["auth_method"] == "WHITELIST"
+        assert hub.cdrs[sid]["authorization_reference"] == reference
+        assert hub.sessions[sid]["auth_method"] == "WHITELIST"
+        [session] = (await scene.peer.pull("sessions", date_from="2000-01-01T00:00:00Z"))["objects"]
+        assert session["auth_method"] == "COMMAND"
+
+
 async def test_session_started_at_the_station_is_whitelist(scene: Scene) -> None:
     st = await scene.station()
     await charging(st, TOKEN["uid"])
