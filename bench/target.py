@@ -71,6 +71,7 @@ enabled = true
 country_code = "PT"
 party_id = "CPO"
 business_name = "Operador de Ensaio Lda"
+allow_private_peer_addresses = true
 offline_after = {iv["offline_after"]}
 session_update_interval = {iv["session_update_interval"]}
 
@@ -184,7 +185,12 @@ class Csms:
 
     async def register_hub(self, credentials: dict[str, Any]) -> dict[str, Any]:
         """The hub registers as MOBI.E does: with a token A we made, it POSTs its credentials."""
-        status, body = await self.api("POST", "/api/v1/ocpi/token-a")
+        # the operator's grant: a HUB, for the parties the hub registers under
+        grant = {
+            "role": "HUB",
+            "parties": [f"{r['country_code']}/{r['party_id']}" for r in credentials["roles"]],
+        }
+        status, body = await self.api("POST", "/api/v1/ocpi/token-a", grant)
         if status != 201:
             raise RuntimeError(f"token A: HTTP {status} {body}")
         token = base64.b64encode(body["token"].encode()).decode()

@@ -8,7 +8,7 @@ invalid bodies (422), ``"fields": [{"field": "location.coordinates.latitude", "m
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +18,9 @@ from pydantic import ValidationError
 
 from .commands import CommandError, CommandPort, ConnectionRegistry
 from .events import StationDefined
+from .guard import station_password_refusal
 from .handlers import Services
+from .http import INT64_MAX, MAX_OFFSET, JsonBodyError, json_response, read_json
 from .model import IdTagDef, StationDef
 from .passwords import hash_password
 from .timeparse import from_db, parse_api_time, to_ocpp
@@ -27,11 +29,13 @@ log = structlog.get_logger("csms.api")
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+# the meter values shown with one transaction (a page of them; see ?limit= and ?offset=)
+DEFAULT_METER_VALUES = 1000
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     body = {"status": "error", "error": code, "message": message, **extra}
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)
 
 
 class ApiError(Exception):
@@ -60,25 +64,37 @@ async def _json_body(request: web.Request) -> Any:
     if not request.can_read_body:
         raise ApiError(400, "invalid_json", "a JSON body is required")
     try:
-        return await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+        return await read_json(request)
+    except JsonBodyError as e:
+        raise ApiError(400, "invalid_json", str(e)) from None
 
 
-def _paging(request: web.Request) -> tuple[int, int]:
+def _paging(request: web.Request, default_limit: int = DEFAULT_LIMIT) -> tuple[int, int]:
     try:
-        limit = int(request.query.get("limit", DEFAULT_LIMIT))
+        limit = int(request.query.get("limit", default_limit))
         offset = int(request.query.get("offset", 0))
     except ValueError:
         raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
-    if not 1 <= limit <= MAX_LIMIT or offset < 0:
-        raise ApiError(400, "invalid_query", f"limit must be 1..{MAX_LIMIT} and offset at least 0")
+    if not 1 <= limit <= MAX_LIMIT or not 0 <= offset <= MAX_OFFSET:
+        raise ApiError(
+            400, "invalid_query", f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}"
+        )
     return limit, offset
 
 
-def _page(items: list[Any], total: int, limit: int, offset: int) -> web.Response:
-    return web.json_response(
-        {"items": items, "total": total, "limit": limit, "offset": offset},
+def _transaction_id(request: web.Request) -> int:
+    try:
+        tx_id = int(request.match_info["transaction_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "a transaction id is an integer") from None
+    if not 1 <= tx_id <= INT64_MAX:
+        raise ApiError(404, "not_found", f"no transaction {tx_id}")
+    return tx_id
+
+
+def _page(items: list[Any], total: int, limit: int, offset: int, **extra: Any) -> web.Response:
+    return json_response(
+        {"items": items, "total": total, "limit": limit, "offset": offset, **extra},
         headers={"X-Total-Count": str(total)},
     )
 
@@ -105,6 +121,7 @@ class Api:
             web.delete(f"{p}/id-tags/{{id_tag}}", self.delete_id_tag),
             web.get(f"{p}/transactions", self.list_transactions),
             web.get(f"{p}/transactions/{{transaction_id}}", self.get_transaction),
+            web.get(f"{p}/transactions/{{transaction_id}}/meter-values", self.meter_values),
             web.get(f"{p}/commands", self.list_commands),
             web.get(f"{p}/anomalies", self.list_anomalies),
         ]
@@ -173,7 +190,7 @@ class Api:
         if row is None:
             raise ApiError(404, "not_found", f"no station {station_id!r}")
         statuses = await self.s.store.connector_statuses([station_id])
-        return web.json_response(await self._station_view(row, statuses[station_id], True))
+        return json_response(await self._station_view(row, statuses[station_id], True))
 
     async def put_station(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
@@ -187,6 +204,20 @@ class Api:
                 422, "invalid_body", "the station definition is invalid", fields=_fields(e)
             ) from None
         keep_password = isinstance(body, dict) and "password" not in body
+
+        current = await self.s.store.station_auth(station_id)
+        if refusal := station_password_refusal(
+            self.s.settings.ocpp.require_password,
+            station.password is not None,
+            keep_password,
+            bool(current and current["password_hash"]),
+        ):
+            raise ApiError(
+                422,
+                "password_required",
+                refusal,
+                fields=[{"field": "password", "message": refusal}],
+            )
         password_hash = None
         if station.password is not None:
             password_hash = await asyncio.to_thread(hash_password, station.password)
@@ -208,10 +239,11 @@ class Api:
         assert row is not None
         statuses = await self.s.store.connector_statuses([station_id])
         view = await self._station_view(row, statuses[station_id], True)
-        return web.json_response(view, status=201 if created else 200)
+        return json_response(view, status=201 if created else 200)
 
     async def unknown_stations(self, request: web.Request) -> web.Response:
-        rows = await self.s.store.list_unknown_stations()
+        limit, offset = _paging(request)
+        rows, total = await self.s.store.list_unknown_stations(limit, offset)
         items = [
             {
                 "charge_point_id": r["charge_point_id"],
@@ -222,7 +254,13 @@ class Api:
             }
             for r in rows
         ]
-        return _page(items, len(items), len(items), 0)
+        store = self.s.store
+        # ids forgotten to keep the list bounded (ocpp.max_unknown_stations), since start
+        forgotten = {
+            "ids": getattr(store, "unknown_stations_dropped", 0),
+            "attempts": getattr(store, "unknown_attempts_dropped", 0),
+        }
+        return _page(items, total, limit, offset, forgotten=forgotten)
 
     async def send_command(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
@@ -234,10 +272,17 @@ class Api:
             raise ApiError(422, "invalid_payload", "the body must be a JSON object")
         timeout = None
         if "timeout" in request.query:
+            highest = self.s.settings.api.max_command_timeout
             try:
                 timeout = float(request.query["timeout"])
             except ValueError:
                 raise ApiError(400, "invalid_query", "timeout must be a number") from None
+            if not (math.isfinite(timeout) and 0 < timeout <= highest):
+                raise ApiError(
+                    400,
+                    "invalid_query",
+                    f"timeout must be a number of seconds above 0 and at most {highest:g}",
+                )
         try:
             response = await self.commands.send(station_id, action, payload, timeout=timeout)
         except CommandError as e:
@@ -250,7 +295,7 @@ class Api:
                     "details": err.details,
                 }
             raise ApiError(e.http_status, e.code, str(e), **extra) from None
-        return web.json_response({"status": "ok", "response": response})
+        return json_response({"status": "ok", "response": response})
 
     async def list_commands(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
@@ -304,13 +349,13 @@ class Api:
         created = await self.s.store.put_id_tag(id_tag, tag.status, expiry, tag.parent_id_tag)
         row = await self.s.store.get_id_tag(id_tag)
         assert row is not None
-        return web.json_response(self._tag_view(row), status=201 if created else 200)
+        return json_response(self._tag_view(row), status=201 if created else 200)
 
     async def get_id_tag(self, request: web.Request) -> web.Response:
         row = await self.s.store.get_id_tag(request.match_info["id_tag"])
         if row is None:
             raise ApiError(404, "not_found", "no such id tag")
-        return web.json_response(self._tag_view(row))
+        return json_response(self._tag_view(row))
 
     async def delete_id_tag(self, request: web.Request) -> web.Response:
         if not await self.s.store.delete_id_tag(request.match_info["id_tag"]):
@@ -370,33 +415,48 @@ class Api:
         )
         return _page([self._tx_view(r) for r in rows], total, limit, offset)
 
+    @staticmethod
+    def _meter_view(m: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "timestamp": _iso(m["timestamp"]),
+            "timestamp_original": m["timestamp_raw"],
+            "source": m["source"],
+            "measurand": m["measurand"],
+            "phase": m["phase"],
+            "unit": m["unit"],
+            "context": m["context"],
+            "location": m["location"],
+            "format": m["format"],
+            "value": m["value_raw"],
+            "normalised_value": m["value"],
+            "normalised_unit": m["norm_unit"],
+        }
+
     async def get_transaction(self, request: web.Request) -> web.Response:
-        try:
-            tx_id = int(request.match_info["transaction_id"])
-        except ValueError:
-            raise ApiError(404, "not_found", "a transaction id is an integer") from None
-        row = await self.s.store.get_transaction(tx_id)
+        """One transaction with a page of its meter values (``?limit=``, default 1000, and
+        ``?offset=``): ``meter_values_total`` says how many there are in all."""
+        tx_id = _transaction_id(request)
+        limit, offset = _paging(request, DEFAULT_METER_VALUES)
+        row = await self.s.store.get_transaction(tx_id, count_meter_values=True)
         if row is None:
             raise ApiError(404, "not_found", f"no transaction {tx_id}")
         view = self._tx_view(row)
-        view["meter_values"] = [
-            {
-                "timestamp": _iso(m["timestamp"]),
-                "timestamp_original": m["timestamp_raw"],
-                "source": m["source"],
-                "measurand": m["measurand"],
-                "phase": m["phase"],
-                "unit": m["unit"],
-                "context": m["context"],
-                "location": m["location"],
-                "format": m["format"],
-                "value": m["value_raw"],
-                "normalised_value": m["value"],
-                "normalised_unit": m["norm_unit"],
-            }
-            for m in await self.s.store.meter_values_of(tx_id)
-        ]
-        return web.json_response(view)
+        rows = await self.s.store.meter_values_of(tx_id, limit, offset)
+        view["meter_values"] = [self._meter_view(m) for m in rows]
+        view["meter_values_total"] = row["meter_values_count"]
+        view["meter_values_limit"] = limit
+        view["meter_values_offset"] = offset
+        return json_response(view)
+
+    async def meter_values(self, request: web.Request) -> web.Response:
+        """A transaction's meter values, a page at a time, in time order."""
+        tx_id = _transaction_id(request)
+        limit, offset = _paging(request)
+        row = await self.s.store.get_transaction(tx_id, count_meter_values=True)
+        if row is None:
+            raise ApiError(404, "not_found", f"no transaction {tx_id}")
+        rows = await self.s.store.meter_values_of(tx_id, limit, offset)
+        return _page([self._meter_view(m) for m in rows], row["meter_values_count"], limit, offset)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -409,6 +469,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except ApiError as e:
         return e.response
+    except ConnectionError:  # the client went away (or was cut off by a timeout)
+        raise
     except web.HTTPException as e:
         if not request.path.startswith("/api/"):
             raise

@@ -8,7 +8,11 @@ import gc
 import os
 import secrets
 import signal
+import sqlite3
+import tempfile
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -24,7 +28,15 @@ from .connection import StationConnection
 from .events import EventBus
 from .extensions import Extension
 from .handlers import OcppHandlers, Services
-from .http import build_app
+from .http import (
+    ConnectionGuard,
+    GuardedSite,
+    HttpLimits,
+    LoopErrorFilter,
+    build_app,
+    fd_limit,
+    raise_fd_limit,
+)
 from .metrics import Metrics
 from .passwords import hash_password, is_password_hash
 from .provisioning import provision
@@ -38,6 +50,56 @@ SEEN_FLUSH_SECONDS = 15.0
 # every StatusNotification is kept this long (status_log), then pruned, hourly
 STATUS_HISTORY = timedelta(days=35)
 STATUS_PRUNE_EVERY = timedelta(hours=1)
+# /healthz tries a real write at most this often (the answer in between is the last one)
+WRITE_PROBE_INTERVAL = 2.0
+WRITE_PROBE_TIMEOUT = 5.0
+
+
+class DataDirError(Exception):
+    """The data directory cannot be used; the message is one line for the operator."""
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Make sure the data directory exists, is a directory we can write in, and is private
+    (0700; an existing one readable by others is fixed). Raises DataDirError."""
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=0o700)
+        except OSError as e:
+            raise DataDirError(
+                f"data directory {path} does not exist and cannot be created: {_reason(e)}"
+            ) from None
+    if not path.is_dir():
+        raise DataDirError(f"data directory {path} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".csms-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DataDirError(f"data directory {path} is not writable: {_reason(e)}") from None
+    mode = path.stat().st_mode & 0o777
+    if mode != 0o700:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as e:
+            log.warning("cannot make the data directory private", path=str(path), error=str(e))
+        else:
+            if mode & 0o077:
+                log.warning(
+                    "the data directory was open to other users: now 0700",
+                    path=str(path),
+                    was=oct(mode),
+                )
+
+
+async def _touch_header(db: Any) -> None:
+    """A real but harmless write: the database header's user_version, unchanged."""
+    rows = await db.execute_fetchall("PRAGMA user_version")
+    await db.execute(f"PRAGMA user_version = {int(rows[0][0])}")
 
 
 class CentralSystem:
@@ -62,6 +124,10 @@ class CentralSystem:
         self.metrics = Metrics()
         self.bus = EventBus()
         self.store = Store(settings.database_path, self.clock, settings.database.synchronous)
+        # the store keeps at most this many unknown charge point ids (see its docstring)
+        self.store.max_unknown_stations = settings.ocpp.max_unknown_stations
+        # read by Store.add_meter_values/stop_transaction once they cap (see the issue note)
+        self.store.max_meter_values_per_transaction = settings.ocpp.max_meter_values_per_transaction
         self.authorizer = Authorizer(self.store, self.clock, settings.id_tags.accept_unknown)
         self.services = Services(
             settings, self.store, self.bus, self.clock, self.metrics, self.authorizer
@@ -77,8 +143,15 @@ class CentralSystem:
         password_hash = admin_password_hash or settings.api.admin_password_hash
         if password_hash is None:
             raise ValueError("an admin password hash is needed (see resolve_admin_password)")
+        self.http_guard = ConnectionGuard(HttpLimits.from_settings(settings), self.metrics.registry)
         self.http_app = build_app(
-            self.api, settings.api.admin_user, password_hash, self.health, self.metrics.registry
+            self.api,
+            settings.api.admin_user,
+            password_hash,
+            self.health,
+            self.metrics.registry,
+            self.http_guard,
+            metrics_token=settings.metrics_token,
         )
         self.web = WebUI(self)
         if settings.web.enabled:
@@ -87,6 +160,14 @@ class CentralSystem:
         self._site: web.TCPSite | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_done = -WRITE_PROBE_INTERVAL
+        self.writer_state: dict[str, Any] = {
+            "status": "unknown",
+            "last_ok_at": None,
+            "last_error": None,
+            "last_error_at": None,
+        }
         self.extensions = [ext for ext, _ in extensions or []]
         for ext, config in extensions or []:
             ext.attach(self, config)
@@ -105,13 +186,29 @@ class CentralSystem:
 
     async def start(self) -> None:
         ocppj.prewarm_validators()
+        prepare_data_dir(self.settings.data_dir)
         await self.store.open()
-        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
-        await self._runner.setup()
         h = self.settings.http
-        self._site = web.TCPSite(self._runner, h.host, h.port)
+        self._runner = web.AppRunner(
+            self.http_app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=h.idle_timeout,
+            lingering_time=min(10.0, h.read_timeout),
+        )
+        await self._runner.setup()
+        limit = fd_limit()
+        cap = self.http_guard.fit_to_fd_limit(limit)
+        self._site = GuardedSite(self._runner, self.http_guard, h.host, h.port)
         await self._site.start()
-        log.info("HTTP server listening", host=h.host, port=self.http_port)
+        log.info(
+            "HTTP server listening",
+            host=h.host,
+            port=self.http_port,
+            max_connections=cap,
+            max_connections_per_address=h.max_connections_per_address,
+            fd_limit=limit,
+        )
         # extensions start once the HTTP port is known, before stations are let in
         for ext in self.extensions:
             await ext.start()
@@ -121,6 +218,10 @@ class CentralSystem:
 
     async def stop(self) -> None:
         log.info("shutting down")
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         await self.ocpp_server.stop()
         for task in self._tasks:
             task.cancel()
@@ -166,12 +267,52 @@ class CentralSystem:
             db = "ok"
         except Exception as e:
             versions, db = {}, f"error: {e}"
+        writer = await self.writer_health() if self.started else dict(self.writer_state)
+        ok = db == "ok" and self.started and writer["status"] == "ok"
         return {
-            "status": "ok" if db == "ok" and self.started else "unavailable",
+            "status": "ok" if ok else "unavailable",
             "database": db,
+            "writer": writer,
             "schema_versions": versions,
             "stations_connected": len(self.registry),
         }
+
+    async def writer_health(self) -> dict[str, Any]:
+        """Whether the store can commit: a real write through the writer (group-committed
+        with whatever else is waiting), at most every WRITE_PROBE_INTERVAL seconds. A full
+        disk, a read-only or broken file or a stuck writer makes it ``failing``/``stuck``."""
+        if self._probe is None or (
+            self._probe.done() and time.monotonic() - self._probe_done >= WRITE_PROBE_INTERVAL
+        ):
+            self._probe = asyncio.create_task(self._probe_writer(), name="writer-probe")
+        # once known to be stuck, answer at once rather than make every check wait again
+        wait = 0.1 if self.writer_state["status"] == "stuck" else WRITE_PROBE_TIMEOUT
+        try:
+            await asyncio.wait_for(asyncio.shield(self._probe), wait)
+        except TimeoutError:
+            self.writer_state["status"] = "stuck"
+            self.writer_state["last_error"] = f"no commit within {WRITE_PROBE_TIMEOUT:g} s"
+        return dict(self.writer_state)
+
+    async def _probe_writer(self) -> None:
+        state = self.writer_state
+        try:
+            await self.store.write(_touch_header)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if state["status"] != "failing":
+                log.error("database writes fail", error=str(e))
+            state["status"] = "failing"
+            state["last_error"] = f"{type(e).__name__}: {e}"
+            state["last_error_at"] = self.clock.now().isoformat()
+        else:
+            if state["status"] in ("failing", "stuck"):
+                log.info("database writes work again")
+            state["status"] = "ok"
+            state["last_ok_at"] = self.clock.now().isoformat()
+        finally:
+            self._probe_done = time.monotonic()
 
 
 def resolve_admin_password(settings: Settings, environ: dict[str, str] | None = None) -> str:
@@ -222,6 +363,8 @@ def tune_gc() -> None:
 
 async def run(settings: Settings, extensions: list[tuple[Extension, Any]] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
+    soft, hard = raise_fd_limit()
+    log.info("file descriptor limit", soft=soft, hard=hard)
     system = CentralSystem(
         settings,
         admin_password_hash=resolve_admin_password(settings),
@@ -229,14 +372,19 @@ async def run(settings: Settings, extensions: list[tuple[Extension, Any]] | None
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(LoopErrorFilter(loop.get_exception_handler()))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await system.start()
-    except OSError as e:
+    except DataDirError as e:
         log.error("could not start", error=str(e))
         await system.stop()
-        return 1
+        return 2
+    except (OSError, sqlite3.Error) as e:
+        log.error("could not start", error=str(e))
+        await system.stop()
+        return 2 if isinstance(e, sqlite3.Error | PermissionError) else 1
     tune_gc()
     log.info("central system running", data_dir=str(settings.data_dir))
     await stop.wait()

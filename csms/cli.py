@@ -56,6 +56,22 @@ def _hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_database_file(settings: Settings) -> None:
+    """The database (and its directory, when it is not the data directory) must be
+    writable: SQLite would otherwise fail at the first write, long after the start."""
+    import os
+
+    from .app import DataDirError
+
+    db = settings.database_path
+    if not db.parent.is_dir():
+        return  # the store makes it (0700) at start
+    if not os.access(db.parent, os.W_OK | os.X_OK):
+        raise DataDirError(f"database directory {db.parent} is not writable")
+    if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+        raise DataDirError(f"database {db} is not writable")
+
+
 def load_with_extensions(
     path: str, extensions: list[Extension]
 ) -> tuple[Settings, list[tuple[Extension, Any]]]:
@@ -77,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         settings, configured = load_with_extensions(args.config, extensions)
         configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "run":
-            from .app import resolve_admin_password
+            from .app import DataDirError, prepare_data_dir, resolve_admin_password
 
+            try:
+                prepare_data_dir(settings.data_dir)
+                _check_database_file(settings)
+            except DataDirError as e:
+                print(f"csms: {e}", file=sys.stderr)
+                return EXIT_CONFIG
             resolve_admin_password(settings)  # fail on a bad hash before anything starts
     except ConfigError as e:
         print(f"csms: configuration error in {args.config}:\n{e}", file=sys.stderr)

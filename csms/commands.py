@@ -14,6 +14,7 @@ import structlog
 from . import ocppj
 from .connection import ConnectionGone, StationCallError, StationConnection
 from .handlers import Services
+from .redact import redact_payload
 
 log = structlog.get_logger("csms.commands")
 
@@ -111,12 +112,18 @@ class CommandPort:
             )
         try:
             ocppj.check_payload(ocppj.CALL, action, payload)
+            ocppj.call_frame("check", action, payload)  # NaN or Infinity: not JSON
         except ocppj.OcppError as e:
             raise InvalidCommand(f"invalid {action} payload: {e.description}") from None
+        except (ValueError, TypeError) as e:
+            raise InvalidCommand(f"invalid {action} payload: {e}") from None
         s = self.services
         timeout = timeout if timeout is not None else s.settings.ocpp.call_timeout
         conn = self.registry.get(station_id)
-        command_id = await s.store.command_started(station_id, action, payload, origin)
+        # what is kept of the request and its answer has secret values masked (csms.redact)
+        command_id = await s.store.command_started(
+            station_id, action, redact_payload(action, payload), origin
+        )
         bound = log.bind(station_id=station_id, action=action, command_id=command_id, origin=origin)
         if conn is None:
             await s.store.command_finished(command_id, "offline", None)
@@ -135,6 +142,9 @@ class CommandPort:
             result = {"code": e.code, "description": e.description, "details": e.details}
             error = StationRejected(e)
         else:
+            # a GetConfiguration answer that holds a secret (the station should not send
+            # AuthorizationKey's value at all) is masked for every reader, caller included
+            answer = redact_payload(action, answer)
             await s.store.command_finished(command_id, "ok", answer)
             s.metrics.calls_sent.labels(action, "ok").inc()
             bound.debug("command answered")

@@ -38,6 +38,9 @@ class OcppSettings(_Section):
     port: int = Field(9000, ge=0, le=65535)
     path_prefix: str = "/ocpp"
     accept_unknown_stations: bool = False
+    # refuse stations without a password at the handshake (401), and definitions without one;
+    # off by default for compatibility: without a password, anyone knowing an id can displace it
+    require_password: bool = False
     heartbeat_interval: int = Field(MOBIE_HEARTBEAT_INTERVAL, ge=1)
     meter_value_sample_interval: int = Field(60, ge=1)
     boot_retry_interval: int = Field(60, ge=1, description="interval given with Pending/Rejected")
@@ -45,6 +48,10 @@ class OcppSettings(_Section):
     ping_interval: float = Field(60.0, ge=0, description="0 disables keep-alive pings")
     ping_timeout: float = Field(60.0, ge=0, description="0 waits for pongs forever")
     max_message_size: int = Field(1 << 20, ge=1024)
+    # distinct unknown charge point ids remembered (the oldest are forgotten and counted)
+    max_unknown_stations: int = Field(1000, ge=1, le=1_000_000)
+    # sampled values stored per transaction; the excess is counted and flagged, not stored
+    max_meter_values_per_transaction: int = Field(100_000, ge=1)
     provision_on_boot: bool = Field(True, description="set R3/R4 intervals after each boot")
 
     @model_validator(mode="after")
@@ -57,6 +64,18 @@ class OcppSettings(_Section):
 class HttpSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    # a request's line and headers must all arrive this long after its first byte
+    header_timeout: float = Field(10.0, gt=0, le=3600)
+    # a request's body must have arrived this long after its headers
+    read_timeout: float = Field(30.0, gt=0, le=3600)
+    # a keep-alive connection with no request for this long is closed
+    idle_timeout: float = Field(60.0, gt=0, le=3600)
+    # a client that reads nothing of our answer for this long is disconnected
+    write_timeout: float = Field(30.0, gt=0, le=3600)
+    # open connections on the HTTP port, and from one address (trusted proxies excepted);
+    # also never more than a quarter of the process's file descriptor limit
+    max_connections: int = Field(512, ge=1, le=1_000_000)
+    max_connections_per_address: int = Field(64, ge=1, le=1_000_000)
 
 
 class DatabaseSettings(_Section):
@@ -67,6 +86,8 @@ class DatabaseSettings(_Section):
 class ApiSettings(_Section):
     admin_user: str = Field("admin", min_length=1)
     admin_password_hash: str | None = None
+    # the largest ?timeout= (seconds) of a command sent through the API
+    max_command_timeout: float = Field(300.0, gt=0, le=86400)
 
 
 class LoggingSettings(_Section):
@@ -143,6 +164,9 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     id_tags: IdTagSettings = IdTagSettings()
     web: WebSettings = WebSettings()
+    # a token that GET /metrics requires (Bearer, or the Basic password); from the
+    # environment as CSMS_METRICS_TOKEN. None: /metrics is open
+    metrics_token: str | None = Field(None, min_length=16)
     # sections owned by extensions (e.g. [ocpi]), validated by them
     _extension_sections: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
 

@@ -21,11 +21,15 @@ from websockets.exceptions import ConnectionClosed
 
 from . import ocppj
 from .events import StationSeen
+from .redact import redact_payload
 
 if TYPE_CHECKING:
     from .handlers import OcppHandlers
 
 log = structlog.get_logger("csms.connection")
+
+# never refused for what they contain (README): stored, flagged and answered
+TRANSACTION_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "MeterValues"})
 
 
 class StationCallError(Exception):
@@ -62,39 +66,23 @@ class StationConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._after_answer: list[Callable[[], None]] = []
         self._closed = False
+        # the request being handled, for its notes (out_of_range, invalid_unicode)
+        self.frame: ocppj.Call | None = None
         self.traffic = self.services.traffic  # what the web interface shows of the station
 
     # ------------------------------------------------------------------ receive loop
 
     async def serve(self) -> None:
-        """Handle frames until the socket closes."""
-        metrics = self.services.metrics
+        """Handle frames until the socket closes. Nothing a frame does ends the loop."""
         self.traffic.connected(self.station_id)
         try:
             async for message in self.ws:
-                received_at = self.services.clock.now()
-                self.services.store.touch_seen(self.station_id, received_at)
                 try:
-                    frame = ocppj.parse_frame(message)
-                except ocppj.FrameError as e:
-                    self.traffic.received(self.station_id, received_at, message, None)
-                    metrics.frames_received.labels("invalid").inc()
-                    self.services.bus.publish(StationSeen(self.station_id, received_at, None))
-                    await self._answer_invalid(e, message)
-                    continue
-                self.traffic.received(self.station_id, received_at, message, frame)
-                if isinstance(frame, ocppj.Call):
-                    action = frame.action if frame.action in ocppj.CP_ACTIONS else "other"
-                    metrics.frames_received.labels(action).inc()
-                    self.services.bus.publish(
-                        StationSeen(self.station_id, received_at, frame.action)
-                    )
-                    await self._handle_call(frame, received_at)
-                else:
-                    kind = "CallResult" if isinstance(frame, ocppj.CallResult) else "CallError"
-                    metrics.frames_received.labels(kind).inc()
-                    self.services.bus.publish(StationSeen(self.station_id, received_at, None))
-                    self._resolve(frame)
+                    await self._receive(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug of ours: log it, keep the connection
+                    log.exception("frame could not be processed", frame=message)
         except ConnectionClosed:
             pass
         finally:
@@ -105,17 +93,51 @@ class StationConnection:
             for task in list(self._tasks):
                 task.cancel()
 
+    async def _receive(self, message: str | bytes) -> None:
+        received_at = self.services.clock.now()
+        self.services.store.touch_seen(self.station_id, received_at)
+        try:
+            frame = ocppj.parse_frame(message)
+        except ocppj.FrameError as e:
+            self._observe(received_at, message, None, "invalid", None)
+            await self._answer_invalid(e, message)
+            return
+        if isinstance(frame, ocppj.Call):
+            action = frame.action if frame.action in ocppj.CP_ACTIONS else "other"
+            self._observe(received_at, message, frame, action, frame.action)
+            await self._handle_call(frame, received_at)
+        else:
+            kind = "CallResult" if isinstance(frame, ocppj.CallResult) else "CallError"
+            self._observe(received_at, message, frame, kind, None)
+            self._resolve(frame)
+
+    def _observe(
+        self,
+        received_at: datetime,
+        message: str | bytes,
+        frame: ocppj.Frame | None,
+        label: str,
+        action: str | None,
+    ) -> None:
+        """What watches the traffic (recent frames, metrics, the seen event): it must never
+        keep a frame from being answered."""
+        try:
+            self.traffic.received(self.station_id, received_at, message, frame)
+        except Exception:
+            log.exception("traffic monitor failed on a frame", frame=message)
+        self.services.metrics.frames_received.labels(label).inc()
+        self.services.bus.publish(StationSeen(self.station_id, received_at, action))
+
     async def _answer_invalid(self, e: ocppj.FrameError, message: str | bytes) -> None:
-        text = message if isinstance(message, str) else repr(message)
         if e.unique_id is None:
-            log.warning("unanswerable frame ignored", error=e.error.description, frame=text[:1000])
+            log.warning("unanswerable frame ignored", error=e.error.description, frame=message)
             return
         log.warning(
             "malformed call answered with CallError",
             message_id=e.unique_id,
             code=e.error.code,
             error=e.error.description,
-            frame=text[:1000],
+            frame=message,
         )
         self.services.metrics.call_errors_sent.labels("invalid", e.error.code).inc()
         await self._send(ocppj.error_frame(e.unique_id, e.error), "CALLERROR", e.unique_id, None)
@@ -128,6 +150,9 @@ class StationConnection:
             try:
                 ocppj.check_incoming_action(call.action)
                 ocppj.check_payload(ocppj.CALL, call.action, call.payload)
+                if call.out_of_range or call.invalid_unicode:
+                    self._frame_notes(call)
+                self.frame = call
                 response = await self.handlers.handle(self, call.action, call.payload, received_at)
                 try:
                     ocppj.check_payload(ocppj.CALLRESULT, call.action, response)
@@ -140,18 +165,20 @@ class StationConnection:
                     "request answered with CallError",
                     code=e.code,
                     error=e.description,
-                    payload=call.payload,
+                    payload=redact_payload(call.action, call.payload),
                 )
                 metrics.call_errors_sent.labels(action_label, e.code).inc()
                 frame, kind = ocppj.error_frame(call.unique_id, e), "CALLERROR"
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("handler failed", payload=call.payload)
+                log.exception("handler failed", payload=redact_payload(call.action, call.payload))
                 err = ocppj.InternalErr("the central system could not process this request")
                 metrics.call_errors_sent.labels(action_label, err.code).inc()
                 frame, kind = ocppj.error_frame(call.unique_id, err), "CALLERROR"
                 self._after_answer.clear()
+            finally:
+                self.frame = None
             await self._send(frame, kind, call.unique_id, call.action)
             metrics.answer_seconds.labels(action_label).observe(time.perf_counter() - started)
         # outside the message's log context: work started here is not part of that message
@@ -162,11 +189,33 @@ class StationConnection:
             except Exception:
                 log.exception("after-answer hook failed")
 
+    def _frame_notes(self, call: ocppj.Call) -> None:
+        """A schema-valid request with what SQLite cannot hold (an integer beyond 64 bits) or
+        a lone surrogate in a string. Transaction messages are never refused: the handler
+        stores them clamped/repaired and flags them (``self.frame`` carries the notes). A
+        StatusNotification whose connectorId is beyond 64 bits names no connector of any
+        station: PropertyConstraintViolation."""
+        if call.invalid_unicode:
+            log.warning(
+                "lone surrogates replaced by U+FFFD", fields=list(call.invalid_unicode)[:20]
+            )
+        if call.out_of_range:
+            fields = dict(call.out_of_range[:20])
+            if call.action not in TRANSACTION_ACTIONS:
+                raise ocppj.PropertyConstraintViolation(
+                    "integer beyond the 64 bits this central system stores at " + ", ".join(fields),
+                    {"fields": list(fields)},
+                )
+            log.warning("integers beyond 64 bits stored clamped and flagged", fields=fields)
+
     async def _send(self, frame: str, kind: str, unique_id: str, action: str | None) -> None:
         """Send our answer (``kind`` CALLRESULT or CALLERROR) to the station's request."""
-        self.traffic.sent(
-            self.station_id, self.services.clock.now(), frame, kind, unique_id, action
-        )
+        try:
+            self.traffic.sent(
+                self.station_id, self.services.clock.now(), frame, kind, unique_id, action
+            )
+        except Exception:
+            log.exception("traffic monitor failed on our answer")
         try:
             await self.ws.send(frame)
         except ConnectionClosed:
@@ -214,7 +263,7 @@ class StationConnection:
             self._pending[unique_id] = (action, fut)
             try:
                 with structlog.contextvars.bound_contextvars(message_id=unique_id, action=action):
-                    log.info("request sent", payload=payload)
+                    log.info("request sent", payload=redact_payload(action, payload))
                     text = ocppj.call_frame(unique_id, action, payload)
                     now = self.services.clock.now()
                     self.traffic.sent(self.station_id, now, text, "CALL", unique_id, action)
@@ -231,9 +280,16 @@ class StationConnection:
                     except StationCallError as e:
                         log.warning("answered with CallError", code=e.code, error=e.description)
                         raise
-                    log.info("answer received", payload=result)
+                    log.info("answer received", payload=redact_payload(action, result))
             finally:
                 self._pending.pop(unique_id, None)
+                # the connection may have closed (its end sets ConnectionGone on every
+                # pending future) while we were not awaiting this one (sending, or cancelled):
+                # take the exception, so that no future is left unretrieved
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
+                else:
+                    fut.cancel()
         finally:
             self._call_lock.release()
         try:

@@ -8,6 +8,8 @@ flagged and answered, because a charger resends a refused transaction message fo
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,16 +74,43 @@ def _parse_time(text: Any, received_at: datetime, what: str) -> ParsedTime:
     return parsed
 
 
+def _sample(sampled_value: dict[str, Any]) -> Sample:
+    sample = normalise(sampled_value)
+    if sample.value is not None and not math.isfinite(sample.value):
+        # "Infinity", "NaN", "1e999": kept as sent (value_raw), no number (JSON has none)
+        return dataclasses.replace(sample, value=None)
+    return sample
+
+
 def _meter_values(
     entries: list[dict[str, Any]], received_at: datetime, what: str
 ) -> list[tuple[ParsedTime, list[Sample]]]:
     return [
         (
             _parse_time(mv.get("timestamp"), received_at, what),
-            [normalise(sv) for sv in mv.get("sampledValue", [])],
+            [_sample(sv) for sv in mv.get("sampledValue", [])],
         )
         for mv in entries
     ]
+
+
+def _repaired(conn: StationConnection, action: str) -> dict[str, Any] | None:
+    """What the frame being handled held that cannot be stored as sent (integers beyond 64
+    bits, clamped in the payload; lone surrogates, replaced), as flags and an anomaly."""
+    call = getattr(conn, "frame", None)
+    if call is None or not (call.out_of_range or call.invalid_unicode):
+        return None
+    flags = []
+    if call.out_of_range:
+        flags.append("out_of_range")
+    if call.invalid_unicode:
+        flags.append("invalid_unicode")
+    return {
+        "action": action,
+        "flags": flags,
+        "out_of_range": dict(call.out_of_range),
+        "invalid_unicode": list(call.invalid_unicode),
+    }
 
 
 class OcppHandlers:
@@ -229,6 +258,9 @@ class OcppHandlers:
             flags.append("unknown_tag")
         if info.status != "Accepted":
             flags.append("not_accepted")
+        repaired = _repaired(conn, "StartTransaction")
+        if repaired is not None:
+            flags.extend(repaired["flags"])
         result = await s.store.start_transaction(
             conn.station_id,
             payload["connectorId"],
@@ -240,6 +272,7 @@ class OcppHandlers:
             flags,
             received_at,
             tag_owner=info.owner,
+            repaired=repaired,
         )
         if result.created:
             s.bus.publish(
@@ -283,6 +316,7 @@ class OcppHandlers:
             samples,
             payload,
             received_at,
+            repaired=_repaired(conn, "StopTransaction"),
         )
         if result.outcome == "stopped":
             assert result.transaction_id is not None and result.connector_id is not None
@@ -323,7 +357,12 @@ class OcppHandlers:
         reported = payload.get("transactionId")
         samples = _meter_values(payload["meterValue"], received_at, "MeterValues.timestamp")
         result = await s.store.add_meter_values(
-            conn.station_id, connector_id, reported, samples, received_at
+            conn.station_id,
+            connector_id,
+            reported,
+            samples,
+            received_at,
+            repaired=_repaired(conn, "MeterValues"),
         )
         if result.unknown_transaction:
             log.warning(

@@ -1,8 +1,29 @@
-"""Prometheus metrics, in a registry of their own per central system (tests run several)."""
+"""Prometheus metrics, in a registry of their own per central system (tests run several).
+
+``GET /metrics`` can require a token (:func:`metrics_handler`): the top-level setting
+``metrics_token``, from the environment ``CSMS_METRICS_TOKEN``. The scraper sends it as
+``Authorization: Bearer TOKEN``, or as the password of HTTP Basic (any user name), which
+is what Prometheus' ``basic_auth`` and ``authorization`` scrape options send. Without a
+token the endpoint stays open, as before: then keep it off the public network.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+import base64
+import binascii
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 # the *_created series only add noise to every scrape
 disable_created_metrics()
@@ -54,3 +75,45 @@ class Metrics:
         self.store_jobs = Gauge(
             "csms_store_write_jobs", "Write jobs committed since start", registry=r
         )
+
+
+def metrics_authorized(authorization: str | None, token: str | None) -> bool:
+    """Whether an ``Authorization`` header opens ``/metrics``: always without a token;
+    otherwise ``Bearer TOKEN`` or HTTP Basic with TOKEN as the password (any user name)."""
+    if not token:
+        return True
+    if not authorization:
+        return False
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        offered = credentials
+    elif scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return False
+        offered = decoded.partition(":")[2]
+    else:
+        return False
+    return hmac.compare_digest(offered.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+def metrics_handler(
+    registry: CollectorRegistry, token: str | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The ``GET /metrics`` handler, closed by ``token`` when one is set (401 otherwise)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        if not metrics_authorized(request.headers.get("Authorization"), token):
+            resp = web.json_response(
+                {"status": "error", "error": "unauthorized", "message": "metrics token required"},
+                status=401,
+            )
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return resp
+        resp = web.Response(body=generate_latest(registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    return metrics

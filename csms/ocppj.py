@@ -14,7 +14,9 @@ badly formatted, for instance, are still accepted as before.
 from __future__ import annotations
 
 import json
+import math
 import re
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -128,9 +130,13 @@ ERROR_CODES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    unique_id: str
+    unique_id: str  # exactly as sent (what the answer must carry)
     action: str
     payload: dict[str, Any]
+    # integers SQLite cannot hold, clamped in ``payload``: (path, the original in decimal)
+    out_of_range: tuple[tuple[str, str], ...] = ()
+    # strings whose lone surrogates ("\ud800") were replaced by U+FFFD: their paths
+    invalid_unicode: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +165,66 @@ class FrameError(Exception):
         self.unique_id = unique_id
 
 
+# the unique id of a call that is not valid JSON, when its beginning is intact
 _CALL_ID = re.compile(r'^\s*\[\s*2\s*,\s*"([^"\\]{1,36})"')
+# OCPP payloads are a few levels deep (MeterValues: 6 with the frame); anything deeper is
+# refused before it can exhaust a recursion somewhere (validators, logs, the database)
+MAX_DEPTH = 32
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# cheap tests on the raw text, so that the walks below run only when they can find something
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _NotJson(f"number {text[:40]} is out of range")
+    return value
+
+
+class _Seen(threading.local):
+    long_int = False  # an integer of 19 digits or more in the frame being parsed
+
+
+_seen = _Seen()
+
+
+def _int(text: str) -> int:
+    if len(text) > 18:
+        _seen.long_int = True
+    return int(text)
+
+
+# one decoder for every frame (json.loads with options would build one each time)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, parse_int=_int)
+
+
+def _loads(text: str) -> tuple[Any, bool]:
+    """JSON as RFC 8259 has it: no NaN or Infinity, no number that overflows a double.
+    Also says whether an integer may be beyond 64 bits (19 digits or more)."""
+    _seen.long_int = False
+    value = _DECODER.decode(text)
+    return value, _seen.long_int
 
 
 def parse_frame(text: str | bytes) -> Frame:
     """Parse one websocket message into a Call, CallResult or CallError.
 
-    Raises FrameError; its ``unique_id`` is the id to answer with when the frame is a Call
-    whose id could be read, and None when nothing sensible can be answered.
+    Raises FrameError; its ``unique_id`` is the id to answer with when the frame is not a
+    CallResult or CallError and its id could be read, and None when nothing sensible can be
+    answered. The message type must be the integer 2, 3 or 4 (not ``2.0``, ``"2"``, ``true``).
+    A lone surrogate in a string is replaced by U+FFFD (noted in ``invalid_unicode``); an
+    integer beyond SQLite's 64 bits in a call is clamped to the nearest one it holds (noted,
+    with the original, in ``out_of_range``).
     """
     if isinstance(text, bytes):
         try:
@@ -174,17 +232,42 @@ def parse_frame(text: str | bytes) -> Frame:
         except UnicodeDecodeError:
             raise FrameError(FormationViolation("frame is not UTF-8 text"), None) from None
     try:
-        msg = json.loads(text)
-    except json.JSONDecodeError as e:
+        msg, long_int = _loads(text)
+    except RecursionError:
         m = _CALL_ID.match(text)
         raise FrameError(
-            FormationViolation(f"frame is not valid JSON: {e.msg} at position {e.pos}"),
+            FormationViolation(f"frame is nested deeper than {MAX_DEPTH} levels"),
             m.group(1) if m else None,
         ) from None
+    except ValueError as e:
+        m = _CALL_ID.match(text)
+        if isinstance(e, json.JSONDecodeError):
+            why = f"frame is not valid JSON: {e.msg} at position {e.pos}"
+        else:
+            why = f"frame is not valid JSON: {e}"
+        raise FrameError(FormationViolation(why), m.group(1) if m else None) from None
     if not isinstance(msg, list) or not msg:
         raise FrameError(FormationViolation("frame is not a JSON array"), None)
     kind = msg[0]
     uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else None
+    exact = type(kind) is int
+    if exact and kind in (CALLRESULT, CALLERROR):
+        answerable = None  # an answer is never answered
+    else:
+        answerable = uid
+    if (text.count("[") + text.count("{") > MAX_DEPTH) and _too_deep(msg, MAX_DEPTH):
+        raise FrameError(
+            FormationViolation(f"frame is nested deeper than {MAX_DEPTH} levels"), answerable
+        )
+    repaired: list[str] = []  # paths in a call's payload (element 3)
+    if _ESCAPED_SURROGATE.search(text) is not None:
+        for i in range(2, len(msg)):
+            msg[i] = _repair(msg[i], "", repaired if i == 3 else [])
+    if not exact or kind not in (CALL, CALLRESULT, CALLERROR):
+        raise FrameError(
+            FormationViolation(f"unknown message type id {_short(kind)}; 2, 3 or 4 expected"),
+            answerable,
+        )
     if kind == CALL:
         if uid is None:
             raise FrameError(FormationViolation("call without a string unique id"), None)
@@ -202,17 +285,83 @@ def parse_frame(text: str | bytes) -> Frame:
             raise FrameError(FormationViolation("action is not a string"), uid)
         if not isinstance(payload, dict):
             raise FrameError(FormationViolation("payload is not a JSON object"), uid)
-        return Call(uid, action, payload)
+        clamped: list[tuple[str, str]] = []
+        if long_int:
+            _clamp(payload, "", clamped)
+        return Call(uid, action, payload, tuple(clamped), tuple(repaired))
     if kind == CALLRESULT:
         if uid is None or len(msg) != 3:
             raise FrameError(FormationViolation("malformed CallResult"), None)
         return CallResult(uid, msg[2])
-    if kind == CALLERROR:
-        if uid is None or len(msg) not in (4, 5):
-            raise FrameError(FormationViolation("malformed CallError"), None)
-        details = msg[4] if len(msg) == 5 else {}
-        return CallError(uid, str(msg[2]), str(msg[3]), details)
-    raise FrameError(FormationViolation(f"unknown message type id {kind!r}"), None)
+    if uid is None or len(msg) not in (4, 5):
+        raise FrameError(FormationViolation("malformed CallError"), None)
+    details = msg[4] if len(msg) == 5 else {}
+    return CallError(uid, str(msg[2]), str(msg[3]), details)
+
+
+def _short(value: Any) -> str:
+    """A JSON value as the station wrote it, at most 40 characters."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = "?"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(o, dict):
+            stack.extend((v, depth + 1) for v in o.values() if isinstance(v, dict | list))
+        elif isinstance(o, list):
+            stack.extend((v, depth + 1) for v in o if isinstance(v, dict | list))
+    return False
+
+
+def repair_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (it has no UTF-8 form)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _repair(value: Any, path: str, repaired: list[str]) -> Any:
+    """Replace lone surrogates in every string of ``value`` (fresh from the JSON parser, so
+    changed in place); note the paths of the strings that had one. The depth is bounded
+    by the caller (MAX_DEPTH)."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value) is None:
+            return value
+        repaired.append(path)
+        return repair_text(value)
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = _repair(item, f"{path}/{i}" if path else str(i), repaired)
+    elif isinstance(value, dict):
+        for key in list(value):
+            item = value[key]
+            new_key = key
+            if _SURROGATE.search(key) is not None:
+                new_key = repair_text(key)
+                del value[key]
+            where = f"{path}/{new_key}" if path else new_key
+            if new_key is not key:
+                repaired.append(where)
+            value[new_key] = _repair(item, where, repaired)
+    return value
+
+
+def _clamp(value: Any, path: str, clamped: list[tuple[str, str]]) -> None:
+    """Clamp, in place, the integers of ``value`` to SQLite's signed 64 bits."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in list(items):
+        where = f"{path}/{key}" if path else str(key)
+        if type(item) is int and not INT64_MIN <= item <= INT64_MAX:
+            clamped.append((where, str(item)))
+            value[key] = INT64_MAX if item > 0 else INT64_MIN
+        elif isinstance(item, dict | list):
+            _clamp(item, where, clamped)
 
 
 def _validator(kind: int, action: str) -> Draft4Validator:
@@ -232,7 +381,7 @@ def prewarm_validators() -> None:
 def _schema_error(exc: Any) -> OcppError:
     path = "/".join(str(p) for p in exc.absolute_path)
     where = f" at {path}" if path else ""
-    details = {"cause": exc.message + where}
+    details = {"cause": (exc.message + where)[:500]}  # the message may quote a huge value
     kind = exc.validator
     if kind == "required":
         return ProtocolErr(f"payload is incomplete: {exc.message}", details)
@@ -285,7 +434,15 @@ def check_incoming_action(action: str) -> None:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default)
+    """Compact JSON text that can always be sent: RFC 8259 numbers only (ValueError for
+    NaN or Infinity), and escapes instead of lone surrogates, which have no UTF-8 form (a
+    station's unique id may hold one: the answer must carry it back unchanged)."""
+    text = json.dumps(
+        obj, separators=(",", ":"), ensure_ascii=False, default=_default, allow_nan=False
+    )
+    if _SURROGATE.search(text) is not None:
+        text = json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False)
+    return text
 
 
 def _default(obj: Any) -> Any:

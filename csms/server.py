@@ -1,12 +1,19 @@
 """The OCPP websocket server: handshake policy and one connection owner per station.
 
-URL ``ws://HOST:PORT{path_prefix}/{charge_point_id}``: the id is the last path segment,
-URL-decoded. During the handshake we refuse, before any websocket exists:
-- a client that offers no subprotocol or no ``ocpp1.6`` (HTTP 400, conformance TC_088);
+URL ``ws://HOST:PORT{path_prefix}/{charge_point_id}``: exactly the prefix, a slash and one
+segment, the id, URL-decoded (a query string is ignored). During the handshake we refuse,
+before any websocket exists:
+- any other path (HTTP 404): no empty segment, no ``.`` or ``..``, no further segment, no
+  ``/`` or control character in the decoded id;
 - an unknown charge point id (HTTP 404; recorded with time and remote address), unless
   ``accept_unknown_stations`` is on;
 - a station with a password whose Basic credentials are missing or wrong (HTTP 401,
   OCPP security profile 1).
+
+A client that offers no ``ocpp1.6`` subprotocol gets what OCPP-J 1.6 (section 3.1.2) asks:
+the handshake completes without a ``Sec-WebSocket-Protocol`` header, then we close the
+connection at once (1002), before it is registered: it never displaces a station's
+connection (conformance TC_088).
 """
 
 from __future__ import annotations
@@ -15,19 +22,19 @@ import asyncio
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from .commands import ConnectionRegistry
 from .connection import StationConnection
 from .events import StationConnected, StationDisconnected
+from .guard import station_handshake
 from .handlers import OcppHandlers, Services
-from .passwords import VerifiedCache, parse_basic_auth
+from .passwords import parse_basic_auth
 
 log = structlog.get_logger("csms.server")
 
@@ -35,15 +42,20 @@ SUBPROTOCOL = Subprotocol("ocpp1.6")
 
 
 def charge_point_id_from_path(path: str, prefix: str) -> str | None:
-    """The URL-decoded last path segment, when the path is under ``prefix``."""
-    path = urlsplit(path).path
-    if prefix:
-        if not path.startswith(prefix + "/"):
-            return None
-        path = path[len(prefix) :]
-    segment = path.rstrip("/").rsplit("/", 1)[-1]
+    """The URL-decoded id when the path is exactly ``prefix + "/" + id``, else None."""
+    path = path.split("?", 1)[0]
+    if not path.startswith(prefix + "/"):
+        return None
+    segment = path[len(prefix) + 1 :]
+    if not segment or "/" in segment:
+        return None
     cp_id = unquote(segment)
-    if not cp_id or len(cp_id) > 255:
+    if (
+        len(cp_id) > 255
+        or cp_id in (".", "..")
+        or "/" in cp_id
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in cp_id)
+    ):
         return None
     return cp_id
 
@@ -55,7 +67,6 @@ class OcppServer:
         self.services = services
         self.handlers = handlers
         self.registry = registry
-        self._verified = VerifiedCache()
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -92,16 +103,13 @@ class OcppServer:
 
     def _select_subprotocol(
         self, connection: ServerConnection, offered: Sequence[Subprotocol]
-    ) -> Subprotocol:
+    ) -> Subprotocol | None:
+        """ocpp1.6 when offered; otherwise none: the handshake completes without the header
+        and :meth:`_handler` closes the connection at once (OCPP-J 1.6, 3.1.2)."""
         if SUBPROTOCOL in offered:
             return SUBPROTOCOL
-        self.services.metrics.handshakes_refused.labels("subprotocol").inc()
-        log.warning(
-            "handshake refused: ocpp1.6 subprotocol not offered",
-            offered=list(offered),
-            station_id=getattr(connection, "station_id", None),
-        )
-        raise NegotiationError("this central system speaks ocpp1.6 only")
+        connection.offered_subprotocols = list(offered)  # type: ignore[attr-defined]
+        return None
 
     async def _process_request(
         self, connection: ServerConnection, request: Request
@@ -124,26 +132,14 @@ class OcppServer:
                 return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
             await store.ensure_undefined_station(cp_id)
             log.info("unknown station accepted (accept_unknown_stations)", station_id=cp_id)
-        elif station["password_hash"]:
+        elif station["password_hash"] or cfg.require_password:
+            # guessing limits, rehash of old hashes, require_password: csms.guard
             creds = parse_basic_auth(request.headers.get("Authorization"))
-            ok = (
-                creds is not None
-                and creds[0] == cp_id
-                and await asyncio.to_thread(
-                    self._verified.verify, creds[1], station["password_hash"]
-                )
+            refusal = await station_handshake(
+                self.services, connection, cp_id, station["password_hash"], creds
             )
-            if not ok:
-                metrics.handshakes_refused.labels("unauthorized").inc()
-                log.warning(
-                    "handshake refused: wrong or missing credentials",
-                    station_id=cp_id,
-                    remote=remote,
-                    credentials_sent=creds is not None,
-                )
-                response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
-                response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
-                return response
+            if refusal is not None:
+                return refusal
         connection.station_id = cp_id  # type: ignore[attr-defined]
         return None
 
@@ -153,6 +149,17 @@ class OcppServer:
         cp_id: str = ws.station_id  # type: ignore[attr-defined]  # set by the handshake
         s = self.services
         remote = _remote(ws)
+        if ws.subprotocol != SUBPROTOCOL:
+            # never registered: it must not displace the station's real connection
+            s.metrics.handshakes_refused.labels("subprotocol").inc()
+            log.warning(
+                "connection closed: ocpp1.6 subprotocol not offered",
+                station_id=cp_id,
+                remote=remote,
+                offered=getattr(ws, "offered_subprotocols", [])[:10],
+            )
+            await ws.close(1002, "OCPP 1.6J needs the ocpp1.6 subprotocol")
+            return
         structlog.contextvars.bind_contextvars(station_id=cp_id)
         conn = StationConnection(cp_id, ws, self.handlers, remote)
         old = self.registry.register(conn)

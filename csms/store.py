@@ -158,6 +158,10 @@ class MeterResult:
 
 
 class Store:
+    # sampled values kept per transaction (ocpp.max_meter_values_per_transaction, set by the
+    # application); the excess is counted in one meter_values_capped anomaly and flagged
+    max_meter_values_per_transaction: int = 100_000
+
     def __init__(self, path: Path, clock: Clock, synchronous: str = "FULL") -> None:
         self.path = path
         self.clock = clock
@@ -178,7 +182,7 @@ class Store:
     # ------------------------------------------------------------------ life cycle
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._private_files()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         await self._in_writer(self._connect_writer)
         await self._migrate()
@@ -187,6 +191,37 @@ class Store:
         await self._r.execute("PRAGMA query_only = ON")
         await self._r.execute("PRAGMA busy_timeout = 5000")
         self._writer_task = asyncio.create_task(self._writer(), name="store-writer")
+
+    def _private_files(self) -> None:
+        """The database holds secrets: its directory (when we make it) is 0700, the database
+        and its -wal/-shm 0600 whatever the umask (SQLite gives -wal/-shm the database
+        file's mode), and files an older version left readable to others are fixed."""
+        import os
+
+        parent = self.path.parent
+        if not parent.exists():
+            parent.mkdir(parents=True, mode=0o700)
+            os.chmod(parent, 0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o777 != 0o600:
+                try:
+                    os.fchmod(fd, 0o600)
+                except OSError as e:
+                    log.warning(
+                        "cannot make the database private", path=str(self.path), error=str(e)
+                    )
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm", "-journal"):
+            extra = self.path.with_name(self.path.name + suffix)
+            try:
+                if extra.stat().st_mode & 0o777 != 0o600:
+                    os.chmod(extra, 0o600)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("cannot make a database file private", path=str(extra), error=str(e))
 
     def _connect_writer(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -679,26 +714,59 @@ class Store:
     # ------------------------------------------------------------------ unknown stations
 
     async def record_unknown_station(self, station_id: str, remote: str | None) -> None:
+        """Count a handshake of an id that is not defined: one row per id (attempts, first
+        and last seen, last address). At most ``max_unknown_stations`` ids are kept (set by
+        the application from ``ocpp.max_unknown_stations``): a new id beyond that forgets
+        the least recently seen ones, counted in ``unknown_stations_dropped`` (ids) and
+        ``unknown_attempts_dropped`` (their attempts)."""
         now = to_db(self.clock.now())
+        cap = max(1, int(getattr(self, "max_unknown_stations", 1000)))
 
-        async def job(db: JobDb) -> None:
+        async def job(db: JobDb) -> tuple[int, int]:
+            cur = await db.execute(
+                "UPDATE unknown_stations SET last_seen_at = ?, attempts = attempts + 1, "
+                "last_remote_address = ? WHERE charge_point_id = ?",
+                (now, remote, station_id),
+            )
+            if cur.rowcount:
+                return 0, 0
             await db.execute(
-                """INSERT INTO unknown_stations VALUES (?, ?, ?, 1, ?)
-                   ON CONFLICT (charge_point_id) DO UPDATE SET
-                       last_seen_at = excluded.last_seen_at, attempts = attempts + 1,
-                       last_remote_address = excluded.last_remote_address""",
+                "INSERT INTO unknown_stations VALUES (?, ?, ?, 1, ?)",
                 (station_id, now, now, remote),
             )
+            count = (await db.execute_fetchall("SELECT COUNT(*) FROM unknown_stations"))[0][0]
+            if count <= cap:
+                return 0, 0
+            victims = await db.execute_fetchall(
+                "SELECT charge_point_id, attempts FROM unknown_stations "
+                "WHERE charge_point_id != ? ORDER BY last_seen_at, charge_point_id LIMIT ?",
+                (station_id, count - cap),
+            )
+            await db.executemany(
+                "DELETE FROM unknown_stations WHERE charge_point_id = ?",
+                [(v[0],) for v in victims],
+            )
+            return len(victims), sum(int(v[1]) for v in victims)
 
-        await self.write(job)
+        ids, attempts = await self.write(job)
+        if ids:
+            self.unknown_stations_dropped = getattr(self, "unknown_stations_dropped", 0) + ids
+            self.unknown_attempts_dropped = getattr(self, "unknown_attempts_dropped", 0) + attempts
 
-    async def list_unknown_stations(self) -> list[dict[str, Any]]:
-        return await self.read(
-            """SELECT u.* FROM unknown_stations u
-               WHERE NOT EXISTS (SELECT 1 FROM stations s WHERE s.id = u.charge_point_id
-                                 AND s.defined = 1)
-               ORDER BY u.last_seen_at DESC"""
+    async def list_unknown_stations(
+        self, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The ids refused because they are not defined, most recently seen first, and how
+        many there are."""
+        where = """WHERE NOT EXISTS (SELECT 1 FROM stations s WHERE s.id = u.charge_point_id
+                                     AND s.defined = 1)"""
+        rows = await self.read(
+            f"""SELECT u.* FROM unknown_stations u {where}
+                ORDER BY u.last_seen_at DESC, u.charge_point_id LIMIT ? OFFSET ?""",
+            (limit, offset),
         )
+        total = await self.read_one(f"SELECT COUNT(*) AS n FROM unknown_stations u {where}")
+        return rows, int(total["n"] if total else 0)
 
     # ------------------------------------------------------------------ id tags
 
@@ -766,8 +834,10 @@ class Store:
         flags: list[str],
         at: datetime,
         tag_owner: str | None = None,
+        repaired: dict[str, Any] | None = None,
     ) -> StartResult:
-        """Store a StartTransaction; the same start replayed gets the same id."""
+        """Store a StartTransaction; the same start replayed gets the same id. ``repaired``
+        (what had to be clamped or replaced to store it) is kept as an anomaly."""
         raw_time = start.original or to_db(start.value)
         key = f"{station_id}|{connector_id}|{id_tag.upper()}|{meter_start}|{raw_time}"
 
@@ -799,6 +869,8 @@ class Store:
                 ),
             )
             assert row is not None
+            if repaired is not None:
+                await _insert_repaired(db, station_id, int(row[0]), repaired, to_db(at))
             return StartResult(int(row[0]), created=True)
 
         return await self.write(job)
@@ -814,9 +886,12 @@ class Store:
         samples: list[tuple[ParsedTime, list[Sample]]],
         payload: dict[str, Any],
         at: datetime,
+        repaired: dict[str, Any] | None = None,
     ) -> StopResult:
         """Store a StopTransaction and its transactionData. Never refuses: a stop for a
-        transaction we do not know is kept as an anomaly, a replayed stop changes nothing."""
+        transaction we do not know is kept as an anomaly, a replayed stop changes nothing.
+        ``repaired`` (what had to be clamped or replaced to store it) is kept as an anomaly
+        and flags the transaction."""
         t_at = to_db(at)
 
         async def job(db: JobDb) -> StopResult:
@@ -825,6 +900,9 @@ class Store:
                 "flags FROM transactions WHERE id = ? AND station_id = ?",
                 (transaction_id, station_id),
             )
+            if repaired is not None:
+                known = transaction_id if rows else None
+                await _insert_repaired(db, station_id, known, repaired, t_at)
             if not rows:
                 await db.execute(
                     "INSERT INTO anomalies (station_id, kind, transaction_id, detail, "
@@ -845,6 +923,8 @@ class Store:
                     )
                 return StopResult(transaction_id, connector_id, "replayed")
             flags = list(json.loads(flags_text))
+            if repaired is not None:
+                flags.extend(f for f in repaired.get("flags", ()) if f not in flags)
             if meter_stop < meter_start:
                 flags.append("meter_backwards")
             if to_db(stop.value) < start_time:
@@ -866,9 +946,21 @@ class Store:
                     transaction_id,
                 ),
             )
-            await _insert_samples(
-                db, station_id, connector_id, transaction_id, None, "StopTransaction", samples, t_at
+            samples_kept = await _cap_samples(
+                db, station_id, transaction_id, samples, self.max_meter_values_per_transaction, t_at
             )
+            await _insert_samples(
+                db,
+                station_id,
+                connector_id,
+                transaction_id,
+                None,
+                "StopTransaction",
+                samples_kept,
+                t_at,
+            )
+            if samples_kept is not samples:  # capped: flagged by _cap_samples
+                flags = await _flags_of(db, transaction_id)
             return StopResult(transaction_id, connector_id, "stopped", tuple(flags))
 
         return await self.write(job)
@@ -880,7 +972,10 @@ class Store:
         reported_transaction_id: int | None,
         samples: list[tuple[ParsedTime, list[Sample]]],
         at: datetime,
+        repaired: dict[str, Any] | None = None,
     ) -> MeterResult:
+        """Store a MeterValues; ``repaired`` (what had to be clamped or replaced to store
+        it) is kept as an anomaly."""
         t_at = to_db(at)
 
         async def job(db: JobDb) -> MeterResult:
@@ -908,6 +1003,11 @@ class Store:
                             t_at,
                         ),
                     )
+            kept = samples
+            if ours is not None:
+                kept = await _cap_samples(
+                    db, station_id, ours, samples, self.max_meter_values_per_transaction, t_at
+                )
             await _insert_samples(
                 db,
                 station_id,
@@ -915,17 +1015,30 @@ class Store:
                 ours,
                 reported_transaction_id if unknown else None,
                 "MeterValues",
-                samples,
+                kept,
                 t_at,
             )
+            if repaired is not None:
+                await _insert_repaired(db, station_id, ours, repaired, t_at)
             return MeterResult(ours, unknown)
 
         return await self.write(job)
 
-    async def get_transaction(self, transaction_id: int) -> dict[str, Any] | None:
+    async def get_transaction(
+        self, transaction_id: int, count_meter_values: bool = False
+    ) -> dict[str, Any] | None:
+        """One transaction; with ``count_meter_values``, also ``meter_values_count``."""
+        if not -(1 << 63) <= transaction_id < (1 << 63):
+            return None  # SQLite could not hold it: no such transaction
         row = await self.read_one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
         if row is not None:
             row["flags"] = _json(row["flags"], [])
+            if count_meter_values:
+                n = await self.read_one(
+                    "SELECT COUNT(*) AS n FROM meter_values WHERE transaction_id = ?",
+                    (transaction_id,),
+                )
+                row["meter_values_count"] = int(n["n"] if n else 0)
         return row
 
     async def list_transactions(
@@ -955,10 +1068,19 @@ class Store:
             r["flags"] = _json(r["flags"], [])
         return rows, int(total["n"] if total else 0)
 
-    async def meter_values_of(self, transaction_id: int) -> list[dict[str, Any]]:
+    async def meter_values_of(
+        self, transaction_id: int, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """A transaction's sampled values in time order; a page of them with ``limit``."""
+        if limit is None:
+            return await self.read(
+                "SELECT * FROM meter_values WHERE transaction_id = ? ORDER BY timestamp, id",
+                (transaction_id,),
+            )
         return await self.read(
-            "SELECT * FROM meter_values WHERE transaction_id = ? ORDER BY timestamp, id",
-            (transaction_id,),
+            "SELECT * FROM meter_values WHERE transaction_id = ? ORDER BY timestamp, id "
+            "LIMIT ? OFFSET ?",
+            (transaction_id, limit, offset),
         )
 
     async def active_transaction_on(
@@ -1042,6 +1164,80 @@ class Store:
             r["request"] = _json(r["request"])
             r["response"] = _json(r["response"])
         return rows, int(total["n"] if total else 0)
+
+
+async def _insert_repaired(
+    db: JobDb,
+    station_id: str,
+    transaction_id: int | None,
+    repaired: dict[str, Any],
+    received_at: str,
+) -> None:
+    """What a transaction message held that could not be stored as sent (integers beyond
+    SQLite's 64 bits, clamped; lone surrogates, replaced), with the originals."""
+    await db.execute(
+        "INSERT INTO anomalies (station_id, kind, transaction_id, detail, received_at) "
+        "VALUES (?, 'frame_repaired', ?, ?, ?)",
+        (station_id, transaction_id, json.dumps(repaired), received_at),
+    )
+
+
+async def _cap_samples(
+    db: JobDb,
+    station_id: str,
+    transaction_id: int,
+    samples: list[tuple[ParsedTime, list[Sample]]],
+    cap: int,
+    received_at: str,
+) -> list[tuple[ParsedTime, list[Sample]]]:
+    """The samples that still fit under ``cap`` sampled values for the transaction. What
+    does not fit is not stored: the frame is still answered, the transaction is flagged
+    ``meter_values_capped`` once, and one anomaly per transaction counts the values left
+    out (``detail.dropped``). The count reads at most ``cap`` index entries."""
+    incoming = sum(len(values) for _, values in samples)
+    if not incoming:
+        return samples
+    rows = await db.execute_fetchall(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM meter_values WHERE transaction_id = ? LIMIT ?)",
+        (transaction_id, cap),
+    )
+    room = cap - int(rows[0][0])
+    if incoming <= room:
+        return samples
+    kept: list[tuple[ParsedTime, list[Sample]]] = []
+    for ts, values in samples:
+        if room <= 0:
+            break
+        part = values[:room]
+        kept.append((ts, part))
+        room -= len(part)
+    dropped = incoming - sum(len(values) for _, values in kept)
+    cur = await db.execute(
+        "UPDATE anomalies SET detail = json_set(detail, '$.dropped', "
+        "json_extract(detail, '$.dropped') + ?), received_at = ? "
+        "WHERE transaction_id = ? AND kind = 'meter_values_capped'",
+        (dropped, received_at, transaction_id),
+    )
+    if not cur.rowcount:
+        await db.execute(
+            "INSERT INTO anomalies (station_id, kind, transaction_id, detail, received_at) "
+            "VALUES (?, 'meter_values_capped', ?, ?, ?)",
+            (station_id, transaction_id, json.dumps({"cap": cap, "dropped": dropped}), received_at),
+        )
+        flags = await _flags_of(db, transaction_id)
+        if "meter_values_capped" not in flags:
+            await db.execute(
+                "UPDATE transactions SET flags = ? WHERE id = ?",
+                (json.dumps([*flags, "meter_values_capped"]), transaction_id),
+            )
+    return kept
+
+
+async def _flags_of(db: JobDb, transaction_id: int) -> list[str]:
+    rows = await db.execute_fetchall(
+        "SELECT flags FROM transactions WHERE id = ?", (transaction_id,)
+    )
+    return list(json.loads(rows[0][0])) if rows and rows[0][0] else []
 
 
 async def _insert_samples(

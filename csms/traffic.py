@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import ocppj
+from . import ocppj, redact
 from .config import MOBIE_HEARTBEAT_INTERVAL, MOBIE_MAX_METER_VALUE_SAMPLE_INTERVAL
 
 IN, OUT = "in", "out"
@@ -141,7 +141,8 @@ class TrafficMonitor:
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
         if isinstance(frame, ocppj.Call):
             action = sys.intern(frame.action)
-            self._add(st, FrameRecord(at, IN, "CALL", action, frame.unique_id, *self._cut(text)))
+            uid = _safe(frame.unique_id)
+            self._add(st, FrameRecord(at, IN, "CALL", action, uid, *self._cut(text)))
             if action == "Heartbeat":
                 if st.last_heartbeat is not None:
                     st.heartbeat_intervals.append((at - st.last_heartbeat).total_seconds())
@@ -155,7 +156,10 @@ class TrafficMonitor:
         elif isinstance(frame, ocppj.CallResult | ocppj.CallError):
             kind = "CALLRESULT" if isinstance(frame, ocppj.CallResult) else "CALLERROR"
             action = st.open_calls.pop(frame.unique_id, None)
-            self._add(st, FrameRecord(at, IN, kind, action, frame.unique_id, *self._cut(text)))
+            if redact.has_secrets(action):  # e.g. a GetConfiguration answer's AuthorizationKey
+                text = redact.redact_frame(text, action)
+            uid = _safe(frame.unique_id)
+            self._add(st, FrameRecord(at, IN, kind, action, uid, *self._cut(text)))
         else:
             self._add(st, FrameRecord(at, IN, "invalid", None, None, *self._cut(text)))
 
@@ -170,13 +174,17 @@ class TrafficMonitor:
     ) -> None:
         """A frame we sent to the station: our request (``kind`` CALL), or our answer
         (CALLRESULT, CALLERROR) to its request ``action``. The sender knows all of it; the
-        frame is not parsed again."""
+        frame is not parsed again, unless it may carry a secret (ChangeConfiguration of an
+        ``AuthorizationKey``...), whose value is then masked (:mod:`csms.redact`)."""
         st = self._get(station_id)
         if action is not None:
             action = sys.intern(action)
         if kind == "CALL" and action is not None:
             self._remember_call(st, unique_id, action)  # to name the station's answer
-        self._add(st, FrameRecord(at, OUT, kind, action, unique_id, *self._cut(text)))
+            if redact.has_secrets(action):
+                text = redact.redact_frame(text, action)
+        uid = _safe(unique_id)
+        self._add(st, FrameRecord(at, OUT, kind, action, uid, *self._cut(text)))
 
     def forget(self, station_id: str) -> None:
         self._stations.pop(station_id, None)
@@ -228,15 +236,17 @@ class TrafficMonitor:
 
     @staticmethod
     def _meter_values(st: _Station, at: datetime, payload: dict[str, Any]) -> None:
+        """Called before the payload is validated: any shape may come here."""
         st.last_meter_values = at
         tx, connector = payload.get("transactionId"), payload.get("connectorId")
         if not isinstance(tx, int) or not isinstance(connector, int):
             return  # outside a transaction: not what R3 measures
-        periodic = any(
+        meter_values = payload.get("meterValue")
+        periodic = isinstance(meter_values, list) and any(
             sv.get("context", "Sample.Periodic") == "Sample.Periodic"
-            for mv in payload.get("meterValue") or []
-            if isinstance(mv, dict)
-            for sv in mv.get("sampledValue") or []
+            for mv in meter_values
+            if isinstance(mv, dict) and isinstance(mv.get("sampledValue"), list)
+            for sv in mv["sampledValue"]
             if isinstance(sv, dict)
         )
         if not periodic:  # clock-aligned or transaction begin/end values have their own timing
@@ -248,6 +258,12 @@ class TrafficMonitor:
         st.last_meter[key] = at
         while len(st.last_meter) > 16:
             del st.last_meter[next(iter(st.last_meter))]
+
+
+def _safe(unique_id: str) -> str:
+    """A station's unique id as shown: a lone surrogate (which has no UTF-8 form and would
+    break the page) replaced."""
+    return unique_id if unique_id.isascii() else ocppj.repair_text(unique_id)
 
 
 # ---------------------------------------------------------------------- R3 / R4 verdicts

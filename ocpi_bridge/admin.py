@@ -1,8 +1,12 @@
 """The OCPI part of the operator API (same /api/v1 prefix, same admin credentials):
 
-- ``GET /api/v1/ocpi/peers``: registered parties, their roles, version and endpoints;
-- ``POST /api/v1/ocpi/token-a``: a new token A, with what to send to MOBI.E;
-- ``POST /api/v1/ocpi/register``: ``{"versions_url", "token"}``, register with a peer;
+- ``GET /api/v1/ocpi/peers``: registered parties, their roles, what they were granted,
+  version and endpoints;
+- ``POST /api/v1/ocpi/token-a``: ``{"role": "HUB"|"EMSP", "parties": ["PT/ABC", ...]}``, a
+  new token A granting that role for those parties, with what to send to MOBI.E;
+- ``POST /api/v1/ocpi/register``: ``{"versions_url", "token", "role", "parties"}``,
+  register with a peer, which gets that grant;
+- ``GET /api/v1/ocpi/security-events``: claims refused, uids another party holds;
 - ``PUT/GET/DELETE /api/v1/tariffs/{id}``, ``GET /api/v1/tariffs``: our OCPI tariffs,
   which connectors reference through their ``tariff_ids``.
 """
@@ -22,6 +26,7 @@ from csms.api import ApiError
 from .client import OcpiCallFailed
 from .credentials import new_token
 from .pricing import TariffDef
+from .store import Grant
 from .transport import OcpiError
 
 if TYPE_CHECKING:
@@ -53,6 +58,23 @@ def _fields(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+def _grant(body: Any) -> Grant:
+    """The ``role`` and ``parties`` of a body: what the operator grants a peer."""
+    if not isinstance(body, dict):
+        body = {}
+    try:
+        return Grant.make(body.get("role"), body.get("parties"))
+    except ValueError as e:
+        field, _, message = str(e).partition(": ")
+        raise ApiError(
+            422,
+            "invalid_body",
+            "a token A grants a role (HUB or EMSP) for parties, e.g. "
+            '{"role": "HUB", "parties": ["PT/MOB"]}',
+            fields=[{"field": field if message else "(body)", "message": message or str(e)}],
+        ) from None
+
+
 class OcpiAdminApi:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
@@ -67,6 +89,7 @@ class OcpiAdminApi:
             web.get(f"{p}/ocpi/compliance", self.compliance),
             web.post(f"{p}/ocpi/token-a", self.token_a),
             web.post(f"{p}/ocpi/register", self.register),
+            web.get(f"{p}/ocpi/security-events", self.security_events),
             web.get(f"{p}/tariffs", self.list_tariffs),
             web.get(f"{p}/tariffs/{{tariff_id}}", self.get_tariff),
             web.put(f"{p}/tariffs/{{tariff_id}}", self.put_tariff),
@@ -91,6 +114,11 @@ class OcpiAdminApi:
                     }
                     for r in p.roles
                 ],
+                "granted": {
+                    "role": p.grant_role,
+                    "parties": sorted(f"{cc}/{pid}" for cc, pid in p.parties),
+                    "source": p.grant_source,
+                },
                 "endpoints": p.endpoints,
             }
             for p in peers
@@ -134,17 +162,24 @@ class OcpiAdminApi:
             headers={"X-Total-Count": str(total)},
         )
 
+    async def security_events(self, request: web.Request) -> web.Response:
+        rows = await self.bridge.store.security_events(100)
+        items = [{k: r[k] for k in ("id", "at", "kind", "peer_id", "detail")} for r in rows]
+        return web.json_response({"items": items, "total": len(items)})
+
     async def token_a(self, request: web.Request) -> web.Response:
+        grant = _grant(await _body(request) if request.can_read_body else None)
         token = new_token()
-        await self.bridge.store.add_token_a(token)
+        await self.bridge.store.add_token_a(token, grant.role, grant.party_texts())
         s = self.bridge.settings
-        log.info("token A created")
+        log.info("token A created", granted=grant.describe())
         return web.json_response(
             {
                 "token": token,
                 "versions_url": self.bridge.versions_url,
                 "party_id": s.party_id,
                 "country_code": s.country_code,
+                "granted": {"role": grant.role, "parties": grant.party_texts()},
             },
             status=201,
         )
@@ -160,14 +195,17 @@ class OcpiAdminApi:
             raise ApiError(422, "invalid_body", "versions_url: an http(s) URL is required")
         if not isinstance(token, str) or not token:
             raise ApiError(422, "invalid_body", "token: the peer's token A is required")
+        grant = _grant(body)
         try:
-            peer = await self.bridge.credentials.register_with(url, token)
+            peer = await self.bridge.credentials.register_with(url, token, grant)
         except OcpiError as e:
             raise ApiError(
                 502, "registration_failed", f"OCPI {e.status_code}: {e.message}"
             ) from None
         except OcpiCallFailed as e:
             raise ApiError(502, "registration_failed", str(e)) from None
+        except ValueError as e:  # a granted party is already another peer's
+            raise ApiError(409, "conflict", str(e)) from None
         return web.json_response(
             {"status": "ok", "peer_id": peer.id, "version": peer.version, "roles": peer.roles},
             status=201,

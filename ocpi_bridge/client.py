@@ -1,14 +1,27 @@
 """Our calls to OCPI peers: the right token encoding, request ids, routing headers, and a
-clear verdict (success = HTTP 2xx and OCPI status 1xxx)."""
+clear verdict (success = HTTP 2xx and OCPI status 1xxx).
+
+Every URL we call comes from a peer (its versions URL, the endpoints it advertises, a
+command's response_url), so unless ``allow_private`` (``ocpi.allow_private_peer_addresses``)
+is set, we refuse to call a loopback, private, link-local or otherwise non-public address:
+the host of an IP-literal URL is checked before the call, and the connector checks every
+address it is about to connect to (an IP literal, each address a name resolves to, the
+target of each redirect): those it checked are those it uses, so there is no second
+resolution to race with. What a peer answers is never echoed back whole: an answer
+that is not an OCPI envelope is described by its HTTP status and content type only.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from .transport import FUNCTIONAL_MODULES, authorization_header, new_request_ids
 
@@ -37,16 +50,68 @@ class OcpiReply:
         return self.body.get("data") if isinstance(self.body, dict) else None
 
     def describe(self) -> str:
-        if isinstance(self.body, dict):
-            return (
-                f"HTTP {self.http_status}, OCPI {self.body.get('status_code')} "
-                f"{self.body.get('status_message') or ''}".strip()
-            )
-        return f"HTTP {self.http_status}: {str(self.body)[:200]}"
+        """The verdict in a few words: never the peer's body (its OCPI status message, cut
+        short and made printable, when it answered an OCPI envelope)."""
+        if isinstance(self.body, dict) and self.status_code is not None:
+            message = self.body.get("status_message")
+            text = _printable(message, 120) if isinstance(message, str) else ""
+            return f"HTTP {self.http_status}, OCPI {self.status_code} {text}".strip()
+        kind = _printable(self.headers.get("Content-Type", "no type").split(";")[0], 60)
+        return f"HTTP {self.http_status}, not an OCPI answer ({kind})"
+
+
+def _printable(text: str, limit: int) -> str:
+    cut = "".join(c if c.isprintable() else " " for c in text[:limit])
+    return cut + ("..." if len(text) > limit else "")
 
 
 class OcpiCallFailed(Exception):
     """The peer could not be reached, or answered something that is not OCPI."""
+
+
+class PrivateAddressRefused(OSError):
+    """A peer's URL leads to an address that is not public, and that is not allowed."""
+
+
+@lru_cache(maxsize=4096)
+def is_public_address(address: str) -> bool:
+    """A global unicast address (not loopback, private, link-local, CGNAT, multicast,
+    reserved, unspecified, nor an IPv4-mapped form of one)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _literal(host: str) -> str | None:
+    """``host`` when it is an IP address (with or without brackets), else None."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+    except ValueError:
+        return None
+    return bare
+
+
+class PublicOnlyConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, refusing a host when any of the addresses it would connect to
+    is not public: an IP literal, every address a name resolves to (one private address
+    among public ones is enough: the connection could use it), and the same for every
+    redirect. The addresses checked are the ones the connection then uses."""
+
+    async def _resolve_host(self, host: str, port: int, *args: Any, **kw: Any) -> Any:
+        results = await super()._resolve_host(host, port, *args, **kw)
+        private = sorted({r["host"] for r in results if not is_public_address(r["host"])})
+        if private:
+            shown = host if _literal(host) else f"{host} ({', '.join(private)})"
+            raise PrivateAddressRefused(
+                f"{shown} is not a public address; set ocpi.allow_private_peer_addresses "
+                "to allow it"
+            )
+        return results
 
 
 class OcpiClient:
@@ -55,20 +120,46 @@ class OcpiClient:
         timeout: float,
         our_party: tuple[str, str],
         session: aiohttp.ClientSession | None = None,
+        allow_private: bool = False,
     ) -> None:
         self.timeout = timeout
         self.our_country, self.our_party = our_party
         self._session = session
         self._own_session = session is None
+        # ocpi.allow_private_peer_addresses (set by the extension before the first call)
+        self.allow_private = allow_private
 
     async def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            connector = None
+            if not self.allow_private:
+                connector = PublicOnlyConnector()
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 # OCPI peers authenticate with tokens, never cookies: no jar to search per push
                 cookie_jar=aiohttp.DummyCookieJar(),
+                connector=connector,
             )
         return self._session
+
+    def check_target(self, url: str) -> None:
+        """Refuse, before any connection, a URL that is not http(s) or whose host is a
+        non-public IP literal (host names are checked when resolved). Raises
+        OcpiCallFailed."""
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError):
+            raise OcpiCallFailed("not a URL") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise OcpiCallFailed(f"{parsed.scheme or 'no'} scheme: only http(s) URLs are called")
+        if self.allow_private:
+            return
+        literal = _literal(parsed.host)
+        if literal is not None and not is_public_address(literal):
+            raise OcpiCallFailed(
+                f"{literal} is not a public address; set ocpi.allow_private_peer_addresses "
+                "to allow it"
+            )
 
     async def close(self) -> None:
         if self._own_session and self._session is not None:
@@ -88,7 +179,9 @@ class OcpiClient:
         params: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> OcpiReply:
-        """One OCPI request. Raises OcpiCallFailed when there is no HTTP answer."""
+        """One OCPI request. Raises OcpiCallFailed when there is no HTTP answer, or when the
+        URL is refused (see :meth:`check_target`)."""
+        self.check_target(url)
         headers = {
             "Authorization": authorization_header(token, base64_token),
             **new_request_ids(),
@@ -117,13 +210,13 @@ class OcpiClient:
                 except ValueError:
                     parsed = raw.decode("utf-8", "replace")
                 reply = OcpiReply(resp.status, parsed, dict(resp.headers))
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            refused = _refusal(e)
+            error = refused or f"{type(e).__name__}: {e}"
             log.warning(
-                "OCPI call failed",
-                **self._fields(method, url, headers, module),
-                error=f"{type(e).__name__}: {e}",
+                "OCPI call failed", **self._fields(method, url, headers, module), error=error
             )
-            raise OcpiCallFailed(f"{method} {url}: {type(e).__name__}: {e}") from e
+            raise OcpiCallFailed(f"{method} {url}: {error}") from e
         # a refusal is worth a warning; a success is routine (the pusher logs what it pushed)
         (log.debug if reply.ok else log.warning)(
             "OCPI call", **self._fields(method, url, headers, module), result=reply.describe()
@@ -140,3 +233,15 @@ class OcpiClient:
             "request_id": headers["X-Request-ID"],
             "module": module,
         }
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """The text of a PrivateAddressRefused behind an aiohttp connection error."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, PrivateAddressRefused):
+            return f"refused: {seen}"
+        seen = seen.__cause__ or getattr(seen, "os_error", None)
+    return None

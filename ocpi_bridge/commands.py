@@ -212,7 +212,8 @@ class CommandService(BackgroundService):
         req: StopSession = parse(StopSession, body)
         store = self.bridge.system.store
         tx = None
-        if req.session_id.isdigit():
+        sid = req.session_id  # ours are transaction ids: ASCII digits that fit in 64 bits
+        if sid.isascii() and sid.isdigit() and len(sid) < 19:
             tx = await store.read_one(
                 "SELECT t.*, s.definition FROM transactions t JOIN stations s "
                 "ON s.id = t.station_id AND s.defined = 1 WHERE t.id = ?",

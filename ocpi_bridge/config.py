@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -23,8 +23,16 @@ class OcpiSettings(BaseModel):
     # Where peers reach our OCPI endpoints (the TLS proxy in front of us), e.g.
     # https://ocpi.example.pt. Default: http://<http.host>:<http.port>.
     public_url: str | None = Field(None, pattern=r"^https?://[^/]+(/.*)?$")
-    # An initial token A (also CSMS_OCPI__TOKEN_A); `csms ocpi token-a` makes more.
+    # An initial token A (also CSMS_OCPI__TOKEN_A); `csms ocpi token-a` makes more. Like
+    # every token A it grants a role (HUB: MOBI.E's) for the parties listed ("PT/MOB"):
+    # a registration with it may claim nothing else.
     token_a: str | None = Field(None, min_length=8, max_length=64, pattern=r"^[!-~]+$")
+    token_a_role: Literal["HUB", "EMSP"] = "HUB"
+    token_a_parties: list[str] = []
+    # Let peers' URLs (versions, endpoints, response_url) lead to loopback, private or
+    # link-local addresses. Off: a peer cannot make us call our own network (a test or
+    # lab set-up on one machine turns it on).
+    allow_private_peer_addresses: bool = False
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     page_limit: int = Field(100, ge=1, le=1000, description="X-Limit of our paginated GETs")
     request_timeout: float = Field(30.0, gt=0, description="seconds, for our calls to peers")
@@ -51,6 +59,13 @@ class OcpiSettings(BaseModel):
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
 
+    @field_validator("token_a_parties")
+    @classmethod
+    def _parties(cls, v: list[str]) -> list[str]:
+        from .store import parse_party
+
+        return ["/".join(parse_party(p)) for p in v]
+
 
 MOBIE_OFFLINE_AFTER = 300  # rule R7: five minutes
 MOBIE_SESSION_INTERVAL = 300  # rule R5: five minutes
@@ -73,6 +88,11 @@ def load_ocpi_settings(raw: dict[str, Any], mobie_mode: bool = True) -> OcpiSett
                 msg = "required when OCPI is enabled"
             lines.append(f"{key}: {msg}")
         raise ConfigError("\n".join(lines)) from None
+    if settings.token_a and not settings.token_a_parties:
+        raise ConfigError(
+            "ocpi.token_a_parties: required with ocpi.token_a (the parties the configured "
+            'token A grants, e.g. ["PT/MOB"]; ocpi.token_a_role says HUB or EMSP)'
+        )
     if mobie_mode and settings.session_update_interval > MOBIE_SESSION_INTERVAL:
         raise ConfigError(
             f"ocpi.session_update_interval: {settings.session_update_interval} s breaks MOBI.E "

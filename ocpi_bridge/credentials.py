@@ -6,6 +6,12 @@ details with A and POSTs its credentials (its token B and versions URL). Before 
 fetch its versions and details with B; then we answer with a fresh token C. A is spent.
 PUT renews (new B in, new C out), GET shows our credentials, DELETE unregisters.
 
+A peer's powers are the operator's: a token A carries a grant (HUB or EMSP, and the parties),
+and a registration or renewal whose credentials claim more (another role, a party never
+given) is refused with HTTP 403 and OCPI 2001, logged and recorded for the hub-link page.
+What the peer may do (hub or not, its parties) comes from the grant, never from its
+credentials.
+
 The other way, where we are the Sender (`csms ocpi register`): we fetch the peer's versions
 and details with its token A, POST our credentials with a token B we made, and keep the token
 C it answers with.
@@ -20,8 +26,9 @@ import structlog
 
 from .client import OcpiCallFailed, OcpiClient
 from .schemas import Credentials, dump, parse
-from .store import OcpiStore, Peer
+from .store import Grant, OcpiStore, Peer, excess_claims
 from .transport import (
+    INVALID_PARAMETERS,
     NO_MATCHING_ENDPOINTS,
     UNABLE_TO_USE_CLIENT_API,
     UNSUPPORTED_VERSION,
@@ -125,23 +132,58 @@ class CredentialsService:
     # ------------------------------------------------------------------ we are the Receiver
 
     async def register(self, token_a: str, version: str, body: Any) -> dict[str, Any]:
-        """POST: a peer registers with the token A we gave it."""
-        return await self._accept(version, body, token_a=token_a)
+        """POST: a peer registers with the token A we gave it, within that token's grant."""
+        grant = await self.store.token_a_grant(token_a)
+        if grant is None:
+            await self._refuse(
+                None,
+                "registration with a token A that grants nothing (made before tokens A "
+                "carried a role and parties)",
+                "this token A grants no role: ask the operator for a new one",
+            )
+        assert grant is not None
+        return await self._accept(version, body, token_a=token_a, grant=grant)
 
     async def renew(self, peer: Peer, version: str, body: Any) -> dict[str, Any]:
-        """PUT: a registered peer renews its token or endpoints."""
+        """PUT: a registered peer renews its token or endpoints (never its powers)."""
         return await self._accept(version, body, peer=peer)
 
+    async def _refuse(self, peer: Peer | None, what: str, message: str) -> None:
+        """Refuse a claim: a warning in the log, a row for the hub-link page, HTTP 403 with
+        OCPI 2001 for the peer (the request is well-formed; what it claims is not allowed)."""
+        log.warning("OCPI credentials refused", peer_id=peer.id if peer else None, reason=what)
+        await self.store.security_event(
+            "claim_refused", what, peer_id=peer.id if peer is not None else None
+        )
+        raise OcpiError(INVALID_PARAMETERS, message, http_status=403)
+
     async def _accept(
-        self, version: str, body: Any, *, token_a: str | None = None, peer: Peer | None = None
+        self,
+        version: str,
+        body: Any,
+        *,
+        token_a: str | None = None,
+        grant: Grant | None = None,
+        peer: Peer | None = None,
     ) -> dict[str, Any]:
-        """Take a peer's credentials: call its versions and details with its token B, then
-        store them with a fresh token C, which we answer with (atomically, so the old C
-        works until then)."""
+        """Take a peer's credentials: check that they claim nothing beyond its grant, call
+        its versions and details with its token B, then store them with a fresh token C,
+        which we answer with (atomically, so the old C works until then)."""
         creds: Credentials = parse(Credentials, body)
+        roles = [dump(r) for r in creds.roles]
+        allowed = grant.allowed if grant is not None else (peer.allowed if peer else set())
+        excess = excess_claims(roles, allowed)
+        if excess:
+            granted = sorted(f"{role} {cc}/{pid}" for cc, pid, role in allowed)
+            await self._refuse(
+                peer,
+                ("registration" if peer is None else "renewal")
+                + f" claims {', '.join(excess)}; granted: {', '.join(granted) or 'nothing'}",
+                f"not granted to you: {', '.join(excess)} (granted: "
+                f"{', '.join(granted) or 'nothing'}); the operator decides roles and parties",
+            )
         found = await discover(self.client, creds.url, creds.token, version)
         token_c = new_token()
-        roles = [dump(r) for r in creds.roles]
         fields = {
             "token_in": token_c,
             "token_out": creds.token,
@@ -153,8 +195,13 @@ class CredentialsService:
         }
         try:
             if peer is None:
+                assert grant is not None
                 peer_id = await self.store.register_peer(
-                    token_a=token_a, initiated_by="peer", **fields
+                    token_a=token_a,
+                    initiated_by="peer",
+                    grant=grant,
+                    grant_source="token_a",
+                    **fields,
                 )
             else:
                 peer_id = peer.id
@@ -166,6 +213,7 @@ class CredentialsService:
             "peer registered" if peer is None else "peer credentials renewed",
             peer_id=peer_id,
             roles=[f"{r['role']} {r['country_code']}/{r['party_id']}" for r in roles],
+            granted=grant.describe() if grant is not None else None,
             version=found.version,
             endpoints=[e["identifier"] for e in found.endpoints],
         )
@@ -179,8 +227,9 @@ class CredentialsService:
 
     # ------------------------------------------------------------------ we are the Sender
 
-    async def register_with(self, versions_url: str, token_a: str) -> Peer:
-        """Run the handshake against a peer that gave us ``token_a``."""
+    async def register_with(self, versions_url: str, token_a: str, grant: Grant) -> Peer:
+        """Run the handshake against a peer that gave us ``token_a``; it gets the powers of
+        ``grant`` (the operator's), and its answer may claim nothing beyond them."""
         found = await discover(self.client, versions_url, token_a, None)
         token_b = new_token()
         # the peer will call our versions and details with B before it answers: accept B now
@@ -194,6 +243,8 @@ class CredentialsService:
             endpoints=found.endpoints,
             roles=[],
             initiated_by="us",
+            grant=grant,
+            grant_source="operator",
         )
         await self.on_change()
         url = next(e["url"] for e in found.endpoints if e["identifier"] == "credentials")
@@ -211,6 +262,14 @@ class CredentialsService:
                     f"the peer refused our credentials: {reply.describe()}",
                 )
             theirs: Credentials = parse(Credentials, reply.data)
+            excess = excess_claims([dump(r) for r in theirs.roles], grant.allowed)
+            if excess:
+                what = f"the peer's credentials claim {', '.join(excess)}; granted: " + (
+                    grant.describe()
+                )
+                log.warning("OCPI credentials refused", peer_id=peer_id, reason=what)
+                await self.store.security_event("claim_refused", what, peer_id=peer_id)
+                raise OcpiError(INVALID_PARAMETERS, what)
             await self.store.update_peer(
                 peer_id,
                 token_in=token_b,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from csms.app import CentralSystem
 
     from .bridge import Bridge
+    from .store import Grant
 
 log = structlog.get_logger("ocpi")
 
@@ -50,6 +51,7 @@ class OcpiExtension:
         system.store.add_migrations("ocpi", "ocpi_bridge.migrations")
         self._system = system
         self.bridge = Bridge(config, system)
+        self.bridge.client.allow_private = config.allow_private_peer_addresses
         system.authorizer.add_source(self.bridge.token_source)
         system.http_app.add_subapp("/ocpi", OcpiHttp(self.bridge).app())
         system.http_app.add_routes(OcpiAdminApi(self.bridge).routes())
@@ -61,6 +63,12 @@ class OcpiExtension:
         if self.bridge is None or self._system is None:
             return
         host = _host(self._system.settings)
+        store = self.bridge.store
+        # databases from before issue 12 kept the tokens we check in clear
+        await store.digest_clear_tokens()
+        s = self.bridge.settings
+        if s.token_a:  # with its grant, before the bridge adds it (which keeps this row)
+            await store.add_token_a(s.token_a, s.token_a_role, s.token_a_parties)
         await self.bridge.start(f"http://{host}:{self._system.http_port}")
 
     async def stop(self) -> None:
@@ -73,11 +81,12 @@ class OcpiExtension:
         self, parser: argparse.ArgumentParser, common: argparse.ArgumentParser
     ) -> None:
         sub = parser.add_subparsers(dest="ocpi_command", required=True)
-        sub.add_parser(
+        tok = sub.add_parser(
             "token-a",
             parents=[common],
             help="create a token A and print what to send to MOBI.E (annex I of its procedure)",
         )
+        _grant_arguments(tok, "the peer that registers with this token A")
         reg = sub.add_parser(
             "register",
             parents=[common],
@@ -85,6 +94,7 @@ class OcpiExtension:
         )
         reg.add_argument("--versions-url", required=True)
         reg.add_argument("--token", required=True, help="the token A the peer gave us")
+        _grant_arguments(reg, "that peer")
         reg.add_argument(
             "--api",
             help="the running csms's HTTP base URL (default: from the configuration)",
@@ -103,11 +113,21 @@ class OcpiExtension:
                 file=sys.stderr,
             )
             return 2
-        if args.ocpi_command == "token-a":
-            return await self._token_a(settings, config)
-        return await self._via_api(args, settings)
+        grant = None
+        if args.ocpi_command in ("token-a", "register"):
+            from .store import Grant
 
-    async def _token_a(self, settings: Settings, config: OcpiSettings) -> int:
+            try:
+                grant = Grant.make(args.role, args.party)
+            except ValueError as e:
+                print(f"csms ocpi {args.ocpi_command}: {e}", file=sys.stderr)
+                return 2
+        if args.ocpi_command == "token-a":
+            assert grant is not None
+            return await self._token_a(settings, config, grant)
+        return await self._via_api(args, settings, grant)
+
+    async def _token_a(self, settings: Settings, config: OcpiSettings, grant: Grant) -> int:
         """Works whether or not csms is running: the token goes straight to the database."""
         from csms.clock import SystemClock
         from csms.store import Store
@@ -119,7 +139,9 @@ class OcpiExtension:
         await store.open()
         try:
             token = new_token()
-            await OcpiStore(store).add_token_a(token)
+            ocpi = OcpiStore(store)
+            await ocpi.digest_clear_tokens()
+            await ocpi.add_token_a(token, grant.role, grant.party_texts())
         finally:
             await store.close()
         base = (config.public_url or f"http://{_host(settings)}:{settings.http.port}").rstrip("/")
@@ -129,6 +151,7 @@ class OcpiExtension:
         print(f"  Version endpoint: {base}/ocpi/versions")
         print(f"  Token A:          {token}")
         print(f"  Party ID:         {config.party_id} (country {config.country_code})")
+        print(f"It grants: {grant.describe()} (a registration claiming more is refused)")
         if not config.public_url:
             print(
                 "Note: ocpi.public_url is not set; MOBI.E needs the public https URL of your "
@@ -137,7 +160,9 @@ class OcpiExtension:
             )
         return 0
 
-    async def _via_api(self, args: argparse.Namespace, settings: Settings) -> int:
+    async def _via_api(
+        self, args: argparse.Namespace, settings: Settings, grant: Grant | None
+    ) -> int:
         """Commands that need the running csms (it must answer the peer's callbacks)."""
         base = (args.api if getattr(args, "api", None) else None) or (
             f"http://{_host(settings)}:{settings.http.port}"
@@ -148,7 +173,13 @@ class OcpiExtension:
         auth = aiohttp.BasicAuth(settings.api.admin_user, password)
         async with aiohttp.ClientSession(auth=auth) as session:
             if args.ocpi_command == "register":
-                body = {"versions_url": args.versions_url, "token": args.token}
+                assert grant is not None
+                body = {
+                    "versions_url": args.versions_url,
+                    "token": args.token,
+                    "role": grant.role,
+                    "parties": grant.party_texts(),
+                }
                 method, url = "POST", f"{base}/api/v1/ocpi/register"
             else:
                 body, method, url = None, "GET", f"{base}/api/v1/ocpi/peers"
@@ -161,6 +192,23 @@ class OcpiExtension:
                 return 1
         print(text)
         return 0 if ok else 1
+
+
+def _grant_arguments(parser: argparse.ArgumentParser, who: str) -> None:
+    parser.add_argument(
+        "--role",
+        required=True,
+        choices=("HUB", "EMSP"),
+        type=str.upper,
+        help=f"what {who} may be: HUB (MOBI.E: every party's sessions and CDRs) or EMSP",
+    )
+    parser.add_argument(
+        "--party",
+        required=True,
+        action="append",
+        metavar="CC/PID",
+        help=f"a party {who} may speak for, e.g. PT/MOB (repeat for more)",
+    )
 
 
 def _host(settings: Settings) -> str:

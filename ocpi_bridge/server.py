@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from .schemas import Token, TokenPatch, dump, parse
-from .store import Peer
+from .store import Peer, UidTaken, token_digest
 from .transport import (
     FUNCTIONAL_MODULES,
     INVALID_PARAMETERS,
@@ -45,6 +45,10 @@ S = "{_s:/?}"
 ID = "[^/]+"
 CONFIG_MODULES = frozenset({"versions", "details", "credentials"})
 CALLER = web.RequestKey("ocpi_caller", "Caller")
+# what we echo of a caller's X-Request-ID / X-Correlation-ID (anything else: a new UUID)
+_ECHOABLE = frozenset(map(chr, range(0x21, 0x7F)))
+_MAX_ID = 255
+MAX_OFFSET = 2**31 - 1
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -112,8 +116,8 @@ class OcpiHttp:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
-        correlation_id = request.headers.get("X-Correlation-ID") or str(uuid.uuid4())
+        request_id = _echoable(request.headers.get("X-Request-ID"))
+        correlation_id = _echoable(request.headers.get("X-Correlation-ID"))
         echo = {"X-Request-ID": request_id, "X-Correlation-ID": correlation_id}
         route = request.match_info.route.name or ""
         module = route.split("-")[0]
@@ -134,10 +138,15 @@ class OcpiHttp:
                 envelope(None, e.status_code, e.message, self.bridge.clock.now()),
                 status=e.http_status,
             )
-        except json.JSONDecodeError as e:
-            bound.warning("OCPI request body is not JSON", error=str(e))
+        except (BodyNotJson, UnicodeDecodeError) as e:
+            bound.warning("OCPI request body is not JSON", error=str(e)[:200])
+            text = (
+                str(e)
+                if isinstance(e, BodyNotJson)
+                else "the body is not valid JSON: it is not UTF-8"
+            )
             response = json_response(
-                envelope(None, INVALID_PARAMETERS, f"the body is not valid JSON: {e}"), 400
+                envelope(None, INVALID_PARAMETERS, text, self.bridge.clock.now()), 400
             )
         except web.HTTPException:
             raise
@@ -163,7 +172,8 @@ class OcpiHttp:
         if not candidates:
             raise OcpiError(2000, "missing or malformed Authorization: Token header", 401)
         for token in candidates:
-            peer = self.bridge.peer_by_token(token)
+            # tokens we check are stored, and looked up, as digests
+            peer = self.bridge.peer_by_token(token_digest(token))
             if peer is not None:
                 return Caller(token, peer=peer)
         for token in candidates:
@@ -196,6 +206,8 @@ class OcpiHttp:
             raise OcpiError(INVALID_PARAMETERS, "offset and limit must be integers") from None
         if offset < 0 or limit < 1:
             raise OcpiError(INVALID_PARAMETERS, "offset must be >= 0 and limit >= 1")
+        # far beyond any list (and beyond what SQLite's integers hold): an empty page
+        offset = min(offset, MAX_OFFSET)
         dates: dict[str, datetime | None] = {}
         for key in ("date_from", "date_to"):
             dates[key] = None
@@ -249,12 +261,12 @@ class OcpiHttp:
             if caller.peer is not None:
                 raise OcpiError(2000, "already registered: use PUT to update", 405)
             assert caller.token_a is not None
-            body = await request.json(loads=json.loads)
+            body = await request.json(loads=_loads)
             return self._ok(await service.register(caller.token_a, version, body))
         if caller.peer is None:
             raise OcpiError(2000, "not registered: POST your credentials first", 405)
         if request.method == "PUT":
-            body = await request.json(loads=json.loads)
+            body = await request.json(loads=_loads)
             return self._ok(await service.renew(caller.peer, version, body))
         await service.unregister(caller.peer)
         return self._ok(None)
@@ -296,7 +308,7 @@ class OcpiHttp:
         return self._list(request, items, total, page)
 
     async def charging_preferences(self, request: web.Request) -> web.Response:
-        await request.json(loads=json.loads)
+        await request.json(loads=_loads)
         # No EVSE of ours is CHARGING_PREFERENCES_CAPABLE: the spec's answer is 404 + 2001.
         raise OcpiError(
             INVALID_PARAMETERS, "charging preferences are not supported by this CPO's EVSEs", 404
@@ -324,7 +336,7 @@ class OcpiHttp:
 
     async def command(self, request: web.Request) -> web.Response:
         peer = self._peer(request)
-        body = await request.json(loads=json.loads)
+        body = await request.json(loads=_loads)
         party = _requester_party(request, request[CALLER]) or peer.primary_party
         if not peer.owns(*party):
             raise OcpiError(
@@ -357,19 +369,44 @@ class OcpiHttp:
 
     async def token_put(self, request: web.Request) -> web.Response:
         cc, pid, uid, token_type = self._token_key(request)
-        body = await request.json(loads=json.loads)
+        body = await request.json(loads=_loads)
         token: Token = parse(Token, body)
         _same(("country_code", cc, token.country_code), ("party_id", pid, token.party_id))
         _same(("uid", uid, token.uid), ("type", token_type, token.type))
         stored = dump(token)
         stored["country_code"], stored["party_id"] = cc, pid
-        created = await self.bridge.store.put_token(stored, self._peer(request).id)
+        created = await self._put_token(stored, self._peer(request))
         log.info("token stored", country_code=cc, party_id=pid, uid=uid, type=token_type)
         return self._ok(None, status=201 if created else 200)
 
+    async def _put_token(self, token: dict[str, Any], peer: Peer) -> bool:
+        """Store a token, unless another party holds its uid: then OCPI 2001 with the
+        reason (not naming the other party), a warning and a row for the hub-link page."""
+        try:
+            return await self.bridge.store.put_token(token, peer.id)
+        except UidTaken as e:
+            party = f"{token['country_code']}/{token['party_id']}"
+            log.warning(
+                "token refused: its uid is held by another party",
+                peer_id=peer.id,
+                party=party,
+                uid=token["uid"],
+                held_by=e.holders,
+            )
+            await self.bridge.store.security_event(
+                "uid_taken",
+                f"{party} tried to take uid {token['uid']!r}, held by {', '.join(e.holders)}",
+                peer_id=peer.id,
+            )
+            raise OcpiError(
+                INVALID_PARAMETERS,
+                f"uid {token['uid']!r} is already held by another party: refused (the "
+                "operator has been told)",
+            ) from None
+
     async def token_patch(self, request: web.Request) -> web.Response:
         cc, pid, uid, token_type = self._token_key(request)
-        body = await request.json(loads=json.loads)
+        body = await request.json(loads=_loads)
         patch: TokenPatch = parse(TokenPatch, body)
         current = await self.bridge.store.get_token(cc, pid, uid, token_type)
         if current is None:
@@ -384,9 +421,34 @@ class OcpiHttp:
             if field in changes:
                 _same((field, expected, changes[field]))
         updated = parse(Token, {**current, **changes})
-        await self.bridge.store.put_token(dump(updated), self._peer(request).id)
+        stored = dump(updated)
+        stored["country_code"], stored["party_id"] = cc, pid
+        await self._put_token(stored, self._peer(request))
         log.info("token patched", country_code=cc, party_id=pid, uid=uid, fields=sorted(changes))
         return self._ok(None)
+
+
+class BodyNotJson(Exception):
+    """A request body we cannot read as JSON: answered HTTP 400 with OCPI 2001."""
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` for request bodies: whatever it cannot take (bad syntax, an integer of
+    thousands of digits, nesting deeper than the parser's recursion) is a BodyNotJson."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BodyNotJson(f"the body is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deep" if isinstance(e, RecursionError) else str(e)[:120]
+        raise BodyNotJson(f"the body is not usable JSON: {reason}") from None
+
+
+def _echoable(value: str | None) -> str:
+    """A caller's request id, echoed when it is printable ASCII of sane length."""
+    if value and len(value) <= _MAX_ID and all(c in _ECHOABLE for c in value):
+        return value
+    return str(uuid.uuid4())
 
 
 def _same(*checks: tuple[str, str, str]) -> None:

@@ -2,13 +2,83 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from csms.store import JobDb, Store
 from csms.timeparse import from_db, to_db
+
+log = structlog.get_logger("ocpi.store")
+
+GRANT_ROLES = ("HUB", "EMSP")
+DIGEST_PREFIX = "sha256:"
+_PARTY = re.compile(r"^([A-Za-z]{2})[/*-]?([A-Za-z0-9]{3})$")
+# security events kept for the hub-link page (the newest; a hostile peer cannot grow it)
+SECURITY_EVENTS_KEPT = 1000
+
+
+def token_digest(token: str) -> str:
+    """What we store of a token we check (a token A, a peer's token_in): its SHA-256.
+
+    Our tokens are 256-bit random strings (:func:`credentials.new_token`), so a fast digest
+    is enough: nobody can guess one from its hash, and there is nothing to stretch (a slow
+    password hash would only slow every OCPI request). Lookups are by digest."""
+    return DIGEST_PREFIX + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def parse_party(text: str) -> tuple[str, str]:
+    """``PT/ABC`` (also ``PT*ABC``, ``PT-ABC`` or ``PTABC``) as (``PT``, ``ABC``); ValueError
+    otherwise."""
+    m = _PARTY.match(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"{text!r} is not a party: country code and party id, e.g. PT/ABC")
+    return m.group(1).upper(), m.group(2).upper()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the operator lets a peer be: one role (HUB or EMSP) for these parties."""
+
+    role: str
+    parties: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def make(cls, role: Any, parties: Any) -> Grant:
+        """From user input (CLI, API, web form); ValueError names what is wrong."""
+        if not isinstance(role, str) or role.strip().upper() not in GRANT_ROLES:
+            raise ValueError(f"role: one of {', '.join(GRANT_ROLES)}")
+        if isinstance(parties, str):
+            parties = [p for p in re.split(r"[\s,;]+", parties) if p]
+        if not isinstance(parties, list | tuple) or not parties:
+            raise ValueError("parties: at least one party, e.g. PT/ABC")
+        if len(parties) > 50:
+            raise ValueError("parties: at most 50")
+        out: list[tuple[str, str]] = []
+        for p in parties:
+            try:
+                party = parse_party(p)
+            except ValueError as e:
+                raise ValueError(f"parties: {e}") from None
+            if party not in out:
+                out.append(party)
+        return cls(role.strip().upper(), tuple(out))
+
+    @property
+    def allowed(self) -> set[tuple[str, str, str]]:
+        """The (country_code, party_id, role) a peer with this grant may claim."""
+        return {(c, p, self.role) for c, p in self.parties}
+
+    def describe(self) -> str:
+        return f"{self.role} {', '.join(f'{c}/{p}' for c, p in self.parties)}"
+
+    def party_texts(self) -> list[str]:
+        return [f"{c}/{p}" for c, p in self.parties]
 
 
 @dataclass
@@ -25,11 +95,19 @@ class Peer:
     endpoints: list[dict[str, str]]
     roles: list[dict[str, Any]]
     initiated_by: str
-    parties: set[tuple[str, str]] = field(default_factory=set)  # (country_code, party_id)
+    # (country_code, party_id): granted by the operator (ocpi_peer_parties), never taken
+    # from the peer's credentials
+    parties: set[tuple[str, str]] = field(default_factory=set)
+    grant_role: str | None = None  # HUB | EMSP; None: no grant (no hub powers)
+    grant_source: str | None = None  # token_a | operator | legacy
+    # (country_code, party_id, role) as granted: what its credentials may claim
+    allowed: set[tuple[str, str, str]] = field(default_factory=set)
 
     @property
     def is_hub(self) -> bool:
-        return any(r.get("role") == "HUB" for r in self.roles)
+        """A hub (MOBI.E) sees every party's sessions and CDRs: only when the operator
+        granted HUB, whatever the peer's credentials say."""
+        return self.grant_role == "HUB"
 
     def owns(self, country_code: str, party_id: str) -> bool:
         """May this peer act on objects of that party? A hub speaks for every party."""
@@ -43,11 +121,24 @@ class Peer:
 
     @property
     def primary_party(self) -> tuple[str, str]:
-        role = self.roles[0] if self.roles else {}
-        return str(role.get("country_code", "")).upper(), str(role.get("party_id", "")).upper()
+        """The party we address it as: its first role, when that is one it was granted."""
+        for role in self.roles:
+            party = (
+                str(role.get("country_code", "")).upper(),
+                str(role.get("party_id", "")).upper(),
+            )
+            if party in self.parties:
+                return party
+        if self.parties:
+            return sorted(self.parties)[0]
+        return "", ""
 
 
-def _peer(row: dict[str, Any], parties: set[tuple[str, str]]) -> Peer:
+def _peer(
+    row: dict[str, Any],
+    allowed: set[tuple[str, str, str]],
+    grant: dict[str, Any] | None = None,
+) -> Peer:
     return Peer(
         id=row["id"],
         status=row["status"],
@@ -59,14 +150,34 @@ def _peer(row: dict[str, Any], parties: set[tuple[str, str]]) -> Peer:
         endpoints=json.loads(row["endpoints"]),
         roles=json.loads(row["roles"]),
         initiated_by=row["initiated_by"],
-        parties=parties,
+        parties={(cc, pid) for cc, pid, _ in allowed},
+        allowed=allowed,
+        grant_role=grant["role"] if grant else None,
+        grant_source=grant["source"] if grant else None,
     )
 
 
-def _parties(roles: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    return {
-        (str(r["country_code"]).upper(), str(r["party_id"]).upper(), str(r["role"])) for r in roles
-    }
+def excess_claims(roles: list[dict[str, Any]], allowed: set[tuple[str, str, str]]) -> list[str]:
+    """What ``roles`` (a peer's CredentialsRoles) claim beyond ``allowed``, as
+    ``ROLE CC/PID`` texts (empty when nothing)."""
+    out = []
+    for r in roles:
+        claim = (
+            str(r.get("country_code", "")).upper(),
+            str(r.get("party_id", "")).upper(),
+            str(r.get("role", "")).upper(),
+        )
+        if claim not in allowed:
+            out.append(f"{claim[2]} {claim[0]}/{claim[1]}")
+    return out
+
+
+class UidTaken(Exception):
+    """A token's uid is already held by another party."""
+
+    def __init__(self, holders: list[str]) -> None:
+        super().__init__(", ".join(holders))
+        self.holders = holders
 
 
 class OcpiStore:
@@ -76,37 +187,103 @@ class OcpiStore:
 
     # ------------------------------------------------------------------ token A
 
-    async def add_token_a(self, token: str) -> None:
+    async def add_token_a(
+        self, token: str, role: str | None = None, parties: list[str] | None = None
+    ) -> None:
+        """Store a token A (its digest) with its grant. Without a grant (``role`` None) an
+        existing row is left as it is; with one, an unused row gets the new grant."""
         now = to_db(self.clock.now())
+        digest = token_digest(token)
+        grant = json.dumps(parties) if parties is not None else None
 
         async def job(db: JobDb) -> None:
+            if role is None:
+                await db.execute(
+                    "INSERT OR IGNORE INTO ocpi_tokens_a (token, created_at) VALUES (?, ?)",
+                    (digest, now),
+                )
+                return
             await db.execute(
-                "INSERT OR IGNORE INTO ocpi_tokens_a (token, created_at) VALUES (?, ?)",
-                (token, now),
+                """INSERT INTO ocpi_tokens_a (token, created_at, role, parties)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (token) DO UPDATE SET role = excluded.role,
+                       parties = excluded.parties WHERE used_at IS NULL""",
+                (digest, now, role, grant),
             )
 
         await self.store.write(job)
 
     async def token_a_usable(self, token: str) -> bool:
         row = await self.store.read_one(
-            "SELECT used_at FROM ocpi_tokens_a WHERE token = ?", (token,)
+            "SELECT used_at FROM ocpi_tokens_a WHERE token = ?", (token_digest(token),)
         )
         return row is not None and row["used_at"] is None
 
+    async def token_a_grant(self, token: str) -> Grant | None:
+        """The grant of an unused token A; None when it has none (made before grants)."""
+        row = await self.store.read_one(
+            "SELECT role, parties FROM ocpi_tokens_a WHERE token = ? AND used_at IS NULL",
+            (token_digest(token),),
+        )
+        if row is None or not row["role"] or not row["parties"]:
+            return None
+        try:
+            return Grant.make(row["role"], json.loads(row["parties"]))
+        except ValueError:
+            return None
+
     async def list_tokens_a(self) -> list[dict[str, Any]]:
         return await self.store.read("SELECT * FROM ocpi_tokens_a ORDER BY created_at")
+
+    async def digest_clear_tokens(self) -> int:
+        """Replace every token we check that is still stored in clear (tokens A, peers'
+        token_in: databases made before issue 12) by its digest. Returns how many."""
+
+        async def job(db: JobDb) -> int:
+            changed = 0
+            prefix = DIGEST_PREFIX + "%"
+            rows = await db.execute_fetchall(
+                "SELECT token FROM ocpi_tokens_a WHERE token NOT LIKE ?", (prefix,)
+            )
+            for (token,) in rows:
+                await db.execute(
+                    "UPDATE OR IGNORE ocpi_tokens_a SET token = ? WHERE token = ?",
+                    (token_digest(token), token),
+                )
+                await db.execute(
+                    "DELETE FROM ocpi_tokens_a WHERE token = ?", (token,)
+                )  # (a duplicate of a digest already there)
+                changed += 1
+            rows = await db.execute_fetchall(
+                "SELECT id, token_in FROM ocpi_peers WHERE token_in IS NOT NULL "
+                "AND token_in NOT LIKE ?",
+                (prefix,),
+            )
+            for peer_id, token in rows:
+                await db.execute(
+                    "UPDATE ocpi_peers SET token_in = ? WHERE id = ?",
+                    (token_digest(token), peer_id),
+                )
+                changed += 1
+            return changed
+
+        changed = await self.store.write(job)
+        if changed:
+            log.info("OCPI tokens stored in clear replaced by their digests", count=changed)
+        return changed
 
     # ------------------------------------------------------------------ peers
 
     async def peers(self) -> list[Peer]:
         rows = await self.store.read("SELECT * FROM ocpi_peers ORDER BY id")
         parties = await self.store.read("SELECT * FROM ocpi_peer_parties")
-        by_peer: dict[int, set[tuple[str, str]]] = {}
+        grants = {g["peer_id"]: g for g in await self.store.read("SELECT * FROM ocpi_peer_grants")}
+        by_peer: dict[int, set[tuple[str, str, str]]] = {}
         for p in parties:
             by_peer.setdefault(p["peer_id"], set()).add(
-                (p["country_code"].upper(), p["party_id"].upper())
+                (p["country_code"].upper(), p["party_id"].upper(), str(p["role"]).upper())
             )
-        return [_peer(r, by_peer.get(r["id"], set())) for r in rows]
+        return [_peer(r, by_peer.get(r["id"], set()), grants.get(r["id"])) for r in rows]
 
     async def register_peer(
         self,
@@ -120,11 +297,14 @@ class OcpiStore:
         endpoints: list[dict[str, str]],
         roles: list[dict[str, Any]],
         initiated_by: str,
+        grant: Grant,
+        grant_source: str,
     ) -> int:
-        """Store a new registration and, atomically, spend the token A it used.
+        """Store a new registration with the powers ``grant`` gives it and, atomically,
+        spend the token A it used. ``token_in`` is kept as its digest.
 
-        Raises ValueError when the token A was spent meanwhile, or when one of the roles is
-        already registered by another peer.
+        Raises ValueError when the token A was spent meanwhile, or when one of the granted
+        parties is already registered by another peer in that role.
         """
         now = to_db(self.clock.now())
 
@@ -132,7 +312,7 @@ class OcpiStore:
             if token_a is not None:
                 cur = await db.execute(
                     "UPDATE ocpi_tokens_a SET used_at = ? WHERE token = ? AND used_at IS NULL",
-                    (now, token_a),
+                    (now, token_digest(token_a)),
                 )
                 if cur.rowcount != 1:
                     raise ValueError("token A already used")
@@ -142,7 +322,7 @@ class OcpiStore:
                        updated_at)
                    VALUES ('registered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
-                    token_in,
+                    token_digest(token_in),
                     token_out,
                     int(token_out_base64),
                     versions_url,
@@ -156,10 +336,16 @@ class OcpiStore:
             )
             assert row is not None
             peer_id = int(row[0])
-            await _replace_parties(db, peer_id, roles)
+            await db.execute(
+                "INSERT INTO ocpi_peer_grants (peer_id, role, source, granted_at) "
+                "VALUES (?, ?, ?, ?)",
+                (peer_id, grant.role, grant_source, now),
+            )
+            await _grant_parties(db, peer_id, grant)
             if token_a is not None:
                 await db.execute(
-                    "UPDATE ocpi_tokens_a SET used_by = ? WHERE token = ?", (peer_id, token_a)
+                    "UPDATE ocpi_tokens_a SET used_by = ? WHERE token = ?",
+                    (peer_id, token_digest(token_a)),
                 )
             return peer_id
 
@@ -177,6 +363,8 @@ class OcpiStore:
         endpoints: list[dict[str, str]],
         roles: list[dict[str, Any]],
     ) -> None:
+        """A renewal: new tokens, endpoints and credentials. Its powers (grant and parties)
+        stay what the operator granted."""
         now = to_db(self.clock.now())
 
         async def job(db: JobDb) -> None:
@@ -185,7 +373,7 @@ class OcpiStore:
                        versions_url = ?, version = ?, endpoints = ?, roles = ?, updated_at = ?
                    WHERE id = ?""",
                 (
-                    token_in,
+                    token_digest(token_in),
                     token_out,
                     int(token_out_base64),
                     versions_url,
@@ -196,9 +384,32 @@ class OcpiStore:
                     peer_id,
                 ),
             )
-            await _replace_parties(db, peer_id, roles)
 
         await self.store.write(job)
+
+    # ------------------------------------------------------------------ security events
+
+    async def security_event(self, kind: str, detail: str, peer_id: int | None = None) -> None:
+        """Something a peer tried that was refused or is suspicious (never a secret)."""
+        now = to_db(self.clock.now())
+
+        async def job(db: JobDb) -> None:
+            row = await db.execute_insert(
+                "INSERT INTO ocpi_security_events (at, kind, peer_id, detail) VALUES (?, ?, ?, ?)",
+                (now, kind, peer_id, detail[:500]),
+            )
+            if row is not None and int(row[0]) > SECURITY_EVENTS_KEPT:
+                await db.execute(
+                    "DELETE FROM ocpi_security_events WHERE id <= ?",
+                    (int(row[0]) - SECURITY_EVENTS_KEPT,),
+                )
+
+        await self.store.write(job)
+
+    async def security_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        return await self.store.read(
+            "SELECT * FROM ocpi_security_events ORDER BY id DESC LIMIT ?", (limit,)
+        )
 
     async def unregister_peer(self, peer_id: int) -> None:
         now = to_db(self.clock.now())
@@ -216,8 +427,20 @@ class OcpiStore:
     # ------------------------------------------------------------------ tokens (eMSPs')
 
     async def put_token(self, token: dict[str, Any], peer_id: int) -> bool:
+        """Store an eMSP's token (True when it is new). Raises :class:`UidTaken` when
+        another party already holds that uid: the OCPP idTag is the uid, and the party that
+        holds it receives the sessions and CDRs of that card, so it is never re-owned
+        silently (checked in the same transaction as the write)."""
+
         async def job(db: JobDb) -> bool:
             key = (token["country_code"], token["party_id"], token["uid"], token["type"])
+            others = await db.execute_fetchall(
+                "SELECT DISTINCT country_code, party_id FROM ocpi_tokens WHERE uid = ? "
+                "AND NOT (country_code = ? AND party_id = ?)",
+                (token["uid"], token["country_code"], token["party_id"]),
+            )
+            if others:
+                raise UidTaken([f"{str(r[0]).upper()}/{str(r[1]).upper()}" for r in others])
             rows = await db.execute_fetchall(
                 "SELECT 1 FROM ocpi_tokens WHERE country_code = ? AND party_id = ? AND uid = ? "
                 "AND type = ?",
@@ -341,16 +564,15 @@ class OcpiStore:
         return [r["id"] for r in rows]
 
 
-async def _replace_parties(db: JobDb, peer_id: int, roles: list[dict[str, Any]]) -> None:
-    await db.execute("DELETE FROM ocpi_peer_parties WHERE peer_id = ?", (peer_id,))
-    for cc, pid, role in _parties(roles):
+async def _grant_parties(db: JobDb, peer_id: int, grant: Grant) -> None:
+    for cc, pid in grant.parties:
         taken = await db.execute_fetchall(
             "SELECT peer_id FROM ocpi_peer_parties WHERE country_code = ? AND party_id = ? "
             "AND role = ?",
-            (cc, pid, role),
+            (cc, pid, grant.role),
         )
         if taken:
-            raise ValueError(f"{role} {cc}/{pid} is already registered by another peer")
+            raise ValueError(f"{grant.role} {cc}/{pid} is already registered by another peer")
         await db.execute(
-            "INSERT INTO ocpi_peer_parties VALUES (?, ?, ?, ?)", (peer_id, cc, pid, role)
+            "INSERT INTO ocpi_peer_parties VALUES (?, ?, ?, ?)", (peer_id, cc, pid, grant.role)
         )

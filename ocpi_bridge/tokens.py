@@ -4,6 +4,10 @@ A token is accepted when it is `valid` and whitelisted (`ALWAYS` or `ALLOWED`): 
 no real-time authorization, so `ALLOWED_OFFLINE` and `NEVER` tokens, which would need it,
 are refused. The OCPP idTag is the token's `uid`. The transaction it starts records the
 token's owner (``CC/PID``), which decides who may see the session and its CDR.
+
+A uid is held by one party only (the tokens Receiver refuses a uid another party holds). A
+uid that several parties hold anyway (a database from before that rule) is ambiguous: it
+is refused (``Invalid``) and logged, never given to one of them, whose card it may not be.
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ class OcpiTokenSource:
         tokens = await self.store.tokens_by_uid(id_tag)
         if not tokens:
             return None
-        # several eMSPs may have issued the same uid: a usable one wins
+        owners = sorted({owner_of(t) for t in tokens})
+        if len(owners) > 1:
+            # whose card is it? Sessions and CDRs would go to whichever we chose: nobody's
+            log.warning("token uid held by several parties: refused", uid=id_tag, owners=owners)
+            return IdTagInfo("Invalid", source=self.name)
         usable = [t for t in tokens if t["valid"] and t["whitelist"] in WHITELISTED]
         token = usable[0] if usable else tokens[0]
         if not token["valid"]:

@@ -11,7 +11,8 @@ What MOBI.E's viewers and the operator see of the hub link:
 - ``/compliance``: per station and per session, over a chosen period, how the platform
   meets R1 and R3 to R8 (measured by :mod:`ocpi_bridge.compliance` on every acknowledged
   push, and by :mod:`csms.traffic` for the stations' own intervals);
-- ``/hub``: the peers, the pushes not acknowledged yet, and (admins) a new token A.
+- ``/hub``: the peers and what each was granted, what peers tried and were refused, the
+  pushes not acknowledged yet, and (admins) a new token A with its role and parties.
 
 Every hook reads a few indexed rows for the ids it is given (a page of the list), or the
 pusher's in-memory state. Nothing here writes, except the token A form and the compliance
@@ -40,7 +41,7 @@ from .compliance import hour_of
 from .credentials import new_token
 from .locations import MOBIE_NAMES
 from .outbox import Family, FamilyKey
-from .store import Peer
+from .store import Grant, Peer
 
 if TYPE_CHECKING:
     from csms.web import WebUI
@@ -65,6 +66,7 @@ PUSHED_RULES = ("R1", "R5", "R6", "R7", "R8")
 MAX_PERIOD_DAYS = 31
 DEFAULT_PERIOD_DAYS = 7
 PENDING_SHOWN = 200
+SECURITY_EVENTS_SHOWN = 20
 
 
 def mobie_name(status: str | None) -> str | None:
@@ -213,6 +215,10 @@ class OcpiWebProvider:
                         (r.get("business_details", {}).get("name") for r in p.roles), None
                     ),
                     "is_hub": p.is_hub,
+                    "granted": " ".join(
+                        [p.grant_role or "—", ", ".join(sorted(f"{c}/{i}" for c, i in p.parties))]
+                    ).strip(),
+                    "grant_source": p.grant_source,
                     "version": p.version,
                     "since": (created.get(p.id) or {}).get("created_at"),
                     "last_ack": last,
@@ -631,8 +637,15 @@ class OcpiWebProvider:
 
     # ------------------------------------------------------------------ hub page
 
-    async def hub_page(self, request: web.Request, token: str | None = None) -> web.Response:
+    async def hub_page(
+        self,
+        request: web.Request,
+        token: str | None = None,
+        error: str | None = None,
+        grant: Grant | None = None,
+    ) -> web.Response:
         data = await self.dashboard(request)
+        events = await self.bridge.store.security_events(SECURITY_EVENTS_SHOWN)
         pending = sorted(
             self.bridge.pusher.outbox.pending(),
             key=lambda f: (
@@ -655,18 +668,32 @@ class OcpiWebProvider:
                 ],
                 "pending_total": len(pending),
                 "token_a": token,
+                "token_a_grant": grant.describe() if grant else None,
+                "token_a_error": error,
+                "security_events": events,
                 "tz": self.ui.settings.time_zone,
             }
         )
-        return self.ui.render(request, "ocpi/hub.html", data, status=201 if token else 200)
+        status = 201 if token else 422 if error else 200
+        return self.ui.render(request, "ocpi/hub.html", data, status=status)
 
     async def create_token_a(self, request: web.Request) -> web.StreamResponse:
-        """A new token A, with what to send MOBI.E to schedule the tests (annex I)."""
+        """A new token A granting a role for parties, with what to send MOBI.E to schedule
+        the tests (annex I)."""
+        form = await request.post()
+        try:
+            grant = Grant.make(form.get("role"), str(form.get("parties") or ""))
+        except ValueError as e:
+            return await self.hub_page(request, error=str(e))
         token = new_token()
-        await self.bridge.store.add_token_a(token)
+        await self.bridge.store.add_token_a(token, grant.role, grant.party_texts())
         session = self.ui.session_of(request)
-        log.info("token A created from the web interface", user=session and session.user)
-        return await self.hub_page(request, token)
+        log.info(
+            "token A created from the web interface",
+            user=session and session.user,
+            granted=grant.describe(),
+        )
+        return await self.hub_page(request, token, grant=grant)
 
 
 # The provider's own reads (tests/test_web_ocpi_volume.py checks their plans at volume).
@@ -818,12 +845,23 @@ PT: dict[str, str] = {
     "ocpi.hub.token_a": "Novo token A",
     "ocpi.hub.token_a_help": (
         "Para marcar os testes, envie à MOBI.E o URL de versões, um token A e o party_id. "
-        "Cada token A serve para um registo."
+        "Cada token A serve para um registo e concede um papel (MOBI.E: HUB) para as partes "
+        "indicadas: um registo que reclame mais é recusado."
     ),
     "ocpi.hub.token_a_made": (
         "Token A criado. Envie-o à MOBI.E com o URL de versões e o party_id:"
     ),
     "ocpi.hub.shown": "mostrados os primeiros {n}",
+    "ocpi.hub.role": "Papel",
+    "ocpi.hub.parties": "Partes (ex.: PT/MOB)",
+    "ocpi.hub.grants": "Concede: {grant}",
+    "ocpi.granted": "Concedido",
+    "ocpi.grant.legacy": "registada antes das concessões: mantém o que tinha (rever)",
+    "ocpi.hub.security": "Recusas e alertas",
+    "ocpi.hub.security_none": "Nenhuma parte tentou mais do que lhe foi concedido.",
+    "ocpi.hub.event_at": "Quando",
+    "ocpi.hub.event_kind": "O quê",
+    "ocpi.hub.event_detail": "Detalhe",
     "ocpi.kind.location": "Location",
     "ocpi.kind.session": "Sessão/CDR",
 }
@@ -937,12 +975,23 @@ EN: dict[str, str] = {
     "ocpi.hub.token_a": "New token A",
     "ocpi.hub.token_a_help": (
         "To schedule the tests, send MOBI.E the versions URL, a token A and the party_id. "
-        "Each token A serves one registration."
+        "Each token A serves one registration, and grants a role (MOBI.E: HUB) for the "
+        "parties given: a registration claiming more is refused."
     ),
     "ocpi.hub.token_a_made": (
         "Token A created. Send it to MOBI.E with the versions URL and party_id:"
     ),
     "ocpi.hub.shown": "the first {n} shown",
+    "ocpi.hub.role": "Role",
+    "ocpi.hub.parties": "Parties (e.g. PT/MOB)",
+    "ocpi.hub.grants": "It grants: {grant}",
+    "ocpi.granted": "Granted",
+    "ocpi.grant.legacy": "registered before grants: keeps what it had (review it)",
+    "ocpi.hub.security": "Refusals and alerts",
+    "ocpi.hub.security_none": "No party has tried more than it was granted.",
+    "ocpi.hub.event_at": "When",
+    "ocpi.hub.event_kind": "What",
+    "ocpi.hub.event_detail": "Detail",
     "ocpi.kind.location": "Location",
     "ocpi.kind.session": "Session/CDR",
 }

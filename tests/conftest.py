@@ -144,6 +144,8 @@ OCPI_CONFIG = {
     "party_id": "CPO",
     "business_name": "Operador de Teste Lda",
     "website": "https://cpo.example.pt",
+    # every test peer listens on 127.0.0.1, which production refuses by default (issue 12)
+    "allow_private_peer_addresses": True,
 }
 
 

@@ -103,14 +103,14 @@ def sim(**kw: Any) -> Behaviour:
     return Behaviour(auto_heartbeat=False, auto_meter_values=False, step_delay=0.01, **kw)
 
 
-async def token_a(cpo: Running) -> tuple[str, str]:
-    status, body = await cpo.api.post("/api/v1/ocpi/token-a")
+async def token_a(cpo: Running, grant: dict[str, Any]) -> tuple[str, str]:
+    status, body = await cpo.api.post("/api/v1/ocpi/token-a", grant)
     assert status == 201, body
     return body["versions_url"], body["token"]
 
 
 async def register(cpo: Running, peer: EmspPeer) -> None:
-    versions_url, a = await token_a(cpo)
+    versions_url, a = await token_a(cpo, peer.grant)
     result = await peer.register_with(versions_url, a)
     assert result["ok"], result
 

@@ -76,3 +76,23 @@ def test_cli_exits_2_on_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         )
         assert proc.returncode == 2, proc.stderr
         assert str(path) in proc.stderr
+
+
+def test_hardening_settings_have_safe_defaults_and_bounds() -> None:
+    s = load_settings(None, {})
+    assert (s.http.header_timeout, s.http.read_timeout) == (10.0, 30.0)
+    assert (s.http.idle_timeout, s.http.write_timeout) == (60.0, 30.0)
+    assert (s.http.max_connections, s.http.max_connections_per_address) == (512, 64)
+    assert s.ocpp.max_unknown_stations == 1000
+    assert s.ocpp.max_meter_values_per_transaction == 100_000
+    assert s.api.max_command_timeout == 300.0
+    for key, value in (
+        ("CSMS_HTTP__HEADER_TIMEOUT", "0"),
+        ("CSMS_HTTP__IDLE_TIMEOUT", "-1"),
+        ("CSMS_HTTP__MAX_CONNECTIONS", "0"),
+        ("CSMS_OCPP__MAX_UNKNOWN_STATIONS", "0"),
+        ("CSMS_API__MAX_COMMAND_TIMEOUT", "0"),
+    ):
+        name = key[len("CSMS_") :].lower().replace("__", ".")
+        with pytest.raises(ConfigError, match=name):
+            load_settings(None, {key: value})

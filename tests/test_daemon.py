@@ -161,4 +161,164 @@ async def test_generated_admin_password_is_printed_once_and_kept(tmp_path: Path)
             assert len(generated) == 1 and '"password"' in generated[0]
         else:
             assert generated == []
-    assert (tmp_path / "data" / "admin-password.hash").read_text().startswith("scrypt$")
+    assert (tmp_path / "data" / "admin-password.hash").read_text().startswith("$argon2id$")
+
+
+async def test_healthz_says_unavailable_while_writes_fail(tmp_path: Path) -> None:
+    """Issue 12, item 17: the files may not grow (RLIMIT_FSIZE of the running daemon, what a
+    full disk does to SQLite's WAL): writes fail for real, and /healthz says so."""
+    import asyncio
+    import resource
+
+    from csms.app import WRITE_PROBE_INTERVAL
+
+    daemon = Daemon(tmp_path)
+    await daemon.start()
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(daemon.http_url, session)
+            status, health = await api.get("/healthz", auth=False)
+            assert status == 200 and health["writer"]["status"] == "ok"
+
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+            status, body = await api.put("/api/v1/id-tags/FULL1", {"status": "Accepted"})
+            assert status == 500 and body["error"] == "internal_error"
+            await asyncio.sleep(WRITE_PROBE_INTERVAL + 0.1)
+            status, health = await api.get("/healthz", auth=False)
+            assert status == 503, health
+            assert health["status"] == "unavailable"
+            assert health["writer"]["status"] == "failing"
+            assert "disk I/O error" in health["writer"]["last_error"]
+            assert health["writer"]["last_error_at"] is not None
+
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
+            await asyncio.sleep(WRITE_PROBE_INTERVAL + 0.1)
+            status, health = await api.get("/healthz", auth=False)
+            assert status == 200 and health["writer"]["status"] == "ok"
+            status, _ = await api.put("/api/v1/id-tags/FULL2", {"status": "Accepted"})
+            assert status == 201
+    finally:
+        if daemon.proc.returncode is None:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
+    assert await daemon.signal(signal.SIGTERM) == 0
+    assert any(line.get("event") == "database writes fail" for line in daemon.lines)
+
+
+async def _run_csms(tmp_path: Path, data_dir: str) -> tuple[int, str]:
+    import asyncio
+    import os
+    import sys
+
+    from tests.conftest import ADMIN_PASSWORD
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'data_dir = "{data_dir}"\n[ocpp]\nhost="127.0.0.1"\nport=0\n'
+        '[http]\nhost="127.0.0.1"\nport=0\n[logging]\nformat="json"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "csms.cli",
+        "run",
+        "--config",
+        str(cfg),
+        cwd=tmp_path,
+        env=dict(os.environ, CSMS_ADMIN_PASSWORD=ADMIN_PASSWORD),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_a_missing_or_read_only_data_dir_is_one_clear_line_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    """Issue 12, item 18, through the real `csms run`."""
+    import os
+
+    root = os.geteuid() == 0
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        # missing, and its parent does not let us make it (root may write anywhere but /proc)
+        missing = "/proc/csms-test/data" if root else str(locked / "data")
+        code, err = await _run_csms(tmp_path, missing)
+        assert code == 2, err
+        assert err.strip().splitlines() == [
+            f"csms: data directory {missing} does not exist and cannot be created: "
+            + ("No such file or directory" if root else "Permission denied")
+        ]
+        # there, but read-only
+        read_only = "/sys/kernel" if root else str(locked)
+        code, err = await _run_csms(tmp_path, read_only)
+        assert code == 2, err
+        assert err.strip().splitlines() == [
+            f"csms: data directory {read_only} is not writable: Permission denied"
+        ]
+        assert "Traceback" not in err
+    finally:
+        locked.chmod(0o700)
+
+
+async def test_a_read_only_database_file_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes read-only files")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "csms.sqlite3").touch(mode=0o400)
+    code, err = await _run_csms(tmp_path, str(data))
+    assert code == 2, err
+    assert err.strip().splitlines() == [f"csms: database {data / 'csms.sqlite3'} is not writable"]
+
+
+async def test_running_out_of_descriptors_is_logged_once_not_every_second(tmp_path: Path) -> None:
+    """Issue 12, item 3: when accept() fails for want of descriptors (here the running
+    daemon's limit is lowered to what it has open), asyncio reports it every second per
+    listener, with a traceback; the daemon logs it once a minute. Afterwards HTTP and OCPP
+    serve as before."""
+    import asyncio
+    import os
+    import resource
+
+    daemon = Daemon(tmp_path)
+    await daemon.start()
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    writers: list[asyncio.StreamWriter] = []
+    async with aiohttp.ClientSession() as session:
+        api = Api(daemon.http_url, session)
+        assert (await api.put("/api/v1/stations/FD1", station_body("FD1", 1)))[0] == 201
+        try:
+            in_use = len(os.listdir(f"/proc/{pid}/fd"))
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 2, hard))
+            for _ in range(30):
+                _, w = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+                writers.append(w)
+            await asyncio.sleep(3.5)  # asyncio retries accept() every second
+        finally:
+            for w in writers:
+                w.transport.abort()
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        await asyncio.sleep(1.2)
+        status, _ = await api.get("/healthz", auth=False)
+        assert status == 200
+        client = await RawClient.open(f"{daemon.ocpp_url}/FD1")
+        await client.ok("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+        await client.close()
+    assert await daemon.signal(signal.SIGTERM) == 0
+    events = [line.get("event", "") for line in daemon.lines]
+    assert events.count("cannot accept connections") == 1
+    assert not any("out of system resource" in e for e in events)
+    assert any(e == "file descriptor limit" for e in events)

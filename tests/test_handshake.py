@@ -52,10 +52,68 @@ async def test_paths_outside_the_prefix_are_refused(csms: Running) -> None:
     base = f"ws://127.0.0.1:{csms.system.ocpp_port}"
     assert await _status_of_refusal(f"{base}/CP1", subprotocols=["ocpp1.6"]) == 404
     assert await _status_of_refusal(f"{base}/other/CP1", subprotocols=["ocpp1.6"]) == 404
-    # the id is the last segment under the prefix, a query string is ignored
-    client = await RawClient.open(f"{base}/ocpp/site-a/CP1?foo=bar")
+    # the id is the one segment after the prefix, a query string is ignored
+    client = await RawClient.open(f"{base}/ocpp/CP1?foo=bar")
     assert (await client.ok("Heartbeat", {}))["currentTime"]
     await client.close()
+
+
+async def test_only_the_exact_path_form_connects(csms: Running) -> None:
+    """Issue 12, item 19: ``/ocpp/x/../ST-1`` and ``/ocpp//ST-1`` connected as ST-1. Only
+    prefix + "/" + one segment is a station's URL."""
+    await csms.define_station("ST-1")
+    base = f"ws://127.0.0.1:{csms.system.ocpp_port}"
+    for path in (
+        "/ocpp/x/../ST-1",
+        "/ocpp//ST-1",
+        "/ocpp/./ST-1",
+        "/ocpp/site-a/ST-1",
+        "/ocpp/ST-1/",
+        "/ocpp/ST-1//",
+        "/ocpp/x%2F..%2FST-1",
+        "/ocpp/%2E%2E",
+        "/ocpp/.",
+        "/ocpp/",
+        "/ocppST-1",
+        "/ocpp/ST-1%0A",
+    ):
+        # websockets' client would normalise nothing: the path is sent as written
+        status = await _status_of_refusal(base + path, subprotocols=["ocpp1.6"])
+        assert status == 404, path
+    assert not csms.system.registry.is_connected("ST-1")
+    refused = csms.system.metrics.handshakes_refused.labels("bad_path")._value.get()
+    assert refused == 12
+    client = await RawClient.open(f"{base}/ocpp/ST-1")
+    assert (await client.ok("Heartbeat", {}))["currentTime"]
+    await client.close()
+
+
+async def test_unsupported_subprotocol_completes_then_closes_and_never_displaces(
+    csms: Running,
+) -> None:
+    """Issue 11, item 6 (OCPP-J 1.6, 3.1.2; TC_088): a client offering no ocpp1.6 gets a
+    completed handshake without Sec-WebSocket-Protocol, then the connection is closed at
+    once; it is never registered, so the station's real connection stays."""
+    await csms.define_station("CP88B")
+    url = f"{csms.ocpp_url}/CP88B"
+    real = await RawClient.open(url)
+    await real.ok("Heartbeat", {})
+    for offered in (["ocpp0.1"], ["ocpp2.0.1", "ocpp1.5"], None):
+        async with connect(url, subprotocols=offered, open_timeout=5) as ws:  # type: ignore[arg-type]
+            assert ws.subprotocol is None
+            assert "Sec-WebSocket-Protocol" not in ws.response.headers
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 1002
+    refused = csms.system.metrics.handshakes_refused.labels("subprotocol")._value.get()
+    assert refused == 3
+    # the real station is still the registered connection, and answers commands
+    assert csms.system.registry.get("CP88B") is not None
+    assert csms.system.registry.get("CP88B").ws.subprotocol == "ocpp1.6"
+    status, body = await csms.api.post("/api/v1/stations/CP88B/commands/ClearCache", {})
+    assert status == 200 and body["response"] == {"status": "Accepted"}
+    assert real.ws.close_code is None
+    assert (await csms.api.get("/api/v1/stations/CP88B"))[1]["connected"] is True
+    await real.close()
 
 
 async def test_accept_unknown_stations(tmp_path: Path) -> None:
@@ -91,7 +149,7 @@ async def test_basic_auth_security_profile_1(csms: Running) -> None:
     await client.close()
     # the password is stored hashed, never in clear
     rows = await csms.system.store.read("SELECT password_hash FROM stations WHERE id = 'SEC1'")
-    assert rows[0]["password_hash"].startswith("scrypt$")
+    assert rows[0]["password_hash"].startswith("$argon2id$")
     assert "s3cret" not in rows[0]["password_hash"]
     # replacing the definition without "password" keeps it; null removes it
     body = (await csms.api.get("/api/v1/stations/SEC1"))[1]

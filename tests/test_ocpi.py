@@ -59,8 +59,12 @@ async def peer() -> AsyncIterator[EmspPeer]:
         pytest.fail(str(e))
 
 
-async def token_a(cpo: Running) -> tuple[str, str]:
-    status, body = await cpo.api.post("/api/v1/ocpi/token-a")
+EMS_GRANT = {"role": "EMSP", "parties": ["PT/EMS"]}
+
+
+async def token_a(cpo: Running, grant: dict[str, Any] | None = None) -> tuple[str, str]:
+    """A token A granting ``grant`` (by default: eMSP PT/EMS, the ``peer`` fixture)."""
+    status, body = await cpo.api.post("/api/v1/ocpi/token-a", grant or EMS_GRANT)
     assert status == 201, body
     return body["versions_url"], body["token"]
 
@@ -84,7 +88,7 @@ async def ocpi_get(
 
 async def registered(cpo: Running, peer: EmspPeer) -> dict[str, Any]:
     """The peer registers with us as MOBI.E would: with a token A we issued."""
-    versions_url, a = await token_a(cpo)
+    versions_url, a = await token_a(cpo, peer.grant)
     result = await peer.register_with(versions_url, a)
     assert result["ok"], result
     return result
@@ -265,7 +269,8 @@ async def test_peer_registers_with_us_mobie_way(cpo: Running, peer: EmspPeer) ->
 
 async def test_we_register_with_the_peer(cpo: Running, peer: EmspPeer) -> None:
     status, body = await cpo.api.post(
-        "/api/v1/ocpi/register", {"versions_url": peer.versions_url, "token": peer.token_a}
+        "/api/v1/ocpi/register",
+        {"versions_url": peer.versions_url, "token": peer.token_a, **peer.grant},
     )
     assert status == 201, body
     state = await peer.state()
@@ -278,7 +283,8 @@ async def test_we_register_with_the_peer(cpo: Running, peer: EmspPeer) -> None:
     assert peers["items"][0]["initiated_by"] == "us"
     # a wrong token A: a clear error
     status, body = await cpo.api.post(
-        "/api/v1/ocpi/register", {"versions_url": peer.versions_url, "token": "wrong-token"}
+        "/api/v1/ocpi/register",
+        {"versions_url": peer.versions_url, "token": "wrong-token", **peer.grant},
     )
     assert status == 502 and "3001" in body["message"]
 
@@ -553,7 +559,7 @@ async def test_a_22_peer_gets_raw_tokens_and_22_objects(cpo: Running) -> None:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        _, a = await token_a(cpo)
+        _, a = await token_a(cpo, {"role": "HUB", "parties": ["PT/MOB"]})
         body = {
             "token": "raw-token-B-of-the-22-peer",
             "url": f"http://127.0.0.1:{port}/versions",

@@ -15,7 +15,10 @@ from tests.conftest import ADMIN_PASSWORD
 from tests.daemon import Daemon
 from tests.ocpi_peer.harness import EmspPeer, PeerVenvMissing
 
-OCPI = '[ocpi]\nparty_id = "CPO"\nbusiness_name = "Operador de Teste"\n'
+OCPI = (
+    '[ocpi]\nparty_id = "CPO"\nbusiness_name = "Operador de Teste"\n'
+    "allow_private_peer_addresses = true\n"  # the test peers listen on 127.0.0.1
+)
 
 
 async def _cli(workdir: Path, *args: str) -> tuple[int, str, str]:
@@ -49,8 +52,14 @@ async def test_token_a_from_the_cli_lets_a_peer_register_with_the_running_daemon
             .read_text()
             .replace("port = 0\n[logging]", f"port = {daemon.http_port}\n[logging]")
         )
+        # a token A grants a role for parties: without them, nothing is made
         code, out, err = await _cli(tmp_path, "token-a")
+        assert code == 2 and "--role" in err and "Token A" not in out
+        code, out, err = await _cli(tmp_path, "token-a", "--role", "EMSP", "--party", "PT/XX")
+        assert code == 2 and "PT/XX" in err
+        code, out, err = await _cli(tmp_path, "token-a", "--role", "emsp", "--party", "PT/EMS")
         assert code == 0, err
+        assert "It grants: EMSP PT/EMS" in out
         token = re.search(r"Token A:\s+(\S+)", out)
         versions = re.search(r"Version endpoint:\s+(\S+)", out)
         assert token and versions and "Party ID:         CPO" in out
@@ -68,6 +77,10 @@ async def test_token_a_from_the_cli_lets_a_peer_register_with_the_running_daemon
                         other.versions_url,
                         "--token",
                         other.token_a,
+                        "--role",
+                        "EMSP",
+                        "--party",
+                        "PT/EM2",
                     )
                     assert code == 0, (out, err)
                     assert '"status": "ok"' in out
@@ -82,11 +95,20 @@ async def test_token_a_from_the_cli_lets_a_peer_register_with_the_running_daemon
 
 async def test_cli_with_ocpi_disabled_or_daemon_down(tmp_path: Path) -> None:
     Daemon(tmp_path)  # writes a config without [ocpi]
-    code, _, err = await _cli(tmp_path, "token-a")
+    code, _, err = await _cli(tmp_path, "token-a", "--role", "HUB", "--party", "PT/MOB")
     assert code == 2 and "disabled" in err
     (tmp_path / "x").mkdir()
     Daemon(tmp_path / "x", extra_config=OCPI)  # writes a config with [ocpi]; not started
     code, _, err = await _cli(
-        tmp_path / "x", "register", "--versions-url", "http://127.0.0.1:9/v", "--token", "t"
+        tmp_path / "x",
+        "register",
+        "--versions-url",
+        "http://127.0.0.1:9/v",
+        "--token",
+        "t",
+        "--role",
+        "EMSP",
+        "--party",
+        "PT/EMS",
     )
     assert code == 1 and "cannot reach csms" in err

@@ -122,3 +122,78 @@ def test_a_badly_formatted_timestamp_is_still_accepted_as_before() -> None:
     payload = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
     payload["timestamp"] = "2026-11-23 10:00:00"
     assert verdict(ocppj.CALL, "StatusNotification", payload) is None
+
+
+# ---------------------------------------------------------------------- framing (issue 12)
+
+
+@pytest.mark.parametrize("kind", ["2.0", '"2"', "true", "2e0", "[2]", "null", "9", "-2"])
+def test_message_type_must_be_exactly_2_3_or_4(kind: str) -> None:
+    """Item 22: ``2.0`` (and ``true``, ``"2"``...) is not a CALL; with a readable id it is
+    answered with a FormationViolation."""
+    with pytest.raises(ocppj.FrameError) as e:
+        ocppj.parse_frame(f'[{kind},"id1","Heartbeat",{{}}]')
+    assert e.value.unique_id == "id1" and e.value.error.code == "FormationViolation"
+
+
+def test_answers_are_never_answered() -> None:
+    """A malformed CallResult or CallError is not answered; ``3.0`` is not a CallResult."""
+    for text, answer_with in (('[3,"id1"]', None), ('[4,"id1"]', None), ('[3.0,"id1",{}]', "id1")):
+        with pytest.raises(ocppj.FrameError) as e:
+            ocppj.parse_frame(text)
+        assert e.value.unique_id == answer_with, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[2,"n1","DataTransfer",{"vendorId":"v","data":NaN}]',
+        '[2,"n1","DataTransfer",{"vendorId":"v","data":-Infinity}]',
+        '[2,"n1","Heartbeat",{"x":1e400}]',
+        '[2,"n1","Heartbeat",{"x":' + "1" * 5000 + "}]",
+        '[2,"n1","Heartbeat",' + "[" * 100_000 + "]" * 100_000 + "]",
+        '[2,"n1","Heartbeat",' + '{"a":' * 33 + "1" + "}" * 33 + "]",
+    ],
+)
+def test_what_is_not_json_or_too_deep_is_a_formation_violation(text: str) -> None:
+    """Items 8 and 14: NaN/Infinity, numbers beyond a double or Python's digit limit,
+    nesting (RecursionError, or just deeper than OCPP ever goes)."""
+    with pytest.raises(ocppj.FrameError) as e:
+        ocppj.parse_frame(text)
+    assert e.value.unique_id == "n1" and e.value.error.code == "FormationViolation"
+
+
+def test_nesting_within_the_limit_is_parsed() -> None:
+    depth = ocppj.MAX_DEPTH - 2  # the frame and the payload are two levels
+    frame = ocppj.parse_frame('[2,"d","Heartbeat",' + '{"a":' * depth + "{}" + "}" * depth + "]")
+    assert isinstance(frame, ocppj.Call)
+
+
+def test_lone_surrogates_are_replaced_and_noted_pairs_kept() -> None:
+    frame = ocppj.parse_frame(
+        r'[2,"a\ud800","Authorize",{"idTag":"x\udc00","ok":"\ud83d\ude00","\udbff":[1,"\ud800"]}]'
+    )
+    assert isinstance(frame, ocppj.Call)
+    assert frame.unique_id == "a\ud800"  # the answer must carry it back as sent
+    assert frame.payload == {"idTag": "x\ufffd", "ok": "\U0001f600", "\ufffd": [1, "\ufffd"]}
+    assert sorted(frame.invalid_unicode) == ["idTag", "\ufffd", "\ufffd/1"]
+    answer = ocppj.result_frame(frame.unique_id, {})
+    answer.encode("utf-8")  # sendable
+    assert answer == '[3,"a\\ud800",{}]'
+
+
+def test_integers_beyond_64_bits_are_clamped_and_noted() -> None:
+    frame = ocppj.parse_frame(
+        '[2,"b","MeterValues",{"connectorId":9223372036854775808,"transactionId":-'
+        + "9" * 30
+        + ',"meterValue":[{"timestamp":"t","sampledValue":[{"value":"1"}]}],'
+        '"x":[9223372036854775807]}]'
+    )
+    assert isinstance(frame, ocppj.Call)
+    assert frame.payload["connectorId"] == ocppj.INT64_MAX
+    assert frame.payload["transactionId"] == ocppj.INT64_MIN
+    assert frame.payload["x"] == [ocppj.INT64_MAX]
+    assert dict(frame.out_of_range) == {
+        "connectorId": str(2**63),
+        "transactionId": "-" + "9" * 30,
+    }

@@ -38,7 +38,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[Running, EmspPeer]]:
     )
     try:
         async with EmspPeer(party_id="MOB", country_code="PT", role="HUB") as hub:
-            _, body = await cpo.api.post("/api/v1/ocpi/token-a")
+            _, body = await cpo.api.post("/api/v1/ocpi/token-a", hub.grant)
             assert (await hub.register_with(body["versions_url"], body["token"]))["ok"]
             yield cpo, hub
     except PeerVenvMissing as e:

@@ -24,7 +24,8 @@ from tests.flaky_hub import FlakyHub
 
 async def register(hub: FlakyHub, http_url: str, api: Api) -> None:
     """The hub registers with us, as MOBI.E does: with a token A we made."""
-    _, body = await api.post("/api/v1/ocpi/token-a")
+    grant = {"role": "HUB", "parties": [f"PT/{hub.party_id}"]}
+    _, body = await api.post("/api/v1/ocpi/token-a", grant)
     token = base64.b64encode(body["token"].encode()).decode()
     async with aiohttp.ClientSession() as s:
         async with s.post(
@@ -152,6 +153,7 @@ async def test_sigkill_mid_session_then_restart_delivers_session_and_cdr(tmp_pat
     config = (
         '[ocpi]\nparty_id = "CPO"\nbusiness_name = "Operador"\noffline_after = 60\n'
         "session_update_interval = 1\npush_timeout = 0.5\nretry_max_seconds = 1\n"
+        "allow_private_peer_addresses = true\n"
     )
     async with FlakyHub() as hub:
         daemon = Daemon(tmp_path, extra_config=config)

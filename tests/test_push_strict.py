@@ -171,6 +171,7 @@ async def test_r6_status_changes_during_a_hub_outage_are_replayed_in_order(
 DAEMON_OCPI = (
     '[ocpi]\nparty_id = "CPO"\nbusiness_name = "Operador"\noffline_after = {offline}\n'
     "session_update_interval = 5\npush_timeout = 0.5\nretry_max_seconds = 1\n"
+    "allow_private_peer_addresses = true\n"
 )
 
 

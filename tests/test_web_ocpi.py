@@ -5,20 +5,24 @@ station, sessions, the Compliance page and the hub page."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from charger_sim import Behaviour, Station
 from csms.web.i18n import CATALOGUE
+from ocpi_bridge.store import token_digest
 from ocpi_bridge.web import EN, PT, mobie_name
 from tests.conftest import Running, start_system
 from tests.flaky_hub import FlakyHub
-from tests.test_push_faults import eventually, register
+from tests.test_push_faults import eventually
 from tests.test_web import ADMIN, VIEWER, WebClient, web_overrides
 
 OCPI = {
@@ -27,6 +31,25 @@ OCPI = {
     "push_timeout": 0.5,
     "retry_max_seconds": 1,
 }
+
+
+async def register(hub: FlakyHub, http_url: str, api: Any) -> None:
+    """The hub registers with us, as MOBI.E does: with a token A we made, granting HUB."""
+    _, body = await api.post(
+        "/api/v1/ocpi/token-a", {"role": "HUB", "parties": [f"PT/{hub.party_id}"]}
+    )
+    token = base64.b64encode(body["token"].encode()).decode()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            http_url + "/ocpi/2.2.1/credentials",
+            json=hub.credentials(),
+            headers={"Authorization": f"Token {token}"},
+        ) as r,
+    ):
+        answer = await r.json()
+    assert answer["status_code"] == 1000, answer
+    hub.token_c = answer["data"]["token"]
 
 
 @dataclass
@@ -286,13 +309,26 @@ async def test_viewer_is_refused_every_post_and_admin_makes_a_token_a(site: Site
 
     _, page = await admin.get("/hub")
     assert 'id="token-a-form"' in page
-    status, _, _ = await admin.post("/hub/token-a", {}, csrf=False)
+    grant = {"role": "EMSP", "parties": "PT/EMS, pt/em2"}
+    status, _, _ = await admin.post("/hub/token-a", grant, csrf=False)
     assert status == 403
-    status, page, _ = await admin.post("/hub/token-a", {})
+    # a token A grants a role for parties: none given, none made
+    status, page, _ = await admin.post("/hub/token-a", {"role": "EMSP"})
+    assert status == 422 and 'id="token-a-error"' in page and 'id="token-a"' not in page
+    assert await system.store.read("SELECT token FROM ocpi_tokens_a") == before
+    status, page, _ = await admin.post("/hub/token-a", grant)
     assert status == 201
     token = re.search(r'<pre class="answer" id="token-a">([^<]+)</pre>', page)
-    assert token
-    rows = await system.store.read(
-        "SELECT used_at FROM ocpi_tokens_a WHERE token = ?", (token.group(1),)
+    assert token and "EMSP PT/EMS, PT/EM2" in text_of(page)
+    # kept as its digest, with its grant
+    assert (
+        await system.store.read(
+            "SELECT token FROM ocpi_tokens_a WHERE token = ?", (token.group(1),)
+        )
+        == []
     )
-    assert rows == [{"used_at": None}]  # stored, not used yet
+    rows = await system.store.read(
+        "SELECT used_at, role, parties FROM ocpi_tokens_a WHERE token = ?",
+        (token_digest(token.group(1)),),
+    )
+    assert rows == [{"used_at": None, "role": "EMSP", "parties": '["PT/EMS", "PT/EM2"]'}]

@@ -1,36 +1,40 @@
 """Who may use the web interface: users, login sessions, CSRF tokens, failed-login limits.
 
 - Users come from the configuration (``[[web.users]]``) and from the database (``csms user
-  add``); a name in the configuration wins. Passwords are scrypt hashes
-  (:mod:`csms.passwords`), verified in a worker thread.
+  add``); a name in the configuration wins. Passwords are argon2id hashes
+  (:mod:`csms.passwords`); an older scrypt hash of a database user is replaced at its next
+  login.
 - A login creates a server-side session: the cookie holds a random value, the database
   only its SHA-256 digest (a copy of the database opens no session), with a CSRF token,
   an absolute expiry and an idle timeout. Sessions survive a restart; logging out deletes
   the session; removing a user ends its sessions.
-- Failed logins are counted per user name and per client address: after
-  ``login_max_failures`` failures within ``login_lockout_minutes``, that name or address
-  is refused for ``login_lockout_minutes`` (in memory: a restart forgives).
+- Failed logins are counted per user name and per client address by :mod:`csms.guard`,
+  attempts in flight included: after ``login_max_failures`` failures within
+  ``login_lockout_minutes``, that name or address is refused for ``login_lockout_minutes``
+  (in memory: a restart forgives), whatever the password.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from ..clock import Clock
 from ..config import WebSettings
-from ..passwords import hash_password, verify_password
+from ..guard import Guard, Policy
+from ..passwords import needs_rehash
 from ..store import JobDb, Store
 from ..timeparse import from_db, to_db
+
+log = structlog.get_logger("csms.web")
 
 SESSION_COOKIE = "csms_session"
 LOGIN_COOKIE = "csms_login"  # double-submit CSRF token of the login form
@@ -98,56 +102,13 @@ class Proxies:
         return remote
 
 
-class LoginLimiter:
-    """Failed logins per key (a user name, an address); a key is locked once it has
-    ``max_failures`` failures within ``window`` and stays locked for ``window``."""
-
-    MAX_KEYS = 20_000
-
-    def __init__(self, max_failures: int, window: timedelta, clock: Clock) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self.clock = clock
-        self._failures: dict[str, deque[datetime]] = {}
-        self._locked: dict[str, datetime] = {}
-
-    def locked_until(self, *keys: str) -> datetime | None:
-        now = self.clock.now()
-        until = [self._locked[k] for k in keys if k in self._locked and self._locked[k] > now]
-        return max(until) if until else None
-
-    def failed(self, *keys: str) -> datetime | None:
-        """Count a failure for each key; return until when one of them is now locked."""
-        now = self.clock.now()
-        self._prune(now)
-        for key in keys:
-            times = self._failures.setdefault(key, deque(maxlen=self.max_failures))
-            times.append(now)
-            if len(times) >= self.max_failures and now - times[0] <= self.window:
-                self._locked[key] = now + self.window
-                times.clear()
-        return self.locked_until(*keys)
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
-
-    def _prune(self, now: datetime) -> None:
-        if len(self._failures) + len(self._locked) < self.MAX_KEYS:
-            return
-        self._locked = {k: t for k, t in self._locked.items() if t > now}
-        self._failures = {
-            k: v for k, v in self._failures.items() if v and now - v[-1] <= self.window
-        }
-        while len(self._failures) >= self.MAX_KEYS:  # still full: forget the oldest
-            del self._failures[next(iter(self._failures))]
-
-
 @dataclass(frozen=True, slots=True)
 class LoginOutcome:
     ok: bool
     user: str | None = None
     role: str | None = None
     locked_until: datetime | None = None
+    busy: bool = False  # too many password checks at once: try again in a moment
 
 
 class Auth:
@@ -157,14 +118,12 @@ class Auth:
         self.clock = clock
         self.config_users = {u.name: u for u in settings.users}
         self.proxies = Proxies(settings.trusted_proxies)
-        self.limiter = LoginLimiter(
-            settings.login_max_failures,
-            timedelta(minutes=settings.login_lockout_minutes),
-            clock,
-        )
+        lockout = timedelta(minutes=settings.login_lockout_minutes)
+        policy = Policy(settings.login_max_failures, lockout, lockout, lockout)
+        self.guard = Guard("web", clock, identity=policy, address=policy)
+        self._warned_config_hash: set[str] = set()
         self.session_lifetime = timedelta(hours=settings.session_hours)
         self.idle_timeout = timedelta(minutes=settings.session_idle_minutes)
-        self._dummy_hash: str | None = None
 
     # ------------------------------------------------------------------ users
 
@@ -179,24 +138,49 @@ class Auth:
         return (row["role"], row["password_hash"]) if row else None
 
     async def login(self, name: str, password: str, address: str) -> LoginOutcome:
-        keys = (f"user:{name.lower()}", f"addr:{address}")
-        until = self.limiter.locked_until(*keys)
-        if until is not None:
-            return LoginOutcome(False, locked_until=until)
+        """Check a login. The attempt is reserved before the password is checked (see
+        :mod:`csms.guard`): while the name or the address is locked, or while attempts in
+        flight could reach the limit, every login is refused alike, whatever the password."""
+        identity = f"user:{name.lower()}"
+        locked = self.guard.locked(identity, address)
+        if locked is not None:
+            return LoginOutcome(False, locked_until=locked.until)
         found = await self.find_user(name) if name else None
-        if found is None:
-            # spend the same time as a real check, so that names cannot be probed
-            if self._dummy_hash is None:
-                self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
-            await asyncio.to_thread(verify_password, password, self._dummy_hash)
-            ok = False
-        else:
-            ok = await asyncio.to_thread(verify_password, password, found[1])
-        if not ok:
-            return LoginOutcome(False, locked_until=self.limiter.failed(*keys))
-        self.limiter.succeeded(keys[0])
+        verdict = await self.guard.check(
+            identity,
+            address,
+            password,
+            found[1] if found is not None else None,
+            rehash=name not in self.config_users,  # those are changed in the configuration
+        )
+        if verdict.outcome == "busy":
+            return LoginOutcome(False, busy=True)
+        if verdict.outcome == "locked" or not verdict.ok:
+            return LoginOutcome(False, locked_until=verdict.until)
         assert found is not None
+        if verdict.new_hash is not None:
+            await self._renew_hash(name, found[1], verdict.new_hash)
+        elif name in self.config_users and name not in self._warned_config_hash:
+            if needs_rehash(found[1]):
+                self._warned_config_hash.add(name)
+                log.warning(
+                    "web user of the configuration has an older kind of password hash "
+                    "(scrypt): replace its password_hash with one from `csms hash-password`",
+                    user=name,
+                )
         return LoginOutcome(True, name, found[0])
+
+    async def _renew_hash(self, name: str, old: str, new: str) -> None:
+        """Store a database user's password hash of today's kind in place of an older one."""
+
+        async def job(db: JobDb) -> None:
+            await db.execute(
+                "UPDATE web_users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                (new, name, old),
+            )
+
+        await self.store.write(job)
+        log.info("web user password hash renewed (argon2id)", user=name)
 
     # ------------------------------------------------------------------ sessions
 

@@ -42,6 +42,7 @@ PT: dict[str, str] = {
     "login.submit": "Entrar",
     "login.failed": "Utilizador ou palavra-passe errados.",
     "login.locked": ("Demasiadas tentativas falhadas. Tente de novo dentro de {minutes} minutos."),
+    "login.busy": "O servidor está ocupado a verificar palavras-passe. Tente daqui a pouco.",
     "error.title.400": "Pedido inválido",
     "error.title.403": "Proibido",
     "error.title.404": "Não encontrado",
@@ -123,6 +124,11 @@ PT: dict[str, str] = {
     "station.location": "Local",
     "station.evses": "Pontos de carregamento (EVSE) e tomadas",
     "station.no_definition": "Este posto ligou-se sem estar definido: falta a definição do local.",
+    "station.no_password": (
+        "Este posto não tem palavra-passe: quem souber o seu identificador pode ligar-se em vez "
+        "dele e desligá-lo. Dê-lhe uma palavra-passe (HTTP Basic, perfil de segurança 1 do OCPP) "
+        "na definição e no posto."
+    ),
     "station.boot": "Posto e configuração",
     "station.sessions": "Últimas sessões",
     "station.all_sessions": "Todas as sessões deste posto",
@@ -227,6 +233,7 @@ EN: dict[str, str] = {
     "login.submit": "Log in",
     "login.failed": "Wrong user name or password.",
     "login.locked": "Too many failed attempts. Try again in {minutes} minutes.",
+    "login.busy": "The server is busy checking passwords. Try again in a moment.",
     "error.title.400": "Bad request",
     "error.title.403": "Forbidden",
     "error.title.404": "Not found",
@@ -309,6 +316,11 @@ EN: dict[str, str] = {
     "station.evses": "EVSEs and connectors",
     "station.no_definition": (
         "This station connected without a definition: its Location is missing."
+    ),
+    "station.no_password": (
+        "This station has no password: anyone who knows its id can connect in its place and "
+        "displace it. Give it a password (HTTP Basic, OCPP security profile 1) in its "
+        "definition and on the station."
     ),
     "station.boot": "Station and configuration",
     "station.sessions": "Latest sessions",

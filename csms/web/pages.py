@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from ..commands import CommandError
 from ..events import StationDefined
+from ..guard import station_password_refusal
 from ..model import IdTagDef, StationDef
 from ..passwords import hash_password
 from ..traffic import judge
@@ -184,6 +185,11 @@ class Pages:
         auth = self.ui.auth
         address = auth.proxies.client_address(request)
         outcome = await auth.login(name, password, address)
+        if outcome.busy:
+            log.warning("web login refused: too many password checks at once", remote=address)
+            response = self._login_page(request, self.ui.t("login.busy"), name, 503, next_path)
+            response.headers["Retry-After"] = "1"
+            return response
         if outcome.locked_until is not None:
             minutes = max(1, math.ceil((outcome.locked_until - self.ui.now()).total_seconds() / 60))
             log.warning("web login refused: locked out", user=name, remote=address)
@@ -359,6 +365,7 @@ class Pages:
             {
                 "title": f"{self.ui.t('station.title')} {sid}",
                 "station": row,
+                "has_password": bool(row.get("password_hash")),
                 "location": definition.get("location"),
                 "evses": definition.get("evses", []),
                 "zone_name": f"{data['tz']} ({fmt.zone_label(data['tz'], current_language())})",
@@ -490,6 +497,16 @@ class Pages:
             return self._edit_page(request, sid, text, creating, _validation_errors(e), status=422)
         s = self.system.services
         keep_password = isinstance(body, dict) and "password" not in body
+        current = await s.store.station_auth(sid)
+        refusal = station_password_refusal(
+            s.settings.ocpp.require_password,
+            station.password is not None,
+            keep_password,
+            bool(current and current["password_hash"]),
+        )
+        if refusal is not None:
+            errors = [{"field": "password", "message": refusal}]
+            return self._edit_page(request, sid, text, creating, errors, status=422)
         password_hash = None
         if station.password is not None:
             password_hash = await asyncio.to_thread(hash_password, station.password)

@@ -1356,9 +1356,10 @@ async def control_credentials(action: str, body: dict[str, Any]) -> dict[str, An
     new_b = body.get("token_b") or new_token("peer-B")
     PEER.pending_tokens.append(new_b)
     try:
-        exchange = await PEER.call(
-            "PUT", url, json_body=PEER.own_credentials(new_b, version), **common
-        )
+        credentials = PEER.own_credentials(new_b, version)
+        if body.get("roles"):  # a test may claim other roles (e.g. more than it was granted)
+            credentials["roles"] = body["roles"]
+        exchange = await PEER.call("PUT", url, json_body=credentials, **common)
     finally:
         PEER.pending_tokens.remove(new_b)
     exchange["ok"] = envelope_ok(exchange)

@@ -257,6 +257,12 @@ class EmspPeer:
         return self.info["token_a"]
 
     @property
+    def grant(self) -> dict[str, Any]:
+        """What a CPO grants this peer when it makes its token A (its own role and party):
+        the body of ``POST /api/v1/ocpi/token-a``."""
+        return {"role": self.role, "parties": [f"{self.country_code}/{self.party_id}"]}
+
+    @property
     def port(self) -> int:
         return self.info["port"]
 
