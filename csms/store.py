@@ -157,6 +157,10 @@ class MeterResult:
     unknown_transaction: bool
 
 
+# how long a write of last-seen times waits for more stations (Store.persist_seen)
+SEEN_GATHER = 0.025
+
+
 class Store:
     # sampled values kept per transaction (ocpp.max_meter_values_per_transaction, set by the
     # application); the excess is counted in one meter_values_capped anomaly and flagged
@@ -670,12 +674,17 @@ class Store:
             raise
 
     async def persist_seen(self, station_id: str) -> None:
-        """Return once the station's newest last-seen time is committed (one write serves
-        every station waiting at that moment)."""
+        """Return once the station's newest last-seen time is committed. The write waits
+        SEEN_GATHER seconds for the stations that come meanwhile, so that one commit serves
+        the frames of that moment (a commit per heartbeat cost a tenth of the CPU)."""
         while station_id in self._seen_dirty:
             if self._seen_flush is None or self._seen_flush.done():
-                self._seen_flush = asyncio.ensure_future(self.flush_seen())
+                self._seen_flush = asyncio.ensure_future(self._gather_and_flush())
             await asyncio.shield(self._seen_flush)
+
+    async def _gather_and_flush(self) -> None:
+        await asyncio.sleep(SEEN_GATHER)
+        await self.flush_seen()
 
     async def status_log_since(
         self, station_ids: list[str], after: datetime
