@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 
 from .guard import api_guard
+from .logs import json_dumps
 from .metrics import metrics_handler
 from .passwords import parse_basic_auth
 
@@ -259,23 +260,10 @@ _REFUSAL = (
 )
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def dumps(obj: Any) -> str:
+def dumps(obj: Any, **kw: Any) -> str:
     """JSON that any client can parse: NaN and the infinities (a meter value stored before
-    they were refused, say) become null."""
-    try:
-        return json.dumps(obj, allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(obj), allow_nan=False)
+    they were refused, say) become null. What we answer and what we send to OCPI peers."""
+    return json_dumps(obj, non_finite_as_text=False, **kw)
 
 
 def json_response(data: Any, **kw: Any) -> web.Response:

@@ -173,22 +173,26 @@ class StationRateLimit:
         return event_dict
 
 
-def _finite(obj: Any) -> Any:
+def _finite(obj: Any, as_text: bool) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
+        if not as_text:
+            return None
         return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: _finite(v, as_text) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [_finite(v, as_text) for v in obj]
     return obj
 
 
-def json_dumps(obj: Any, **kw: Any) -> str:
-    """JSON as RFC 8259 has it, whatever the line holds: NaN and Infinity as strings."""
+def json_dumps(obj: Any, *, non_finite_as_text: bool = True, **kw: Any) -> str:
+    """JSON as RFC 8259 has it, whatever ``obj`` holds: NaN and the infinities as strings
+    (the log: what was there stays readable), or as null (``non_finite_as_text=False``:
+    what the API and the OCPI side send, which clients parse as numbers)."""
     try:
         return json.dumps(obj, allow_nan=False, **kw)
     except ValueError:
-        return json.dumps(_finite(obj), allow_nan=False, **kw)
+        return json.dumps(_finite(obj, non_finite_as_text), allow_nan=False, **kw)
 
 
 def json_renderer() -> structlog.processors.JSONRenderer:

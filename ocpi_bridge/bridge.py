@@ -210,12 +210,12 @@ class Bridge:
 
         A touch follows every frame, so it is computed without the database when it can:
         ``last_updated`` is the newest of the definition time, the EVSEs' status times and
-        the latest frame's arrival. Between two full computations (every Location PUT and
-        EVSE PATCH, and every redefinition, see :meth:`forget_station`), the only one of
-        those that moves without a status push is the latest frame's arrival, which the store
-        keeps in memory; an EVSE's status time is a frame's arrival too, or, for UNKNOWN, the
-        end of a silence. So, unless the station is silent now, the newest of the last
-        computation and the latest arrival is what the database would give.
+        the latest frame's arrival. Between two full computations (every Location PUT, and
+        every redefinition, see :meth:`forget_station`), an EVSE's status time is a frame's
+        arrival (a status, a return from silence: never later than the latest frame, which
+        the store keeps in memory) or, for UNKNOWN, the end of a silence. So, unless the
+        station is silent now, the newest of the last computation and the latest arrival is
+        what the database would give.
         """
         basis = self._touch_basis.get(station_id)
         seen = self.system.store.last_seen(station_id)

@@ -23,7 +23,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from .transport import FUNCTIONAL_MODULES, authorization_header, new_request_ids
+from .transport import FUNCTIONAL_MODULES, authorization_header, dumps, new_request_ids
 
 log = structlog.get_logger("ocpi.client")
 
@@ -198,7 +198,7 @@ class OcpiClient:
             async with session.request(
                 method,
                 url,
-                data=None if body is None else json.dumps(body, separators=(",", ":")),
+                data=None if body is None else dumps(body, separators=(",", ":")),
                 headers=headers,
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),

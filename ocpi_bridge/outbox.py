@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from .locations import EvseState
+from .rules import Resync
 
 FamilyKind = Literal["location", "session"]
 PushKind = Literal[
@@ -142,11 +143,21 @@ class Outbox:
             del line[0]
             fam.dropped += 1
 
-    def clear_evses(self, key: FamilyKey) -> None:
-        """Forget the EVSE changes waiting in a family (they are about to be marked anew)."""
+    def resync(self, key: FamilyKey, plan: Resync, now: datetime) -> None:
+        """Mark what a resynchronisation found a peer lacks of a Location (rules.plan_resync).
+        The EVSE changes waiting are replaced: the plan has them all, from csms's log."""
         fam = self.families.get(key)
         if fam is not None:
             fam.evses.clear()
+        if plan.put_first:
+            self.location_full(key, now, first=True)
+        for cid, line in plan.changes.items():
+            for state in line:
+                self.evse(key, cid, state, now)
+        if plan.put_after:
+            self.location_full(key, now)
+        if plan.touch:
+            self.touch(key, now)
 
     def touch(self, key: FamilyKey, now: datetime) -> None:
         self._family(key, now).touch = True

@@ -471,16 +471,7 @@ class Pusher(BackgroundService):
             self.rules.offline_after,
             self.rules.returned_at(sid),
         )
-        self.outbox.clear_evses(key)  # what was queued is in the log: marked anew below
-        if plan.put_first:
-            self.outbox.location_full(key, now, first=True)
-        for cid, line in plan.changes.items():
-            for state in line:
-                self.outbox.evse(key, cid, state, now)
-        if plan.put_after:
-            self.outbox.location_full(key, now)
-        if plan.touch:
-            self.outbox.touch(key, now)
+        self.outbox.resync(key, plan, now)
         return plan.pushes
 
     async def _peer_since(self, peer: Peer) -> str:
@@ -720,9 +711,16 @@ class Pusher(BackgroundService):
             [("evse", f"{sid}/{cid}", Ack(f"{state.status}|{body['last_updated']}"))],
             f"EVSE PATCH {state.status}",
         )
-        self._take(prepared, ("R6", peer.id, sid, cid))
+        key = ("R6", peer.id, sid, cid)
+        self._take(prepared, key)
         if state.status == "UNKNOWN":
             self._take(prepared, ("R7", peer.id, sid))
+        # the EVSE's next change waiting behind this one is owed since its own time (each
+        # change is measured, also those held up by a hub outage)
+        family = self.outbox.families.get(push.key)
+        line = family.evses.get(cid) if family is not None else None
+        if line:
+            self._owe(key, line[0].since)
         return prepared
 
     # ------------------------------------------------------------------ for the API

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from csms.http import dumps
 from csms.timeparse import to_iso
 
 VERSIONS = ("2.2.1", "2.2")
@@ -99,7 +99,7 @@ def json_response(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        text=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        text=dumps(body, separators=(",", ":"), ensure_ascii=False),
         status=status,
         content_type="application/json",
         headers=headers,

@@ -105,7 +105,20 @@ class FlakyHub:
     async def _receive(self, request: web.Request) -> web.Response:
         body = None
         if request.can_read_body:
-            body = json.loads(await request.text())
+            try:  # as RFC 8259 has it: NaN and Infinity are not JSON
+                body = json.loads(await request.text(), parse_constant=_not_json)
+            except ValueError as e:
+                self.requests.append(
+                    {
+                        "time": datetime.now(UTC),
+                        "method": request.method,
+                        "path": request.path,
+                        "body": None,
+                        "accepted": False,
+                        "error": str(e),
+                    }
+                )
+                return web.json_response({"status_code": 2001}, status=400)
         entry = {
             "time": datetime.now(UTC),
             "method": request.method,
@@ -182,3 +195,7 @@ class FlakyHub:
                 stale.append(f"{r['method']} {r['path']} {lu} < {newest[r['path']]}")
             newest[r["path"]] = max(lu, newest.get(r["path"], ""))
         return stale
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

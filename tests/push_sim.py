@@ -453,17 +453,7 @@ class PushDay:
             self.offline_after,
             returned,
         )
-        key = FamilyKey(peer, "location", sid)
-        outbox.clear_evses(key)
-        if plan.put_first:
-            outbox.location_full(key, now, first=True)
-        for cid, line in plan.changes.items():
-            for state in line:
-                outbox.evse(key, cid, state, now)
-        if plan.put_after:
-            outbox.location_full(key, now)
-        if plan.touch:
-            outbox.touch(key, now)
+        outbox.resync(FamilyKey(peer, "location", sid), plan, now)
 
     # ------------------------------------------------------------------ frames and events
 

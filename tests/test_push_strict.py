@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,14 @@ async def quiet(api: Api) -> None:
         await eventually(empty)
         await asyncio.sleep(0.3)
     await eventually(empty)
+
+
+async def r6_samples(system: Any, api: Api, station: str) -> tuple[int, float]:
+    """How many R6 delays the platform measured for a station, and the largest."""
+    await system.extensions[0].bridge.pusher.compliance.flush()
+    _, report = await api.get("/api/v1/ocpi/compliance")
+    r6 = [i for i in report["items"] if i["rule"] == "R6" and i["id"] == station]
+    return sum(i["samples"] for i in r6), max((i["largest_seconds"] for i in r6), default=0.0)
 
 
 async def stations_up(cpo: Running, ids: list[str], connectors: int = 1) -> list[Station]:
@@ -147,6 +156,7 @@ async def test_r6_status_changes_during_a_hub_outage_are_replayed_in_order(
             await st.boot_and_report()
             uid1, uid2 = "LOC-B2-01", "LOC-B2-02"
             await quiet(cpo.api)
+            measured_before = await r6_samples(system, cpo.api, "B2")
             hub.mode = "error500"
             await burst(st)
             await st.status(2, "Faulted", error_code="GroundFailure")
@@ -163,6 +173,12 @@ async def test_r6_status_changes_during_a_hub_outage_are_replayed_in_order(
             )
             await st.disconnect()
             assert hub.stale_writes() == []
+            # each change is measured for R6, with the time it waited for the hub
+            await quiet(cpo.api)
+            delivered = len(evse_patches(hub, uid1, before)) + len(evse_patches(hub, uid2, before))
+            samples, largest = await r6_samples(system, cpo.api, "B2")
+            assert samples - measured_before[0] == delivered
+            assert largest >= 1.0  # the outage
     finally:
         await session.close()
         await system.stop()
@@ -430,6 +446,54 @@ async def test_a_renewal_while_cdrs_are_posted_posts_none_twice(tmp_path: Path) 
     finally:
         for st in stations:
             await st.disconnect()
+        await session.close()
+        await system.stop()
+
+
+async def test_a_non_finite_meter_value_stored_earlier_never_makes_invalid_ocpi_json(
+    tmp_path: Path,
+) -> None:
+    """A database from before non-finite values were refused may hold one: the Session
+    pushed to the hub and the one it pulls are still JSON (RFC 8259), the number null."""
+    system, session, cpo = await start_system(
+        tmp_path, ocpi={"offline_after": 60, "session_update_interval": 1, **FAST}
+    )
+    try:
+        async with FlakyHub() as hub:
+            await register(hub, cpo.http_url, cpo.api)
+            await cpo.put_tag("TAG1")
+            [st] = await stations_up(cpo, ["N1"])
+            answer = await st.start_charging(1, "TAG1")
+            assert answer is not None
+            tx = answer["transactionId"]
+            await st.meter_values(1, tx, energy_wh=1000, power_w=7000)
+
+            async def poison(db: Any) -> None:
+                await db.execute(
+                    "UPDATE meter_values SET value = 9e999 WHERE transaction_id = ?", (tx,)
+                )
+
+            await system.store.write(poison)
+            before = len(hub.requests)
+            await eventually(
+                lambda: any(
+                    "/sessions/" in r["path"] and r["accepted"] for r in hub.requests[before:]
+                ),
+                timeout=5,
+            )
+            assert not [r for r in hub.requests if r.get("error")]
+            token = base64.b64encode((hub.token_c or "").encode()).decode()
+            async with session.get(
+                cpo.http_url + "/ocpi/2.2.1/sessions?date_from=2000-01-01T00:00:00Z",
+                headers={"Authorization": f"Token {token}"},
+            ) as resp:
+                text = await resp.text()
+            assert resp.status == 200, text
+            assert "Infinity" not in text and "NaN" not in text
+            pulled = json.loads(text)
+            assert [s["id"] for s in pulled["data"]] == [str(tx)]
+            await st.disconnect()
+    finally:
         await session.close()
         await system.stop()
 
