@@ -12,7 +12,11 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test lint format bench clean chromium
+# The suite runs on SQLite and on PostgreSQL (Debian's server, a throwaway cluster per run:
+# tests/pg.py; or the server CSMS_TEST_POSTGRES_URL names).
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+
+.PHONY: run test test-sqlite test-postgresql lint format bench clean chromium postgresql
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -32,6 +36,11 @@ chromium:
 	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
 
+# installed only when missing (Debian 12: the postgresql package; only its binaries are used)
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y postgresql; }
+
 run: $(STAMP)
 	$(VENV)/bin/csms run --config $(CONFIG)
 
@@ -39,8 +48,35 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(STAMP) $(PEER_STAMP) chromium lint
-	$(PY) -m pytest -q
+# Both engines' passes at once (two pytest processes, each with its own temporary
+# directory); each pass's summary is printed, its whole output when it failed, and the
+# target fails when either did.
+test: lint $(STAMP) $(PEER_STAMP) chromium postgresql
+	@runs=$$(mktemp -d); \
+	echo "running the suite on sqlite and on postgresql (logs: $$runs)"; \
+	CSMS_TEST_DATABASE=sqlite $(PYTEST) --basetemp=$$runs/sqlite >$$runs/sqlite.log 2>&1 & \
+	sqlite=$$!; \
+	CSMS_TEST_DATABASE=postgresql $(PYTEST) --basetemp=$$runs/postgresql \
+	  >$$runs/postgresql.log 2>&1 & \
+	postgresql=$$!; \
+	wait $$sqlite; sqlite_rc=$$?; wait $$postgresql; postgresql_rc=$$?; \
+	for engine in sqlite postgresql; do \
+	  eval rc=\$$$${engine}_rc; \
+	  if [ $$rc -ne 0 ]; then echo "======== $$engine: output"; cat $$runs/$$engine.log; fi; \
+	done; \
+	echo "======== summary"; \
+	for engine in sqlite postgresql; do \
+	  eval rc=\$$$${engine}_rc; \
+	  printf '%-11s %s (exit %s)\n' "$$engine:" "$$(tail -n 1 $$runs/$$engine.log)" $$rc; \
+	done; \
+	if [ $$sqlite_rc -eq 0 ] && [ $$postgresql_rc -eq 0 ]; then rm -rf $$runs; exit 0; fi; \
+	echo "logs kept in $$runs"; exit 1
+
+test-sqlite: $(STAMP) $(PEER_STAMP) chromium
+	CSMS_TEST_DATABASE=sqlite $(PYTEST)
+
+test-postgresql: $(STAMP) $(PEER_STAMP) chromium postgresql
+	CSMS_TEST_DATABASE=postgresql $(PYTEST)
 
 # The benchmark (README, "Performance"): by default MOBI.E's day for 1,000 stations ten times
 # faster (the traffic of 10,000), a few minutes. The published figures come from e.g.

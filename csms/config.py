@@ -18,7 +18,17 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .passwords import is_password_hash
 
 # MOBI.E rules R3 and R4 (seed 000, section 3)
 MOBIE_HEARTBEAT_INTERVAL = 120
@@ -80,6 +90,17 @@ class HttpSettings(_Section):
 
 class DatabaseSettings(_Section):
     path: str = "csms.sqlite3"  # relative to data_dir
+    # postgresql://user:password@host:port/dbname (CSMS_DATABASE__URL): csms on PostgreSQL
+    # instead of the SQLite file above
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://", "sqlite:")):
+            raise ValueError("must start with postgresql:// (or sqlite:PATH)")
+        return v or None
+
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
 
@@ -108,8 +129,6 @@ class WebUser(_Section):
 
     @model_validator(mode="after")
     def _hash(self) -> WebUser:
-        from .passwords import is_password_hash
-
         if not is_password_hash(self.password_hash):
             raise ValueError(f"user {self.name}: password_hash is not made by `csms hash-password`")
         return self

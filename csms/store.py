@@ -1,39 +1,25 @@
-"""The durable store: SQLite through aiosqlite, WAL, versioned migrations, one writer.
+"""csms's durable store: stations, connectors, id tags, transactions, meter values, commands.
 
-Writes are *jobs* (an async function of the writer connection) handed to :meth:`Store.write`.
-The writer runs every job waiting in its queue inside one transaction, each job in its own
-savepoint, commits once, and only then tells each caller its result: a request is answered
-only after what it says is committed, and under load many requests share one commit (group
-commit), which is what makes ``synchronous = FULL`` affordable.
-
-A whole batch runs in the writer's own thread in one hand-over: jobs keep aiosqlite's
-coroutine API (``await db.execute(...)``), but the connection they get (:class:`JobDb`)
-answers at once, so each job's coroutine runs to its end without suspending and the event
-loop is not woken once per statement. (Through aiosqlite every statement was a round trip
-between threads, five to ten per job: a large part of the server's CPU under load.) A job
-must therefore await nothing but its connection.
-
-Reads go through a second, read-only connection, which in WAL mode never waits for the
-writer and sees only committed data.
+The engines (SQLite by default, PostgreSQL when ``database.url`` names it) live in
+:mod:`csms.db`: group commit, savepoint per job, committed reads. A request is answered only
+after what it says is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 import structlog
 
 from .clock import Clock
+from .config import Settings
+from .db import Database, Dialect, Job, JobSuspended, Tx, open_database
 from .meter import Sample
 from .timeparse import ParsedTime, from_db, to_db
 
@@ -42,94 +28,12 @@ log = structlog.get_logger("csms.store")
 T = TypeVar("T")
 
 
-class JobCursor:
-    """The cursor a job's statement returns (aiosqlite's API, answered at once)."""
-
-    __slots__ = ("_cursor",)
-
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = cursor
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid
-
-    async def fetchone(self) -> sqlite3.Row | None:
-        return self._cursor.fetchone()
-
-    async def fetchall(self) -> list[sqlite3.Row]:
-        return self._cursor.fetchall()
+# what a store job gets (kept under its old name for the store's own jobs)
+JobDb = Tx
+__all__ = ["JobDb", "JobSuspended", "Store"]
 
 
-class JobDb:
-    """The writer connection as a job sees it: the subset of aiosqlite's API our jobs use,
-    over the sqlite3 connection of the writer thread, never suspending."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
-    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> JobCursor:
-        return JobCursor(self._conn.execute(sql, tuple(parameters)))
-
-    async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> JobCursor:
-        return JobCursor(self._conn.executemany(sql, seq))
-
-    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
-        return self._conn.execute(sql, tuple(parameters)).fetchall()
-
-    async def execute_insert(self, sql: str, parameters: Iterable[Any] = ()) -> Any:
-        self._conn.execute(sql, tuple(parameters))
-        return self._conn.execute("SELECT last_insert_rowid()").fetchone()
-
-
-Job = Callable[[JobDb], Awaitable[T]]
-
-
-class JobSuspended(RuntimeError):
-    """A job awaited something other than its database connection."""
-
-
-def _drive(coro: Any) -> Any:
-    """Run a job's coroutine to its end in this thread; it must not suspend."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise JobSuspended("a store job may await only its database connection")
-
-
-MAX_BATCH = 500
-
-
-def _migrations(package: str) -> list[tuple[int, str, str]]:
-    """The ``NNNN_name.sql`` files of a package, in order."""
-    out = []
-    for entry in resources.files(package).iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
-    return sorted(out)
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements. Our migrations keep `--` and `;` out of string
-    literals, so comments can be cut at `--` and statements at `;`."""
-    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
+def _dict(row: Any | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
@@ -166,225 +70,72 @@ class Store:
     # application); the excess is counted in one meter_values_capped anomaly and flagged
     max_meter_values_per_transaction: int = 100_000
 
-    def __init__(self, path: Path, clock: Clock, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Clock,
+        synchronous: str = "FULL",
+        url: str | None = None,
+    ) -> None:
+        """csms's data on SQLite at ``path`` (the default), or on the engine ``url`` names
+        (``postgresql://...``)."""
         self.path = path
         self.clock = clock
-        self.synchronous = synchronous
-        self._w: sqlite3.Connection | None = None  # used in the writer thread only
-        self._thread: ThreadPoolExecutor | None = None
-        self._r: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
+        self.db: Database = open_database(url, path, synchronous)
+        self.db.add_migrations("csms", "csms.migrations")
         # last_seen_at, the newest per station (memory), and which are not yet written
         self._seen: dict[str, datetime] = {}
         self._seen_dirty: set[str] = set()
         self._seen_flush: asyncio.Future[None] | None = None
-        self._components: dict[str, str] = {"csms": "csms.migrations"}
-        self.commits = 0
-        self.jobs = 0
+
+    @classmethod
+    def for_settings(cls, settings: Settings, clock: Clock) -> Store:
+        """The store a configuration names (``database.url``, else the SQLite file)."""
+        db = settings.database
+        return cls(settings.database_path, clock, db.synchronous, url=db.url)
+
+    @property
+    def engine(self) -> str:
+        return self.db.engine
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.db.dialect
+
+    @property
+    def commits(self) -> int:
+        return self.db.commits
+
+    @property
+    def jobs(self) -> int:
+        return self.db.jobs
 
     # ------------------------------------------------------------------ life cycle
 
     async def open(self) -> None:
-        self._private_files()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        await self._in_writer(self._connect_writer)
-        await self._migrate()
-        self._r = await aiosqlite.connect(self.path, isolation_level=None)
-        self._r.row_factory = sqlite3.Row
-        await self._r.execute("PRAGMA query_only = ON")
-        await self._r.execute("PRAGMA busy_timeout = 5000")
-        self._writer_task = asyncio.create_task(self._writer(), name="store-writer")
-
-    def _private_files(self) -> None:
-        """The database holds secrets: its directory (when we make it) is 0700, the database
-        and its -wal/-shm 0600 whatever the umask (SQLite gives -wal/-shm the database
-        file's mode), and files an older version left readable to others are fixed."""
-        import os
-
-        parent = self.path.parent
-        if not parent.exists():
-            parent.mkdir(parents=True, mode=0o700)
-            os.chmod(parent, 0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_mode & 0o777 != 0o600:
-                try:
-                    os.fchmod(fd, 0o600)
-                except OSError as e:
-                    log.warning(
-                        "cannot make the database private", path=str(self.path), error=str(e)
-                    )
-        finally:
-            os.close(fd)
-        for suffix in ("-wal", "-shm", "-journal"):
-            extra = self.path.with_name(self.path.name + suffix)
-            try:
-                if extra.stat().st_mode & 0o777 != 0o600:
-                    os.chmod(extra, 0o600)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log.warning("cannot make a database file private", path=str(extra), error=str(e))
-
-    def _connect_writer(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 5000")
-        self._w = conn
-
-    def _close_writer(self) -> None:
-        if self._w is not None:
-            self._w.close()
-            self._w = None
-
-    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._thread is not None, "store is not open"
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        await self.db.open()
 
     async def close(self) -> None:
-        if self._writer_task is not None:
+        if self.db.is_open:
             await self.flush_seen()
-            await self._queue.put(None)
-            await self._writer_task
-            self._writer_task = None
-        if self._r is not None:
-            await self._r.close()
-            self._r = None
-        if self._thread is not None:
-            await self._in_writer(self._close_writer)
-            self._thread.shutdown()
-            self._thread = None
+        await self.db.close()
 
     def add_migrations(self, component: str, package: str) -> None:
         """Let an extension (the OCPI bridge) version its own tables; call before open()."""
-        self._components[component] = package
-
-    async def _migrate(self) -> None:
-        await self._in_writer(self._migrate_sync)
-
-    def _migrate_sync(self) -> None:
-        db = self._w
-        assert db is not None
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
-            "version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
-            "PRIMARY KEY (component, version))"
-        )
-        for component, package in self._components.items():
-            for version, name, script in _migrations(package):
-                # decided under the write lock: another process may be migrating too
-                db.execute("BEGIN IMMEDIATE")
-                rows = db.execute(
-                    "SELECT 1 FROM schema_migrations WHERE component = ? AND version = ?",
-                    (component, version),
-                ).fetchall()
-                if rows:
-                    db.execute("ROLLBACK")
-                    continue
-                log.info("applying migration", component=component, migration=name)
-                try:
-                    for statement in _split_sql(script):
-                        db.execute(statement)
-                    db.execute(
-                        "INSERT INTO schema_migrations VALUES (?, ?, ?, ?)",
-                        (component, version, name, to_db(self.clock.now())),
-                    )
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+        self.db.add_migrations(component, package)
 
     async def schema_versions(self) -> dict[str, int]:
-        rows = await self.read(
-            "SELECT component, MAX(version) AS v FROM schema_migrations GROUP BY component"
-        )
-        return {r["component"]: int(r["v"]) for r in rows}
-
-    # ------------------------------------------------------------------ writer
+        return await self.db.schema_versions()
 
     async def write(self, job: Job[T]) -> T:
         """Run ``job`` in the writer's transaction; return once it is committed."""
-        if self._writer_task is None:
-            raise RuntimeError("store is not open")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((job, fut))
-        return await asyncio.shield(fut)
-
-    async def _writer(self) -> None:
-        stop = False
-        while not stop:
-            item = await self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            try:
-                outcomes = await self._in_writer(self._run_batch, [job for job, _ in batch])
-            except Exception as e:  # the thread itself failed: nothing was committed
-                log.exception("writer failed", jobs=len(batch))
-                outcomes = [(False, e)] * len(batch)
-            self._settle(batch, outcomes)
-
-    def _run_batch(self, jobs: list[Job[Any]]) -> list[tuple[bool, Any]]:
-        """In the writer thread: every job in its savepoint, one commit."""
-        db = self._w
-        assert db is not None
-        view = JobDb(db)
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                db.execute("SAVEPOINT job")
-                try:
-                    result = _drive(job(view))
-                except Exception as e:  # one bad job must not spoil the batch
-                    db.execute("ROLLBACK TO job")
-                    db.execute("RELEASE job")
-                    outcomes.append((False, e))
-                else:
-                    db.execute("RELEASE job")
-                    outcomes.append((True, result))
-            db.execute("COMMIT")
-            self.commits += 1
-            self.jobs += len(jobs)
-        except Exception as e:
-            log.exception("commit failed", jobs=len(jobs))
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            outcomes = [(False, e)] * len(jobs)
-        return outcomes
-
-    @staticmethod
-    def _settle(
-        batch: list[tuple[Job[Any], asyncio.Future[Any]]], outcomes: list[tuple[bool, Any]]
-    ) -> None:
-        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
-            if fut.done():
-                continue
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-    # ------------------------------------------------------------------ reads
+        return await self.db.write(job)
 
     async def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        assert self._r is not None, "store is not open"
-        rows = await self._r.execute_fetchall(sql, tuple(params))
-        return [dict(r) for r in rows]
+        return await self.db.read(sql, params)
 
     async def read_one(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
-        rows = await self.read(sql, params)
-        return rows[0] if rows else None
+        return await self.db.read_one(sql, params)
 
     # ------------------------------------------------------------------ stations
 
@@ -449,8 +200,8 @@ class Store:
 
         async def job(db: JobDb) -> None:
             await db.execute(
-                "INSERT OR IGNORE INTO stations (id, defined, created_at, updated_at) "
-                "VALUES (?, 0, ?, ?)",
+                "INSERT INTO stations (id, defined, created_at, updated_at) "
+                "VALUES (?, 0, ?, ?) ON CONFLICT DO NOTHING",
                 (station_id, now, now),
             )
 
@@ -472,22 +223,28 @@ class Store:
         """A defined station's identity and definition (not its boot info nor configuration
         snapshot) and its connector statuses, in one read: what building its OCPI Location
         needs, once per push."""
-        row = await self.read_one(
-            "SELECT id, location_id, defined, defined_at, last_seen_at, definition, "
-            "(SELECT json_group_array(json_array(connector_id, status, received_at)) "
-            " FROM connector_status c WHERE c.station_id = s.id) AS connectors "
-            "FROM stations s WHERE id = ? AND defined = 1",
+        rows = await self.read(
+            "SELECT s.id, s.location_id, s.defined, s.defined_at, s.last_seen_at, s.definition, "
+            "c.connector_id, c.status, c.received_at "
+            "FROM stations s LEFT JOIN connector_status c ON c.station_id = s.id "
+            "WHERE s.id = ? AND s.defined = 1 ORDER BY c.connector_id",
             (station_id,),
         )
-        if row is None:
+        if not rows:
             return None
-        connectors = sorted(
-            (
-                {"connector_id": c[0], "status": c[1], "received_at": c[2]}
-                for c in json.loads(row.pop("connectors"))
-            ),
-            key=lambda c: c["connector_id"],
-        )
+        connectors = [
+            {
+                "connector_id": r["connector_id"],
+                "status": r["status"],
+                "received_at": r["received_at"],
+            }
+            for r in rows
+            if r["connector_id"] is not None
+        ]
+        row = {
+            k: rows[0][k]
+            for k in ("id", "location_id", "defined", "defined_at", "last_seen_at", "definition")
+        }
         row["definition"] = _json(row["definition"])
         seen = self._seen.get(station_id)
         if seen is not None:
@@ -655,15 +412,15 @@ class Store:
         return self._seen.get(station_id)
 
     async def flush_seen(self) -> None:
-        if not self._seen_dirty or self._writer_task is None:
+        if not self._seen_dirty or not self.db.is_open:
             return
         dirty, self._seen_dirty = self._seen_dirty, set()
-        pending = [(to_db(self._seen[sid]), sid) for sid in dirty]
+        pending = [(at, sid, at) for sid in dirty for at in (to_db(self._seen[sid]),)]
 
         async def job(db: JobDb) -> None:
             await db.executemany(
-                "UPDATE stations SET last_seen_at = ?1 WHERE id = ?2 "
-                "AND (last_seen_at IS NULL OR last_seen_at < ?1)",
+                "UPDATE stations SET last_seen_at = ? WHERE id = ? "
+                "AND (last_seen_at IS NULL OR last_seen_at < ?)",
                 pending,
             )
 
@@ -856,11 +613,11 @@ class Store:
             )
             if rows:
                 return StartResult(int(rows[0][0]), created=False)
-            row = await db.execute_insert(
+            cur = await db.execute(
                 """INSERT INTO transactions (station_id, connector_id, id_tag, id_tag_status,
                        reservation_id, meter_start, start_time, start_time_raw,
                        start_received_at, start_key, flags, updated_at, tag_owner)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
                 (
                     station_id,
                     connector_id,
@@ -877,6 +634,7 @@ class Store:
                     tag_owner,
                 ),
             )
+            row = await cur.fetchone()
             assert row is not None
             if repaired is not None:
                 await _insert_repaired(db, station_id, int(row[0]), repaired, to_db(at))
@@ -1139,11 +897,12 @@ class Store:
         now = to_db(self.clock.now())
 
         async def job(db: JobDb) -> int:
-            row = await db.execute_insert(
+            cur = await db.execute(
                 "INSERT INTO commands (station_id, action, request, outcome, origin, sent_at) "
-                "VALUES (?, ?, ?, 'pending', ?, ?)",
+                "VALUES (?, ?, ?, 'pending', ?, ?) RETURNING id",
                 (station_id, action, json.dumps(request), origin, now),
             )
+            row = await cur.fetchone()
             assert row is not None
             return int(row[0])
 
@@ -1207,7 +966,8 @@ async def _cap_samples(
     if not incoming:
         return samples
     rows = await db.execute_fetchall(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM meter_values WHERE transaction_id = ? LIMIT ?)",
+        "SELECT COUNT(*) FROM "
+        "(SELECT 1 FROM meter_values WHERE transaction_id = ? LIMIT ?) AS capped",
         (transaction_id, cap),
     )
     room = cap - int(rows[0][0])
@@ -1221,13 +981,19 @@ async def _cap_samples(
         kept.append((ts, part))
         room -= len(part)
     dropped = incoming - sum(len(values) for _, values in kept)
-    cur = await db.execute(
-        "UPDATE anomalies SET detail = json_set(detail, '$.dropped', "
-        "json_extract(detail, '$.dropped') + ?), received_at = ? "
+    old = await db.execute_fetchall(
+        "SELECT id, detail FROM anomalies "
         "WHERE transaction_id = ? AND kind = 'meter_values_capped'",
-        (dropped, received_at, transaction_id),
+        (transaction_id,),
     )
-    if not cur.rowcount:
+    if old:
+        detail = _json(old[0]["detail"], {})
+        detail["dropped"] = int(detail.get("dropped", 0)) + dropped
+        await db.execute(
+            "UPDATE anomalies SET detail = ?, received_at = ? WHERE id = ?",
+            (json.dumps(detail), received_at, old[0]["id"]),
+        )
+    else:
         await db.execute(
             "INSERT INTO anomalies (station_id, kind, transaction_id, detail, received_at) "
             "VALUES (?, 'meter_values_capped', ?, ?, ?)",

@@ -1,4 +1,5 @@
-"""The bridge's tables, through csms's store (same SQLite file, same group-commit writer)."""
+"""The bridge's tables, through its database handle from csms's port (same database, same
+group-commit writer)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 
 import structlog
 
-from csms.store import JobDb, Store
-from csms.timeparse import from_db, to_db
+from csms.ports import Clock, ExtensionDb, from_db, to_db
+from csms.ports import Tx as JobDb
 
 log = structlog.get_logger("ocpi.store")
 
@@ -181,9 +182,9 @@ class UidTaken(Exception):
 
 
 class OcpiStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ExtensionDb, clock: Clock) -> None:
         self.store = store
-        self.clock = store.clock
+        self.clock = clock
 
     # ------------------------------------------------------------------ token A
 
@@ -199,7 +200,8 @@ class OcpiStore:
         async def job(db: JobDb) -> None:
             if role is None:
                 await db.execute(
-                    "INSERT OR IGNORE INTO ocpi_tokens_a (token, created_at) VALUES (?, ?)",
+                    "INSERT INTO ocpi_tokens_a (token, created_at) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (digest, now),
                 )
                 return
@@ -207,7 +209,7 @@ class OcpiStore:
                 """INSERT INTO ocpi_tokens_a (token, created_at, role, parties)
                    VALUES (?, ?, ?, ?)
                    ON CONFLICT (token) DO UPDATE SET role = excluded.role,
-                       parties = excluded.parties WHERE used_at IS NULL""",
+                       parties = excluded.parties WHERE ocpi_tokens_a.used_at IS NULL""",
                 (digest, now, role, grant),
             )
 
@@ -241,23 +243,26 @@ class OcpiStore:
 
         async def job(db: JobDb) -> int:
             changed = 0
-            prefix = DIGEST_PREFIX + "%"
+            prefix = (len(DIGEST_PREFIX), DIGEST_PREFIX)
             rows = await db.execute_fetchall(
-                "SELECT token FROM ocpi_tokens_a WHERE token NOT LIKE ?", (prefix,)
+                "SELECT token FROM ocpi_tokens_a WHERE substr(token, 1, ?) <> ?", prefix
             )
             for (token,) in rows:
-                await db.execute(
-                    "UPDATE OR IGNORE ocpi_tokens_a SET token = ? WHERE token = ?",
-                    (token_digest(token), token),
+                taken = await db.execute_fetchall(
+                    "SELECT 1 FROM ocpi_tokens_a WHERE token = ?", (token_digest(token),)
                 )
-                await db.execute(
-                    "DELETE FROM ocpi_tokens_a WHERE token = ?", (token,)
-                )  # (a duplicate of a digest already there)
+                if taken:  # a duplicate of a digest already there
+                    await db.execute("DELETE FROM ocpi_tokens_a WHERE token = ?", (token,))
+                else:
+                    await db.execute(
+                        "UPDATE ocpi_tokens_a SET token = ? WHERE token = ?",
+                        (token_digest(token), token),
+                    )
                 changed += 1
             rows = await db.execute_fetchall(
                 "SELECT id, token_in FROM ocpi_peers WHERE token_in IS NOT NULL "
-                "AND token_in NOT LIKE ?",
-                (prefix,),
+                "AND substr(token_in, 1, ?) <> ?",
+                prefix,
             )
             for peer_id, token in rows:
                 await db.execute(
@@ -316,11 +321,11 @@ class OcpiStore:
                 )
                 if cur.rowcount != 1:
                     raise ValueError("token A already used")
-            row = await db.execute_insert(
+            cur = await db.execute(
                 """INSERT INTO ocpi_peers (status, token_in, token_out, token_out_base64,
                        versions_url, version, endpoints, roles, initiated_by, created_at,
                        updated_at)
-                   VALUES ('registered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES ('registered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
                 (
                     token_digest(token_in),
                     token_out,
@@ -334,6 +339,7 @@ class OcpiStore:
                     now,
                 ),
             )
+            row = await cur.fetchone()
             assert row is not None
             peer_id = int(row[0])
             await db.execute(
@@ -394,10 +400,12 @@ class OcpiStore:
         now = to_db(self.clock.now())
 
         async def job(db: JobDb) -> None:
-            row = await db.execute_insert(
-                "INSERT INTO ocpi_security_events (at, kind, peer_id, detail) VALUES (?, ?, ?, ?)",
+            cur = await db.execute(
+                "INSERT INTO ocpi_security_events (at, kind, peer_id, detail) "
+                "VALUES (?, ?, ?, ?) RETURNING id",
                 (now, kind, peer_id, detail[:500]),
             )
+            row = await cur.fetchone()
             if row is not None and int(row[0]) > SECURITY_EVENTS_KEPT:
                 await db.execute(
                     "DELETE FROM ocpi_security_events WHERE id <= ?",
@@ -545,23 +553,24 @@ class OcpiStore:
 
         async def job(db: JobDb) -> bool:
             cur = await db.execute(
-                "INSERT OR IGNORE INTO ocpi_cdrs (id, transaction_id, owner, body, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO ocpi_cdrs (id, transaction_id, owner, body, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (cdr_id, transaction_id, owner, json.dumps(body), to_db(created_at)),
             )
             return cur.rowcount == 1
 
         return await self.store.write(job)
 
-    async def stopped_transactions_without_cdr(self, limit: int = 500) -> list[int]:
+    async def transactions_with_cdr(self, transaction_ids: list[int]) -> set[int]:
+        """Those of these transactions that have a CDR."""
+        if not transaction_ids:
+            return set()
         rows = await self.store.read(
-            """SELECT t.id FROM transactions t
-               LEFT JOIN ocpi_cdrs c ON c.transaction_id = t.id
-               WHERE t.stop_received_at IS NOT NULL AND c.id IS NULL
-               ORDER BY t.id LIMIT ?""",
-            (limit,),
+            "SELECT transaction_id FROM ocpi_cdrs WHERE transaction_id IN "
+            f"({self.store.dialect.json_values('?', integer=True)})",
+            (json.dumps(transaction_ids),),
         )
-        return [r["id"] for r in rows]
+        return {int(r["transaction_id"]) for r in rows}
 
 
 async def _grant_parties(db: JobDb, peer_id: int, grant: Grant) -> None:

@@ -1,9 +1,16 @@
-"""Shared fixtures: a real central system on loopback, with a real SQLite file."""
+"""Shared fixtures: a real central system on loopback, with a real database.
+
+The suite runs on SQLite (the default) or, with ``CSMS_TEST_DATABASE=postgresql``, on a
+throwaway PostgreSQL server (tests/pg.py) where each test gets a fresh database of its own.
+Tests about one engine's own mechanics are marked ``sqlite_only`` / ``postgresql_only`` and
+are deselected in the other engine's run.
+"""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +22,71 @@ from csms.clock import Clock
 from csms.config import Settings, load_settings
 from csms.logs import configure_logging
 from csms.passwords import hash_password
+from tests import dbs, pg
 
 ADMIN_PASSWORD = "test-admin-pw"
 # hashing is slow on purpose; one hash for the whole session
 _ADMIN_HASH = hash_password(ADMIN_PASSWORD, log2_n=10)
 
 configure_logging("info", "console")
+
+# the harness's own variables, already read (tests/dbs.py, tests/pg.py): out of the
+# environment, where csms (and every daemon a test starts) would refuse them as unknown keys
+for _name in (dbs.ENGINE_ENV, pg.URL_ENV):
+    os.environ.pop(_name, None)
+
+ENGINE_MARKERS = {"sqlite_only": "sqlite", "postgresql_only": "postgresql"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about SQLite's own mechanics")
+    config.addinivalue_line("markers", "postgresql_only: about PostgreSQL's own mechanics")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database engine: {dbs.ENGINE} (CSMS_TEST_DATABASE)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Another engine's tests are deselected, not skipped: no test is skipped for want of
+    an engine."""
+    keep, drop = [], []
+    for item in items:
+        engines = {e for m, e in ENGINE_MARKERS.items() if item.get_closest_marker(m)}
+        (drop if engines and dbs.ENGINE not in engines else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    dbs.stop_server()
+
+
+@pytest.fixture(autouse=True)
+def _test_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """On PostgreSQL, a fresh database per test, named by ``CSMS_DATABASE__URL`` for
+    make_settings, the daemons the test starts and tests/dbs.py."""
+    if not dbs.POSTGRES:
+        yield
+        return
+    name, url = dbs.create_database()
+    monkeypatch.setenv(dbs.URL_ENV, url)
+    try:
+        yield
+    finally:
+        dbs.drop_database(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left() -> Iterator[None]:
+    """A daemon a failed test left running is killed (see tests/daemon.py), before its
+    database is dropped (this fixture is set up after _test_database)."""
+    yield
+    from tests import daemon
+
+    while daemon.STARTED:
+        daemon.STARTED.pop().kill_if_running()
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -33,6 +99,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "CSMS_DATABASE__SYNCHRONOUS": '"NORMAL"',
         "CSMS_OCPP__CALL_TIMEOUT": "5",
     }
+    url = os.environ.get(dbs.URL_ENV)
+    if url:
+        env[dbs.URL_ENV] = f'"{url}"'
     for key, value in overrides.items():
         env["CSMS_" + key.upper()] = value
     return load_settings(None, env)

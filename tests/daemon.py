@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import ADMIN_PASSWORD
+
+# every daemon started, so that conftest can kill those a failed test left running (they
+# would hold the test's database, and on PostgreSQL retry it for ever once it is dropped)
+STARTED: list[Daemon] = []
 
 
 class Daemon:
@@ -43,6 +48,7 @@ class Daemon:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
+        STARTED.append(self)
         ready = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read(ready))
         await asyncio.wait_for(ready, 20)
@@ -71,6 +77,15 @@ class Daemon:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    def kill_if_running(self) -> None:
+        """SIGKILL, unless it has exited (from synchronous code: a fixture's teardown)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        try:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     async def signal(self, sig: int) -> int:
         assert self.proc is not None

@@ -33,6 +33,7 @@ import csms.passwords as passwords_module
 from csms.clock import FakeClock
 from csms.passwords import hash_password, needs_rehash, verify_password
 from csms.store import JobDb
+from tests import dbs
 from tests.conftest import ADMIN_PASSWORD, start_system, station_body
 from tests.raw_client import RawClient
 from tests.test_web import ADMIN, VIEWER, WebClient, logged_in, web_overrides
@@ -449,10 +450,12 @@ def test_cli_makes_argon2id_hashes(tmp_path: Path) -> None:
         input="a-long-password\n", capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    import sqlite3
 
-    with sqlite3.connect(tmp_path / "data" / "csms.sqlite3") as db:
-        (encoded,) = db.execute("SELECT password_hash FROM web_users WHERE name = 'rui'").fetchone()
+    async def stored_hash() -> tuple[str]:
+        async with dbs.database_at(tmp_path / "data" / "csms.sqlite3").connect() as db:
+            return await db.fetchone("SELECT password_hash FROM web_users WHERE name = 'rui'")
+
+    (encoded,) = asyncio.run(stored_hash())
     assert encoded.startswith("$argon2id$") and verify_password("a-long-password", encoded)
     made = subprocess.run(
         [sys.executable, "-m", "csms.cli", "hash-password", "--stdin"],

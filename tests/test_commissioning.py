@@ -28,6 +28,7 @@ from csms.api import errors_middleware
 from csms.clock import FakeClock
 from csms.config import apply_env
 from csms.events import StationBooted
+from csms.ports import CsmsPort
 from csms.store import Store
 from csms.timeparse import from_db
 from ocpi_bridge.commissioning import (
@@ -37,6 +38,7 @@ from ocpi_bridge.commissioning import (
     compose_notice,
     safe_name,
 )
+from tests import dbs
 from tests.conftest import start_system
 
 OPERATOR = "Energia Açoriana, Lda"
@@ -202,7 +204,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "db" / "csms.sqlite3", clock, "NORMAL")
+    s = dbs.store_for_test(tmp_path / "db", clock)
     s.add_migrations("ocpi", "ocpi_bridge.migrations")
     await s.open()
     try:
@@ -215,7 +217,7 @@ def notices_of(
     store: Store, clock: FakeClock, data_dir: Path, settings: NoticeSettings | None = None
 ) -> CommissioningNotices:
     return CommissioningNotices(
-        store, clock, OPERATOR, settings or NoticeSettings(), data_dir, rand=lambda: 0.5
+        CsmsPort(store, clock), OPERATOR, settings or NoticeSettings(), data_dir, rand=lambda: 0.5
     )
 
 
@@ -405,8 +407,9 @@ def test_backoff_doubles_to_an_hour_with_jitter(store: Store, clock: FakeClock) 
         3600,
         3600,
     ]
-    low = CommissioningNotices(store, clock, OPERATOR, NoticeSettings(), ".", rand=lambda: 0.0)
-    high = CommissioningNotices(store, clock, OPERATOR, NoticeSettings(), ".", rand=lambda: 1.0)
+    port = CsmsPort(store, clock)
+    low = CommissioningNotices(port, OPERATOR, NoticeSettings(), ".", rand=lambda: 0.0)
+    high = CommissioningNotices(port, OPERATOR, NoticeSettings(), ".", rand=lambda: 1.0)
     assert low.backoff(1) == pytest.approx(24) and high.backoff(1) == pytest.approx(36)
     assert high.backoff(500) == pytest.approx(4320)
 
@@ -726,8 +729,7 @@ async def test_end_to_end_station_boots_against_the_central_system(
         versions = await system.store.schema_versions()
         assert versions["ocpi"] >= 2  # 0002_notices applied with the bridge's migrations
         notices = CommissioningNotices(
-            system.store,
-            system.clock,
+            system.port,
             "Operador de Teste Lda",
             smtp_settings(smtp.port),
             system.settings.data_dir,
@@ -810,8 +812,7 @@ async def test_end_to_end_through_the_push_rules_hook(tmp_path: Path) -> None:
     [ext] = system.extensions
     bridge = ext.bridge  # type: ignore[attr-defined]
     notices = CommissioningNotices(
-        system.store,
-        system.clock,
+        system.port,
         bridge.settings.business_name,
         NoticeSettings(),
         system.settings.data_dir,

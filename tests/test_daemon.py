@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import Api, station_body
 from tests.daemon import Daemon
@@ -164,6 +165,7 @@ async def test_generated_admin_password_is_printed_once_and_kept(tmp_path: Path)
     assert (tmp_path / "data" / "admin-password.hash").read_text().startswith("$argon2id$")
 
 
+@pytest.mark.sqlite_only
 async def test_healthz_says_unavailable_while_writes_fail(tmp_path: Path) -> None:
     """Issue 12, item 17: the files may not grow (RLIMIT_FSIZE of the running daemon, what a
     full disk does to SQLite's WAL): writes fail for real, and /healthz says so."""
@@ -267,10 +269,9 @@ async def test_a_missing_or_read_only_data_dir_is_one_clear_line_and_exit_2(
         locked.chmod(0o700)
 
 
+@pytest.mark.sqlite_only
 async def test_a_read_only_database_file_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     import os
-
-    import pytest
 
     if os.geteuid() == 0:
         pytest.skip("root writes read-only files")
@@ -280,6 +281,23 @@ async def test_a_read_only_database_file_is_one_clear_line_and_exit_2(tmp_path: 
     code, err = await _run_csms(tmp_path, str(data))
     assert code == 2, err
     assert err.strip().splitlines() == [f"csms: database {data / 'csms.sqlite3'} is not writable"]
+
+
+async def test_an_unreachable_postgresql_is_one_clear_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """database.url names a server nobody listens on: the daemon says so, without the
+    password, and exits 2 (the PostgreSQL twin of the unwritable database file)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("CSMS_DATABASE__URL", f"postgresql://csms:s3cret@127.0.0.1:{port}/csms")
+    code, err = await _run_csms(tmp_path, str(tmp_path / "data"))
+    assert code == 2, err
+    assert "cannot reach PostgreSQL" in err and f"127.0.0.1:{port}" in err, err
+    assert "s3cret" not in err and "Traceback" not in err, err
 
 
 async def test_running_out_of_descriptors_is_logged_once_not_every_second(tmp_path: Path) -> None:

@@ -385,6 +385,7 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
+@pytest.mark.sqlite_only
 async def test_data_is_private_whatever_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o002)
     try:
@@ -402,6 +403,7 @@ async def test_data_is_private_whatever_the_umask(tmp_path: Path) -> None:
         await system.stop()
 
 
+@pytest.mark.sqlite_only
 async def test_an_existing_installation_s_modes_are_fixed_at_start(tmp_path: Path) -> None:
     system, session, _ = await start_system(tmp_path)
     await session.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from charger_sim import Behaviour, Station
 from csms.config import ConfigError
 from ocpi_bridge.client import PrivateAddressRefused, PublicOnlyConnector, is_public_address
 from ocpi_bridge.store import token_digest
+from tests import dbs
 from tests.conftest import Running, start_system
 from tests.ocpi_peer.harness import EmspPeer, PeerVenvMissing
 from tests.test_web import ADMIN, WebClient, web_overrides
@@ -231,7 +231,6 @@ async def test_peers_registered_before_grants_keep_what_they_had_flagged(tmp_pat
     system, session, cpo = await start_system(tmp_path, ocpi={}, **web_overrides())
     await session.close()
     await system.stop()
-    db = sqlite3.connect(tmp_path / "data" / "csms.sqlite3")
     roles = [
         [
             {
@@ -251,27 +250,28 @@ async def test_peers_registered_before_grants_keep_what_they_had_flagged(tmp_pat
         ],
     ]
     now = "2026-01-01T00:00:00.000000Z"
-    for n, r in enumerate(roles, 1):
-        db.execute(
-            "INSERT INTO ocpi_peers (id, status, token_in, token_out, token_out_base64, "
-            "versions_url, version, endpoints, roles, initiated_by, created_at, updated_at) "
-            "VALUES (?, 'registered', ?, 'b', 1, 'https://x.invalid/v', '2.2.1', '[]', ?, "
-            "'peer', ?, ?)",
-            (n, f"legacy-token-c-{n}", json.dumps(r), now, now),
+    async with dbs.database_at(tmp_path / "data" / "csms.sqlite3").connect() as db:
+        for n, r in enumerate(roles, 1):
+            await db.execute(
+                "INSERT INTO ocpi_peers (id, status, token_in, token_out, token_out_base64, "
+                "versions_url, version, endpoints, roles, initiated_by, created_at, updated_at) "
+                "VALUES (?, 'registered', ?, 'b', 1, 'https://x.invalid/v', '2.2.1', '[]', ?, "
+                "'peer', ?, ?)",
+                (n, f"legacy-token-c-{n}", json.dumps(r), now, now),
+            )
+            await db.execute(
+                "INSERT INTO ocpi_peer_parties VALUES (?, 'PT', ?, ?)",
+                (n, r[0]["party_id"], r[0]["role"]),
+            )
+        # back to the schema before 0007 (tokens A and peers' tokens in clear)
+        await db.execute(
+            "INSERT INTO ocpi_tokens_a (token, created_at) VALUES ('legacy-token-a', ?)", (now,)
         )
-        db.execute(
-            "INSERT INTO ocpi_peer_parties VALUES (?, 'PT', ?, ?)",
-            (n, r[0]["party_id"], r[0]["role"]),
-        )
-    # back to the schema before 0007 (tokens A and peers' tokens in clear)
-    db.execute("INSERT INTO ocpi_tokens_a (token, created_at) VALUES ('legacy-token-a', ?)", (now,))
-    db.execute("DROP TABLE ocpi_peer_grants")
-    db.execute("DROP TABLE ocpi_security_events")
-    db.execute("ALTER TABLE ocpi_tokens_a DROP COLUMN role")
-    db.execute("ALTER TABLE ocpi_tokens_a DROP COLUMN parties")
-    db.execute("DELETE FROM schema_migrations WHERE component = 'ocpi' AND version = 7")
-    db.commit()
-    db.close()
+        await db.execute("DROP TABLE ocpi_peer_grants")
+        await db.execute("DROP TABLE ocpi_security_events")
+        await db.execute("ALTER TABLE ocpi_tokens_a DROP COLUMN role")
+        await db.execute("ALTER TABLE ocpi_tokens_a DROP COLUMN parties")
+        await db.execute("DELETE FROM schema_migrations WHERE component = 'ocpi' AND version = 7")
 
     system, session, cpo = await start_system(tmp_path, ocpi={}, **web_overrides())
     try:
@@ -541,15 +541,13 @@ async def test_tokens_we_check_are_stored_as_digests(tmp_path: Path) -> None:
         # a database from before: tokens in clear are replaced by their digests at start
         await session.close()
         await system.stop()
-        db = sqlite3.connect(tmp_path / "data" / "csms.sqlite3")
-        db.execute("UPDATE ocpi_peers SET token_in = ?", (c,))
-        db.execute(
-            "INSERT INTO ocpi_tokens_a (token, created_at, role, parties) "
-            "VALUES ('clear-token-a-0123456789', '2026-01-01T00:00:00.000000Z', 'EMSP', ?)",
-            ('["PT/OTH"]',),
-        )
-        db.commit()
-        db.close()
+        async with dbs.database_at(tmp_path / "data" / "csms.sqlite3").connect() as db:
+            await db.execute("UPDATE ocpi_peers SET token_in = ?", (c,))
+            await db.execute(
+                "INSERT INTO ocpi_tokens_a (token, created_at, role, parties) "
+                "VALUES ('clear-token-a-0123456789', '2026-01-01T00:00:00.000000Z', 'EMSP', ?)",
+                ('["PT/OTH"]',),
+            )
         system, session, cpo = await start_system(tmp_path, ocpi={})
         rows = await cpo.system.store.read("SELECT token_in FROM ocpi_peers")
         assert [r["token_in"] for r in rows] == [token_digest(c)]

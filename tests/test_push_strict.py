@@ -470,7 +470,7 @@ async def test_a_non_finite_meter_value_stored_earlier_never_makes_invalid_ocpi_
 
             async def poison(db: Any) -> None:
                 await db.execute(
-                    "UPDATE meter_values SET value = 9e999 WHERE transaction_id = ?", (tx,)
+                    "UPDATE meter_values SET value = ? WHERE transaction_id = ?", (float("inf"), tx)
                 )
 
             await system.store.write(poison)

@@ -1,5 +1,5 @@
 """csms's log of StatusNotifications (what rule R6's replay reads) and the last-seen times
-made durable before a push carries them: on a real SQLite file."""
+made durable before a push carries them: on a real database."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from csms.clock import FakeClock
 from csms.store import Store
 from csms.timeparse import ParsedTime, from_db
+from tests import dbs
 from tests.conftest import station_body
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -16,7 +17,7 @@ SEC = timedelta(seconds=1)
 
 
 async def open_store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "csms.sqlite3", FakeClock(T0))
+    store = dbs.store_for_test(tmp_path, FakeClock(T0), "FULL")
     await store.open()
     body = station_body("S1", 2)
     uids = {e["connector_id"]: e["uid"] for e in body["evses"]}

@@ -1,20 +1,24 @@
-"""The store's writer: a batch of jobs in one transaction, each in its savepoint, run in the
-writer thread in one hand-over; results only after the commit."""
+"""The store's writer, on the engine the suite runs on: a batch of jobs in one transaction,
+each in its savepoint, results only after the commit (on SQLite run in the writer thread in
+one hand-over). And the migrations: a database of an older version is brought up to date."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import json
+import shutil
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from csms.clock import SystemClock
 from csms.store import JobDb, JobSuspended, Store
+from tests import dbs
 
 
 async def open_store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "csms.sqlite3", SystemClock())
+    store = dbs.store_for_test(tmp_path, SystemClock(), "FULL")
     await store.open()
     return store
 
@@ -39,9 +43,15 @@ async def test_many_jobs_share_a_commit_and_a_bad_one_spoils_nothing(tmp_path: P
 
             return job
 
-        async def suspends(db: JobDb) -> None:
-            await db.execute("DELETE FROM id_tags")
-            await asyncio.sleep(0)  # not allowed: the job runs in the writer thread
+        async def suspends(db: JobDb) -> str:
+            await db.execute(
+                "INSERT INTO id_tags (id_tag, status, created_at, updated_at) "
+                "VALUES ('SLEPT', 'Accepted', '2026-01-01T00:00:00.000000Z', "
+                "'2026-01-01T00:00:00.000000Z')"
+            )
+            # SQLite: not allowed, the job runs in the writer thread; PostgreSQL: jobs await
+            await asyncio.sleep(0)
+            return "slept"
 
         async def fails(db: JobDb) -> None:
             await db.execute("DELETE FROM id_tags")
@@ -55,17 +65,22 @@ async def test_many_jobs_share_a_commit_and_a_bad_one_spoils_nothing(tmp_path: P
             return_exceptions=True,
         )
         assert results[:50] == [1] * 50
-        assert isinstance(results[50], JobSuspended)
+        if store.engine == "sqlite":
+            assert isinstance(results[50], JobSuspended)
+            kept = 50
+        else:
+            assert results[50] == "slept"
+            kept = 51
         assert isinstance(results[51], ValueError)
-        # the two bad jobs were rolled back to their savepoints; the 50 are committed
+        # the bad jobs were rolled back to their savepoints; the others are committed
         rows = await store.read("SELECT COUNT(*) AS n FROM id_tags")
-        assert rows[0]["n"] == 50
+        assert rows[0]["n"] == kept
         assert store.commits - commits < 52  # group commit: fewer commits than jobs
     finally:
         await store.close()
-    # committed means on disk: another connection sees the rows after close
-    with sqlite3.connect(tmp_path / "csms.sqlite3") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM id_tags").fetchone()[0] == 50
+    # committed means durable: another connection sees the rows after close
+    async with dbs.database_at(tmp_path / "csms.sqlite3").connect() as conn:
+        assert await conn.fetchone("SELECT COUNT(*) FROM id_tags") == (kept,)
 
 
 async def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
@@ -77,3 +92,100 @@ async def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         await store.write(job)
+
+
+def _older_migrations(root: Path, package: str, upto: int) -> str:
+    """A copy of ``package``'s migrations for the engine under test, the first ``upto``
+    only: what an older version shipped. Returns the copy's package name."""
+    name = "older_" + package.replace(".", "_")
+    dest = root / name / dbs.ENGINE
+    dest.mkdir(parents=True)
+    (root / name / "__init__.py").touch()
+    (dest / "__init__.py").touch()
+    for entry in resources.files(f"{package}.{dbs.ENGINE}").iterdir():
+        if entry.name.endswith(".sql") and int(entry.name[:4]) <= upto:
+            with resources.as_file(entry) as src:
+                shutil.copy(src, dest / entry.name)
+    return name
+
+
+async def test_an_older_database_is_migrated_with_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """csms at its first migration and the OCPI bridge at its sixth, with data, then opened
+    by this version: the later migrations run, the data migrations fill what they derive."""
+    root = tmp_path / "older"
+    monkeypatch.syspath_prepend(str(root))
+    t0, t1 = "2026-01-01T00:00:00.000000Z", "2026-01-02T00:00:00.000000Z"
+    old = dbs.store_for_test(tmp_path, SystemClock())
+    old.add_migrations("csms", _older_migrations(root, "csms.migrations", 1))
+    old.add_migrations("ocpi", _older_migrations(root, "ocpi_bridge.migrations", 6))
+    await old.open()
+    try:
+        assert await old.schema_versions() == {"csms": 1, "ocpi": 6}
+
+        async def fill(db: JobDb) -> None:
+            await db.execute(
+                "INSERT INTO stations (id, defined, created_at, updated_at) VALUES "
+                "('S1', 1, ?, ?), ('S2', 0, ?, ?)",
+                (t0, t1, t0, t1),
+            )
+            await db.execute(
+                "INSERT INTO transactions (station_id, connector_id, id_tag, id_tag_status, "
+                "meter_start, start_time, start_received_at, start_key, meter_stop, "
+                "stop_received_at) VALUES ('S1', 1, 'T', 'Accepted', 3000000000, ?, ?, 'k1', "
+                "3000007500, ?), ('S1', 2, 'T', 'Accepted', 0, ?, ?, 'k2', NULL, NULL)",
+                (t0, t0, t1, t0, t0),
+            )
+            for roles in ([{"role": "HUB", "party_id": "MOB"}], [{"role": "EMSP"}]):
+                await db.execute(
+                    "INSERT INTO ocpi_peers (status, token_in, token_out, token_out_base64, "
+                    "versions_url, version, endpoints, roles, initiated_by, created_at, "
+                    "updated_at) VALUES ('registered', ?, 'b', 1, 'https://x.invalid/v', "
+                    "'2.2.1', '[]', ?, 'peer', ?, ?)",
+                    (roles[0]["role"], json.dumps(roles), t0, t1),
+                )
+
+        await old.write(fill)
+    finally:
+        await old.close()
+
+    store = dbs.store_for_test(tmp_path, SystemClock())
+    store.add_migrations("ocpi", "ocpi_bridge.migrations")
+    await store.open()
+    try:
+        assert await store.schema_versions() == {"csms": 5, "ocpi": 7}
+        rows = await store.read("SELECT id, defined_at FROM stations ORDER BY id")
+        assert [(r["id"], r["defined_at"]) for r in rows] == [("S1", t1), ("S2", None)]
+        rows = await store.read(
+            "SELECT start_key, updated_at, meter_stop FROM transactions ORDER BY id"
+        )
+        assert [(r["start_key"], r["updated_at"], r["meter_stop"]) for r in rows] == [
+            ("k1", t1, 3000007500),
+            ("k2", t0, None),
+        ]
+        rows = await store.read(
+            "SELECT p.token_in, g.role, g.source, g.granted_at FROM ocpi_peer_grants g "
+            "JOIN ocpi_peers p ON p.id = g.peer_id ORDER BY p.id"
+        )
+        assert [tuple(r.values()) for r in rows] == [
+            ("HUB", "HUB", "legacy", t1),
+            ("EMSP", "EMSP", "legacy", t1),
+        ]
+
+        async def later(db: JobDb) -> int:
+            await db.execute(
+                "INSERT INTO status_log (station_id, connector_id, status, error_code, "
+                "received_at) VALUES ('S1', 1, 'Available', 'NoError', ?)",
+                (t1,),
+            )
+            cur = await db.execute(
+                "INSERT INTO ocpi_security_events (at, kind, peer_id, detail) "
+                "VALUES (?, 'claim_refused', 1, '{}') RETURNING id",
+                (t1,),
+            )
+            return int((await cur.fetchone())[0])
+
+        assert await store.write(later) == 1
+    finally:
+        await store.close()

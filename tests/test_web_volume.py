@@ -1,9 +1,9 @@
 """Every page of the web interface, OCPI bridge included, at the volume the issue names:
-1,000 stations and 100,000 sessions in a real SQLite file, with a registered hub whose
-acknowledgements (about 200,000) and compliance measurements (eight days of them) are
-there too.
+1,000 stations and 100,000 sessions in a real database (SQLite or PostgreSQL), with a
+registered hub whose acknowledgements (about 200,000) and compliance measurements (eight
+days of them) are there too.
 
-The provider's queries must use indexes (their plans are checked as in
+The provider's queries must use indexes (on SQLite their plans are checked as in
 tests/test_web_queries.py); and every page, served over HTTP by the real central system,
 must answer well under a second. That one is a wall-clock bound, kept loose on purpose:
 each page is asked twice and the faster answer must take less than a second (they take
@@ -17,16 +17,18 @@ import json
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from csms.clock import FakeClock, SystemClock
-from csms.store import Store
 from csms.timeparse import to_db
 from ocpi_bridge.web import ACKS_SQL, LAST_ACK_SQL, PROBLEMS_SQL, SUMMARY_SQL, TOKENS_SQL
+from tests import dbs
 from tests.conftest import start_system, station_body
+from tests.dbs import DatabaseUnderTest, Direct
 from tests.test_web import ADMIN, VIEWER, WebClient, web_overrides
 from tests.test_web_queries import STATIONS, T0, TRANSACTIONS, ZONES
 from tests.test_web_queries import _fill as fill_csms
@@ -42,8 +44,7 @@ HUB_ROLES = [
 ]
 
 
-def _fill_ocpi(path: Path) -> None:
-    db = sqlite3.connect(path)
+async def _fill_ocpi(db: Direct) -> None:
     now = to_db(END)
     # full station definitions, as the API stores them
     for n in range(STATIONS):
@@ -51,28 +52,28 @@ def _fill_ocpi(path: Path) -> None:
         body = station_body(sid, 1)
         body["location"]["time_zone"] = ZONES[n % 3]
         definition = {"location": body["location"], "evses": body["evses"]}
-        db.execute(
+        await db.execute(
             "UPDATE stations SET definition = ?, location_id = ?, defined_at = created_at "
             "WHERE id = ?",
             (json.dumps(definition), body["location"]["id"], sid),
         )
     # a hub registered a day ago (no receiver endpoints: nothing is pushed during the test)
-    db.execute(
+    await db.execute(
         "INSERT INTO ocpi_peers VALUES (1, 'registered', 'token-c', 'token-b', 1, "
         "'https://hub.invalid/versions', '2.2.1', '[]', ?, 'peer', ?, ?)",
         (json.dumps(HUB_ROLES), to_db(END - timedelta(days=1)), now),
     )
     # eMSP tokens, and the sessions they started
-    db.executemany(
+    await db.executemany(
         "INSERT INTO ocpi_tokens VALUES ('PT', 'EDP', ?, 'RFID', ?, 1, 'ALWAYS', ?, 1)",
         [
             (f"TAG{i}", json.dumps({"uid": f"TAG{i}", "contract_id": f"PT-EDP-C-{i:08d}"}), now)
             for i in range(500)
         ],
     )
-    db.execute("UPDATE transactions SET tag_owner = 'PT/EDP'")
+    await db.execute("UPDATE transactions SET tag_owner = 'PT/EDP'")
     # every stopped transaction has its CDR; what the hub acknowledged of everything
-    db.execute(
+    await db.execute(
         "INSERT INTO ocpi_cdrs SELECT CAST(id AS TEXT), id, tag_owner, '{}', stop_received_at "
         "FROM transactions WHERE stop_received_at IS NOT NULL"
     )
@@ -81,13 +82,13 @@ def _fill_ocpi(path: Path) -> None:
         sid = f"PT-{n:04d}"
         acks.append((1, "location", sid, "2026-07-28T00:00:00Z", now))
         acks.append((1, "evse", f"{sid}/1", "AVAILABLE|2026-07-28T00:00:00Z", now))
-    db.executemany("INSERT INTO ocpi_push_acks VALUES (?, ?, ?, ?, 0, NULL, ?)", acks)
-    db.execute(
+    await db.executemany("INSERT INTO ocpi_push_acks VALUES (?, ?, ?, ?, 0, NULL, ?)", acks)
+    await db.execute(
         "INSERT INTO ocpi_push_acks SELECT 1, 'session', CAST(id AS TEXT), "
         "CASE WHEN stop_received_at IS NULL THEN 'ACTIVE|x' ELSE 'COMPLETED|x' END, 3, NULL, "
         "updated_at FROM transactions"
     )
-    db.execute(
+    await db.execute(
         "INSERT INTO ocpi_push_acks SELECT 1, 'cdr', id, 'posted', 0, NULL, created_at "
         "FROM ocpi_cdrs"
     )
@@ -103,39 +104,40 @@ def _fill_ocpi(path: Path) -> None:
                 rows.append((bucket, "R6", "station", sid, 2, 0.4, 0.3, int(n == 42 and h == 5), 0))
             if n == 7 and h < 3:
                 rows.append((bucket, "R7", "station", sid, 1, 320.0, 320.0, 1, 2))
-    db.executemany("INSERT INTO ocpi_compliance VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    db.execute(
+    await db.executemany("INSERT INTO ocpi_compliance VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    await db.execute(
         "INSERT INTO ocpi_compliance SELECT substr(start_time, 1, 13) || ':00:00.000000Z', 1, "
         "'R5', 'session', CAST(id AS TEXT), 8, 2400.0, 300.0, 0, 0 FROM transactions"
     )
-    db.execute("ANALYZE")
-    db.commit()
-    db.close()
+    await db.execute("ANALYZE")
 
 
 @pytest.fixture(scope="module")
-def big_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def big_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseUnderTest]:
+    """The database; its SQLite file (or on PostgreSQL, nothing) in a data directory."""
     data = tmp_path_factory.mktemp("volume-web") / "data"
-    path = data / "csms.sqlite3"
+    with dbs.own_database(data / "csms.sqlite3") as big:
 
-    async def migrate() -> None:
-        store = Store(path, SystemClock(), "NORMAL")
-        store.add_migrations("ocpi", "ocpi_bridge.migrations")
-        await store.open()
-        await store.close()
+        async def migrate_and_fill() -> None:
+            store = big.store(SystemClock())
+            store.add_migrations("ocpi", "ocpi_bridge.migrations")
+            await store.open()
+            await store.close()
+            async with big.connect() as db:
+                await fill_csms(db)
+                await _fill_ocpi(db)
 
-    asyncio.run(migrate())
-    fill_csms(path)
-    _fill_ocpi(path)
-    return data
+        asyncio.run(migrate_and_fill())
+        yield big
 
 
 def _plan(db: sqlite3.Connection, sql: str, params: list[object]) -> list[str]:
     return [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
 
 
-def test_provider_queries_use_indexes(big_data: Path) -> None:
-    db = sqlite3.connect(big_data / "csms.sqlite3")
+@pytest.mark.sqlite_only
+def test_provider_queries_use_indexes(big_data: DatabaseUnderTest) -> None:
+    db = sqlite3.connect(big_data.path)
     since, until = to_db(END - timedelta(days=7)), to_db(END)
     try:
         checks = [
@@ -192,13 +194,17 @@ PAGES = [
 ]
 
 
-async def test_every_page_answers_well_under_a_second(big_data: Path, tmp_path: Path) -> None:
+async def test_every_page_answers_well_under_a_second(
+    big_data: DatabaseUnderTest, tmp_path: Path
+) -> None:
     clock = FakeClock(END)
+    on_big = {"DATABASE__URL": json.dumps(big_data.url)} if big_data.url else {}
     system, session, running = await start_system(
         tmp_path,
         clock=clock,
         ocpi={},
-        DATA_DIR=json.dumps(str(big_data)),
+        DATA_DIR=json.dumps(str(big_data.path.parent)),
+        **on_big,
         **web_overrides(),
     )
     viewer, admin = WebClient(running.http_url), WebClient(running.http_url)

@@ -462,7 +462,9 @@ async def test_a_non_finite_value_stored_earlier_still_gives_valid_json(csms: Ru
     await client.close()
 
     async def poison(db: Any) -> None:
-        await db.execute("UPDATE meter_values SET value = 9e999 WHERE transaction_id = ?", (tx,))
+        await db.execute(
+            "UPDATE meter_values SET value = ? WHERE transaction_id = ?", (float("inf"), tx)
+        )
 
     await csms.system.store.write(poison)
     for path in (f"/api/v1/transactions/{tx}", f"/api/v1/transactions/{tx}/meter-values"):

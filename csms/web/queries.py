@@ -15,25 +15,43 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..db import Dialect
 from ..meter import ENERGY_IMPORT_REGISTER
 from ..store import Store
 from ..timeparse import to_db
 
-STATION_SORTS = {
-    "id": "s.id",
-    "seen": "s.last_seen_at",
-    "vendor": "s.vendor",
-    "model": "s.model",
-    "firmware": "s.firmware_version",
-    "city": "json_extract(s.definition, '$.location.city')",
-}
+# the module's SQL constants are SQLite's (tests read their plans); WebQueries writes each
+# query in its store's own dialect
+SQLITE = Dialect("sqlite")
+
+STATION_SORTS = ("id", "seen", "vendor", "model", "firmware", "city")
 STATION_STATES = ("all", "connected", "offline", "never")
 SESSION_STATES = ("all", "active", "completed")
 
-_CONFIGURED = (
-    "(SELECT json_extract(j.value, '$.value') FROM json_each(s.config_snapshot) j "
-    "WHERE json_extract(j.value, '$.key') = '{key}')"
-)
+
+def station_sort_column(dialect: Dialect, sort: str) -> str:
+    """The ORDER BY expression of a stations list sort key (``STATION_SORTS``)."""
+    columns = {
+        "seen": "s.last_seen_at",
+        "vendor": "s.vendor",
+        "model": "s.model",
+        "firmware": "s.firmware_version",
+        "city": dialect.json_text("s.definition", "location", "city"),
+    }
+    return columns.get(sort, "s.id")
+
+
+def _configured(dialect: Dialect, key: str) -> str:
+    """A subquery: the value of configuration key ``key`` in the station's last snapshot
+    (a JSON array of ``{"key", "value"}`` objects). ``key`` is one of our constants."""
+    if dialect.engine == "sqlite":
+        rows = "json_each(s.config_snapshot) j"
+    else:
+        rows = "jsonb_array_elements(CAST(s.config_snapshot AS jsonb)) AS j(value)"
+    return (
+        f"(SELECT {dialect.json_text('j.value', 'value')} FROM {rows} "
+        f"WHERE {dialect.json_text('j.value', 'key')} = '{key}')"
+    )
 
 
 def like_pattern(text: str) -> str:
@@ -67,19 +85,24 @@ class SessionFilter:
             clauses.append("t.stop_received_at IS NOT NULL")
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def sql(self) -> tuple[str, list[Any], str, list[Any]]:
+    def sql(self, dialect: Dialect = SQLITE) -> tuple[str, list[Any], str, list[Any]]:
         """The page query and its parameters (LIMIT and OFFSET to append), the count query and
         its parameters. Newest first: the start-time indexes give that order. Completed
         ones are counted as all minus active ones: both counts walk small or covering
         indexes, where counting "stop_received_at IS NOT NULL" would read every row."""
         where, params = self.where()
+        time_zone = dialect.json_text("s.definition", "location", "time_zone")
+        # the page is chosen first, so that the station's time zone is read from its JSON
+        # definition for the page's rows only, never for the rows a deep OFFSET skips; the
+        # join keeps no order for certain: WebQueries.sessions puts the page's rows back in it
         page = (
-            "SELECT t.id, t.station_id, t.connector_id, t.id_tag, t.id_tag_status, t.tag_owner, "
-            "t.meter_start, t.meter_stop, t.start_time, t.stop_time, t.stop_reason, "
-            "t.stop_received_at, t.flags, "
-            "json_extract(s.definition, '$.location.time_zone') AS time_zone "
-            f"FROM transactions t LEFT JOIN stations s ON s.id = t.station_id {where} "
-            "ORDER BY t.start_time DESC, t.id DESC LIMIT ? OFFSET ?"
+            "SELECT p.id, p.station_id, p.connector_id, p.id_tag, p.id_tag_status, p.tag_owner, "
+            "p.meter_start, p.meter_stop, p.start_time, p.stop_time, p.stop_reason, "
+            "p.stop_received_at, p.flags, "
+            f"{time_zone} AS time_zone "
+            f"FROM (SELECT * FROM transactions t {where} "
+            "ORDER BY t.start_time DESC, t.id DESC LIMIT ? OFFSET ?) AS p "
+            "LEFT JOIN stations s ON s.id = p.station_id"
         )
         if self.state == "completed":
             all_where, all_params = self.where("all")
@@ -95,14 +118,16 @@ class SessionFilter:
 class WebQueries:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.dialect = store.dialect
+        self._latest_energy_sql = latest_energy_sql(self.dialect)
 
     # ------------------------------------------------------------------ dashboard
 
     async def station_counts(self, connected: list[str]) -> dict[str, int]:
         row = await self.store.read_one(
             "SELECT COUNT(*) AS total, "
-            "COALESCE(SUM(last_seen_at IS NULL AND id NOT IN "
-            "(SELECT value FROM json_each(?))), 0) AS never FROM stations",
+            "COALESCE(SUM(CASE WHEN last_seen_at IS NULL AND id NOT IN "
+            f"({self.dialect.json_values()}) THEN 1 ELSE 0 END), 0) AS never FROM stations",
             (json.dumps(connected),),
         )
         total = int(row["total"]) if row else 0
@@ -151,42 +176,42 @@ class WebQueries:
         limit: int,
         offset: int,
     ) -> tuple[list[dict[str, Any]], int]:
+        d = self.dialect
         clauses: list[str] = []
         params: list[Any] = []
         if search:
-            clauses.append(
-                "(s.id LIKE ? ESCAPE '\\' OR json_extract(s.definition, '$.location.name') "
-                "LIKE ? ESCAPE '\\' OR json_extract(s.definition, '$.location.city') LIKE ? "
-                "ESCAPE '\\' OR json_extract(s.definition, '$.location.id') LIKE ? ESCAPE '\\' "
-                "OR s.vendor LIKE ? ESCAPE '\\' OR s.model LIKE ? ESCAPE '\\')"
-            )
-            params += [like_pattern(search)] * 6
+            searched = [
+                "s.id",
+                d.json_text("s.definition", "location", "name"),
+                d.json_text("s.definition", "location", "city"),
+                d.json_text("s.definition", "location", "id"),
+                "s.vendor",
+                "s.model",
+            ]
+            clauses.append("(" + " OR ".join(d.ilike(expr) for expr in searched) + ")")
+            params += [like_pattern(search)] * len(searched)
         ids = json.dumps(connected)
         if state == "connected":
-            clauses.append("s.id IN (SELECT value FROM json_each(?))")
+            clauses.append(f"s.id IN ({d.json_values()})")
             params.append(ids)
         elif state == "offline":
-            clauses.append(
-                "s.id NOT IN (SELECT value FROM json_each(?)) AND s.last_seen_at IS NOT NULL"
-            )
+            clauses.append(f"s.id NOT IN ({d.json_values()}) AND s.last_seen_at IS NOT NULL")
             params.append(ids)
         elif state == "never":
-            clauses.append(
-                "s.id NOT IN (SELECT value FROM json_each(?)) AND s.last_seen_at IS NULL"
-            )
+            clauses.append(f"s.id NOT IN ({d.json_values()}) AND s.last_seen_at IS NULL")
             params.append(ids)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        column = STATION_SORTS.get(sort, "s.id")
+        column = station_sort_column(d, sort)
         direction = "DESC" if descending else "ASC"
         rows = await self.store.read(
             "SELECT s.id, s.defined, s.vendor, s.model, s.firmware_version, s.last_seen_at, "
             "s.first_boot_at, s.config_status, "
-            "json_extract(s.definition, '$.location.name') AS location_name, "
-            "json_extract(s.definition, '$.location.city') AS city, "
-            "json_extract(s.definition, '$.location.time_zone') AS time_zone, "
-            "json_array_length(s.definition, '$.evses') AS evse_count, "
-            f"{_CONFIGURED.format(key='HeartbeatInterval')} AS cfg_heartbeat, "
-            f"{_CONFIGURED.format(key='MeterValueSampleInterval')} AS cfg_meter "
+            f"{d.json_text('s.definition', 'location', 'name')} AS location_name, "
+            f"{d.json_text('s.definition', 'location', 'city')} AS city, "
+            f"{d.json_text('s.definition', 'location', 'time_zone')} AS time_zone, "
+            f"{d.json_length('s.definition', 'evses')} AS evse_count, "
+            f"{_configured(d, 'HeartbeatInterval')} AS cfg_heartbeat, "
+            f"{_configured(d, 'MeterValueSampleInterval')} AS cfg_meter "
             f"FROM stations s {where} "
             f"ORDER BY ({column} IS NULL), {column} {direction}, s.id {direction} "
             "LIMIT ? OFFSET ?",
@@ -219,8 +244,9 @@ class WebQueries:
     async def sessions(
         self, f: SessionFilter, limit: int, offset: int, count: bool = True
     ) -> tuple[list[dict[str, Any]], int]:
-        page_sql, params, count_sql, count_params = f.sql()
+        page_sql, params, count_sql, count_params = f.sql(self.dialect)
         rows = await self.store.read(page_sql, [*params, limit, offset])
+        rows.sort(key=lambda r: (r["start_time"], r["id"]), reverse=True)  # newest first
         total = len(rows)
         if count:
             row = await self.store.read_one(count_sql, count_params)
@@ -242,7 +268,7 @@ class WebQueries:
         """The latest energy register (Wh) of each transaction, in one query."""
         if not transaction_ids:
             return {}
-        rows = await self.store.read(LATEST_ENERGY_SQL, (json.dumps(transaction_ids),))
+        rows = await self.store.read(self._latest_energy_sql, (json.dumps(transaction_ids),))
         return {int(r["id"]): float(r["wh"]) for r in rows if r["wh"] is not None}
 
     # ------------------------------------------------------------------ id tags
@@ -253,7 +279,7 @@ class WebQueries:
         where, params = "", []
         if prefix:
             escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where, params = "WHERE id_tag LIKE ? ESCAPE '\\'", [escaped + "%"]
+            where, params = f"WHERE {self.dialect.ilike('id_tag')}", [escaped + "%"]
         rows = await self.store.read(
             f"SELECT * FROM id_tags {where} ORDER BY id_tag LIMIT ? OFFSET ?",
             [*params, limit, offset],
@@ -281,9 +307,17 @@ ENERGY_ACTIVE_SQL = (
     "SELECT COALESCE(SUM(latest - meter_start), 0) AS wh FROM ("
     f"SELECT t.meter_start, ({_latest_energy('t.id')}) AS latest "
     "FROM transactions t WHERE t.stop_received_at IS NULL"
-    ") WHERE latest >= meter_start"
+    ") AS a WHERE latest >= meter_start"
 )
-LATEST_ENERGY_SQL = (
-    f"SELECT t.id, ({_latest_energy('t.id')}) AS wh FROM transactions t "
-    "WHERE t.id IN (SELECT value FROM json_each(?))"
-)
+
+
+def latest_energy_sql(dialect: Dialect) -> str:
+    """The latest energy register of each transaction of a JSON array of ids (one
+    parameter)."""
+    return (
+        f"SELECT t.id, ({_latest_energy('t.id')}) AS wh FROM transactions t "
+        f"WHERE t.id IN ({dialect.json_values(integer=True)})"
+    )
+
+
+LATEST_ENERGY_SQL = latest_energy_sql(SQLITE)
