@@ -7,25 +7,31 @@ invalid bodies (422), ``"fields": [{"field": "location.coordinates.latitude", "m
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
-from pydantic import ValidationError
 
 from .commands import CommandError, CommandPort, ConnectionRegistry
-from .events import StationDefined
-from .guard import station_password_refusal
 from .handlers import Services
-from .http import INT64_MAX, MAX_OFFSET, JsonBodyError, json_response, read_json
-from .model import IdTagDef, StationDef
-from .passwords import hash_password
+from .http import (
+    INT64_MAX,
+    MAX_OFFSET,
+    ApiError,
+    JsonBodyError,
+    error,
+    errors_middleware,
+    json_response,
+    read_json,
+)
 from .timeparse import from_db, parse_api_time, to_ocpp
+from .usecases import Refused, check_station_id, define_station, put_id_tag
 
 log = structlog.get_logger("csms.api")
+
+# the error shape and its middleware are csms.http's (the app is built there), named here too
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Api", "ApiError", "error", "errors_middleware"]
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -33,31 +39,16 @@ DEFAULT_LIMIT = 100
 DEFAULT_METER_VALUES = 1000
 
 
-def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    body = {"status": "error", "error": code, "message": message, **extra}
-    return json_response(body, status=status)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.response = error(status, code, message, **extra)
-
-
 def _iso(db_text: str | None) -> str | None:
     value = from_db(db_text)
     return to_ocpp(value) if value else None
 
 
-def _fields(exc: ValidationError) -> list[dict[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        out.append({"field": loc, "message": msg})
-    return out
+def _refusal(e: Refused) -> ApiError:
+    """A use case's refusal as the API's error; fields only for invalid bodies (422)."""
+    if e.status == 422 and e.fields:
+        return ApiError(e.status, e.code, e.message, fields=e.fields)
+    return ApiError(e.status, e.code, e.message)
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -194,47 +185,11 @@ class Api:
 
     async def put_station(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
-        if not station_id or len(station_id) > 255 or "/" in station_id:
-            raise ApiError(422, "invalid_id", "a charge point id is 1 to 255 characters, no '/'")
-        body = await _json_body(request)
         try:
-            station = StationDef.model_validate(body)
-        except ValidationError as e:
-            raise ApiError(
-                422, "invalid_body", "the station definition is invalid", fields=_fields(e)
-            ) from None
-        keep_password = isinstance(body, dict) and "password" not in body
-
-        current = await self.s.store.station_auth(station_id)
-        if refusal := station_password_refusal(
-            self.s.settings.ocpp.require_password,
-            station.password is not None,
-            keep_password,
-            bool(current and current["password_hash"]),
-        ):
-            raise ApiError(
-                422,
-                "password_required",
-                refusal,
-                fields=[{"field": "password", "message": refusal}],
-            )
-        password_hash = None
-        if station.password is not None:
-            password_hash = await asyncio.to_thread(hash_password, station.password)
-        try:
-            created = await self.s.store.put_station(
-                station_id,
-                station.location.id,
-                station.definition(),
-                {e.connector_id: e.uid for e in station.evses},
-                password_hash,
-                keep_password,
-                station.boot_status,
-            )
-        except ValueError as e:
-            raise ApiError(409, "conflict", str(e)) from None
-        self.s.bus.publish(StationDefined(station_id, self.s.clock.now(), created))
-        log.info("station defined", station_id=station_id, created=created)
+            check_station_id(station_id)
+            created = await define_station(self.s, station_id, await _json_body(request))
+        except Refused as e:
+            raise _refusal(e) from None
         row = await self.s.store.get_station(station_id)
         assert row is not None
         statuses = await self.s.store.connector_statuses([station_id])
@@ -326,27 +281,10 @@ class Api:
 
     async def put_id_tag(self, request: web.Request) -> web.Response:
         id_tag = request.match_info["id_tag"]
-        if not 1 <= len(id_tag) <= 20:
-            raise ApiError(422, "invalid_id", "an OCPP idTag is 1 to 20 characters")
-        body = await _json_body(request)
         try:
-            tag = IdTagDef.model_validate(body)
-        except ValidationError as e:
-            raise ApiError(
-                422, "invalid_body", "the id tag is invalid", fields=_fields(e)
-            ) from None
-        expiry = None
-        if tag.expiry_date is not None:
-            try:
-                expiry = parse_api_time(tag.expiry_date)
-            except ValueError as e:
-                raise ApiError(
-                    422,
-                    "invalid_body",
-                    "the id tag is invalid",
-                    fields=[{"field": "expiry_date", "message": str(e)}],
-                ) from None
-        created = await self.s.store.put_id_tag(id_tag, tag.status, expiry, tag.parent_id_tag)
+            created = await put_id_tag(self.s.store, id_tag, await _json_body(request))
+        except Refused as e:
+            raise _refusal(e) from None
         row = await self.s.store.get_id_tag(id_tag)
         assert row is not None
         return json_response(self._tag_view(row), status=201 if created else 200)
@@ -457,26 +395,3 @@ class Api:
             raise ApiError(404, "not_found", f"no transaction {tx_id}")
         rows = await self.s.store.meter_values_of(tx_id, limit, offset)
         return _page([self._meter_view(m) for m in rows], row["meter_values_count"], limit, offset)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn ApiError and unexpected failures into the API's JSON error shape."""
-    try:
-        return await handler(request)
-    except ApiError as e:
-        return e.response
-    except ConnectionError:  # the client went away (or was cut off by a timeout)
-        raise
-    except web.HTTPException as e:
-        if not request.path.startswith("/api/"):
-            raise
-        return error(e.status, e.reason.lower().replace(" ", "_"), e.reason)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("API request failed", path=request.path, method=request.method)
-        return error(500, "internal_error", "internal error; see the server log")

@@ -23,8 +23,9 @@ from .api import Api
 from .authorization import Authorizer
 from .clock import Clock, SystemClock
 from .commands import CommandPort, ConnectionRegistry
-from .config import Settings
+from .config import ConfigError, Settings
 from .connection import StationConnection
+from .db import DatabaseError
 from .events import EventBus
 from .extensions import Extension
 from .handlers import OcppHandlers, Services
@@ -39,6 +40,7 @@ from .http import (
 )
 from .metrics import Metrics
 from .passwords import hash_password, is_password_hash
+from .ports import CsmsPort
 from .provisioning import provision
 from .server import OcppServer
 from .store import Store
@@ -96,20 +98,13 @@ def prepare_data_dir(path: Path) -> None:
                 )
 
 
-async def _touch_header(db: Any) -> None:
-    """A real but harmless write: the database header's user_version, unchanged."""
-    rows = await db.execute_fetchall("PRAGMA user_version")
-    await db.execute(f"PRAGMA user_version = {int(rows[0][0])}")
-
-
 class CentralSystem:
     """The OCPP central system: store, event bus, websocket server, HTTP app.
 
     ``start()`` opens the store (applying migrations), then serves OCPP and HTTP;
     ``stop()`` closes the station connections, the HTTP server and the store, in that order.
-    Extensions (the OCPI bridge) subscribe to ``bus``, add routes to ``http_app``, add
-    providers to the web interface (``web.add_provider``, see :mod:`csms.web`) and send
-    OCPP requests through ``commands`` between construction and ``start()``.
+    Extensions (the OCPI bridge) get ``port`` (:class:`csms.ports.CsmsPort`) between
+    construction and ``start()``: events, queries, commands, routes, web providers.
     """
 
     def __init__(
@@ -123,7 +118,7 @@ class CentralSystem:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.bus = EventBus()
-        self.store = Store(settings.database_path, self.clock, settings.database.synchronous)
+        self.store = Store.for_settings(settings, self.clock)
         # the store keeps at most this many unknown charge point ids (see its docstring)
         self.store.max_unknown_stations = settings.ocpp.max_unknown_stations
         # read by Store.add_meter_values/stop_transaction once they cap (see the issue note)
@@ -169,8 +164,23 @@ class CentralSystem:
             "last_error_at": None,
         }
         self.extensions = [ext for ext, _ in extensions or []]
+        # what extensions get of csms: the port, never the system itself
+        self.port = CsmsPort(
+            self.store,
+            self.clock,
+            settings,
+            bus=self.bus,
+            commands=self.commands,
+            registry=self.registry,
+            traffic=self.traffic,
+            http_app=self.http_app,
+            web=self.web,
+            token_sources=self.authorizer.add_source,
+            metrics_registry=self.metrics.registry,
+            http_port=lambda: self.http_port,
+        )
         for ext, config in extensions or []:
-            ext.attach(self, config)
+            ext.attach(self.port, config)
 
     def _provision(self, conn: StationConnection) -> None:
         conn.spawn(provision(conn, self.services, self.commands), "provisioning")
@@ -297,7 +307,7 @@ class CentralSystem:
     async def _probe_writer(self) -> None:
         state = self.writer_state
         try:
-            await self.store.write(_touch_header)
+            await self.store.db.probe()
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -325,8 +335,6 @@ def resolve_admin_password(settings: Settings, environ: dict[str, str] | None = 
     configured = settings.api.admin_password_hash
     if configured:
         if not is_password_hash(configured):
-            from .config import ConfigError
-
             raise ConfigError(
                 "api.admin_password_hash: not a hash made by `csms hash-password` "
                 "(to give a clear password, use the CSMS_ADMIN_PASSWORD environment variable)"
@@ -381,10 +389,10 @@ async def run(settings: Settings, extensions: list[tuple[Extension, Any]] | None
         log.error("could not start", error=str(e))
         await system.stop()
         return 2
-    except (OSError, sqlite3.Error) as e:
+    except (OSError, sqlite3.Error, DatabaseError) as e:
         log.error("could not start", error=str(e))
         await system.stop()
-        return 2 if isinstance(e, sqlite3.Error | PermissionError) else 1
+        return 2 if isinstance(e, sqlite3.Error | PermissionError | DatabaseError) else 1
     tune_gc()
     log.info("central system running", data_dir=str(settings.data_dir))
     await stop.wait()

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from websockets.asyncio.server import ServerConnection
@@ -24,9 +24,40 @@ from .events import StationSeen
 from .redact import redact_payload
 
 if TYPE_CHECKING:
-    from .handlers import OcppHandlers
+    from .clock import Clock
+    from .events import EventBus
+    from .metrics import Metrics
+    from .store import Store
+    from .traffic import TrafficMonitor
 
 log = structlog.get_logger("csms.connection")
+
+
+class ConnectionServices(Protocol):
+    """What a connection uses of the shared services (csms.handlers.Services)."""
+
+    clock: Clock
+    store: Store
+    bus: EventBus
+    metrics: Metrics
+    traffic: TrafficMonitor
+
+
+class RequestHandler(Protocol):
+    """Who answers a station's requests (csms.handlers.OcppHandlers). A protocol, so that
+    the handlers may know connections without connections knowing the handlers."""
+
+    @property
+    def services(self) -> ConnectionServices: ...
+
+    async def handle(
+        self,
+        conn: StationConnection,
+        action: str,
+        payload: dict[str, Any],
+        received_at: datetime,
+    ) -> dict[str, Any]: ...
+
 
 # never refused for what they contain (README): stored, flagged and answered
 TRANSACTION_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "MeterValues"})
@@ -51,7 +82,7 @@ class StationConnection:
         self,
         station_id: str,
         ws: ServerConnection,
-        handlers: OcppHandlers,
+        handlers: RequestHandler,
         remote_address: str | None,
     ) -> None:
         self.station_id = station_id

@@ -5,8 +5,10 @@ group (declared in its package's metadata) and may:
 
 - own a section of the configuration file (``[<name>]``), which it validates itself;
 - add subcommands to the ``csms`` command line (``csms <name> ...``);
-- attach to a :class:`~csms.app.CentralSystem` before it starts: subscribe to its event bus,
-  add HTTP routes, register database migrations and token sources, use its command port;
+- attach, before csms starts, to the port it is given (:class:`~csms.ports.CsmsPort`, the
+  one csms module an extension imports): subscribe to its event bus, read csms's data as
+  frozen models, add HTTP routes, keep its own tables and migrations, add token sources,
+  use the command port;
 - run and stop with it.
 
 csms never imports an extension; extensions import csms.
@@ -19,8 +21,8 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .app import CentralSystem
     from .config import Settings
+    from .ports import CsmsPort
 
 GROUP = "csms.extensions"
 
@@ -39,8 +41,8 @@ class Extension(Protocol):
     def validate_config(self, raw: dict[str, Any], settings: Settings) -> Any:
         """Validate its section; raise csms.config.ConfigError naming ``<name>.<key>``."""
 
-    def attach(self, system: CentralSystem, config: Any) -> None:
-        """Hook into a central system that has not started yet."""
+    def attach(self, port: CsmsPort, config: Any) -> None:
+        """Hook into a central system that has not started yet, through its port."""
 
     async def start(self) -> None: ...
 

@@ -23,7 +23,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -39,7 +39,6 @@ from .metrics import metrics_handler
 from .passwords import parse_basic_auth
 
 if TYPE_CHECKING:
-    from .api import Api
     from .config import Settings
 
 log = structlog.get_logger("csms.http")
@@ -575,8 +574,6 @@ class GuardedSite(web.TCPSite):
 def basic_auth_middleware(
     user: str, password_hash: str, prefix: str = "/api/"
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    from .api import error
-
     guard = api_guard()  # guessing limits and bounded hash checks (csms.guard)
 
     @web.middleware
@@ -604,8 +601,51 @@ def basic_auth_middleware(
     return middleware
 
 
+class RouteSource(Protocol):
+    """What the app serves under ``/api/``: the operator API (csms.api.Api)."""
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The API's error answer: ``{"status": "error", "error": CODE, "message": TEXT, ...}``."""
+    body = {"status": "error", "error": code, "message": message, **extra}
+    return json_response(body, status=status)
+
+
+class ApiError(Exception):
+    """Raised by a handler: answered with :func:`error` by :func:`errors_middleware`."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.response = error(status, code, message, **extra)
+
+
+_api_log = structlog.get_logger("csms.api")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn ApiError and unexpected failures into the API's JSON error shape."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.response
+    except ConnectionError:  # the client went away (or was cut off by a timeout)
+        raise
+    except web.HTTPException as e:
+        if not request.path.startswith("/api/"):
+            raise
+        return error(e.status, e.reason.lower().replace(" ", "_"), e.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        _api_log.exception("API request failed", path=request.path, method=request.method)
+        return error(500, "internal_error", "internal error; see the server log")
+
+
 def build_app(
-    api: Api,
+    api: RouteSource,
     admin_user: str,
     admin_password_hash: str,
     health: HealthCheck,
@@ -613,8 +653,6 @@ def build_app(
     guard: ConnectionGuard | None = None,
     metrics_token: str | None = None,
 ) -> web.Application:
-    from .api import errors_middleware
-
     middlewares: list[Any] = [
         errors_middleware,
         basic_auth_middleware(admin_user, admin_password_hash),

@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from csms.api import ApiError
+from csms.ports import ApiError
 
 from .client import OcpiCallFailed
 from .credentials import new_token
@@ -43,7 +43,7 @@ async def _body(request: web.Request) -> Any:
 
 
 def _iso(value: Any) -> str | None:
-    from csms.timeparse import to_iso
+    from csms.ports import to_iso
 
     return to_iso(value)
 
@@ -134,7 +134,7 @@ class OcpiAdminApi:
     async def compliance(self, request: web.Request) -> web.Response:
         """MOBI.E's push rules as measured, per station and session, over ``since`` to
         ``until`` (ISO times; default: the last 24 hours)."""
-        from csms.timeparse import parse_api_time
+        from csms.ports import parse_api_time
 
         now = self.bridge.clock.now()
         try:

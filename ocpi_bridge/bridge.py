@@ -1,5 +1,5 @@
-"""The OCPI bridge: one object holding what the endpoints, the handshake and (later) the
-pushes share. Built on csms's store, event bus and clock; csms knows nothing of it."""
+"""The OCPI bridge: one object holding what the endpoints, the handshake and the pushes
+share. Built on csms's port (:mod:`csms.ports`); csms knows nothing of it."""
 
 from __future__ import annotations
 
@@ -10,20 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from csms.ports import CsmsPort
+
 from .client import OcpiClient
+from .commands import CommandService
 from .commissioning import CommissioningNotices
 from .config import OcpiSettings
 from .credentials import CredentialsService
 from .locations import LocationBuilder
+from .pusher import Pusher
 from .sessions import SessionBuilder
 from .store import OcpiStore, Peer
 from .tokens import OcpiTokenSource
 from .transport import join_url, ocpi_time, parse_ocpi_time
 
 if TYPE_CHECKING:
-    from csms.app import CentralSystem
-
-    from .server import Page
+    from .transport import Page
 
 log = structlog.get_logger("ocpi.bridge")
 
@@ -40,17 +42,17 @@ MODULES: list[tuple[str, str]] = [
 
 
 class Bridge:
-    def __init__(self, settings: OcpiSettings, system: CentralSystem) -> None:
+    def __init__(self, settings: OcpiSettings, csms: CsmsPort) -> None:
         self.settings = settings
-        self.system = system
-        self.clock = system.clock
-        self.store = OcpiStore(system.store)
+        self.csms = csms
+        self.clock = csms.clock
+        self.store = OcpiStore(csms.db, csms.clock)
         self.client = OcpiClient(
             settings.request_timeout, (settings.country_code, settings.party_id)
         )
         self.offline_after = timedelta(seconds=settings.offline_after)
         self.locations = LocationBuilder(settings, self.offline_after)
-        self.sessions = SessionBuilder(settings, system.store, self.store)
+        self.sessions = SessionBuilder(settings, csms, self.store)
         self.credentials = CredentialsService(
             self.store, self.client, self.our_credentials, self._peers_changed
         )
@@ -61,20 +63,15 @@ class Bridge:
         # (see location_touch_of_station)
         self._touch_basis: dict[str, tuple[str, datetime]] = {}
         self.public_url = (settings.public_url or "").rstrip("/")
-        from .pusher import Pusher
-
         self.pusher = Pusher(self)
         self.locations.returned_at = self.pusher.rules.returned_at
         self.notices = CommissioningNotices(
-            system.store,
-            system.clock,
+            csms,
             settings.business_name,
             settings.notices,
-            system.settings.data_dir,
+            csms.settings.data_dir,
         )
         self.pusher.on_commissioned = self.notices.on_commissioned
-        from .commands import CommandService
-
         self.commands = CommandService(self)
         self.token_source.grants = self.commands.grant_for
         self._notices_task: asyncio.Task[None] | None = None
@@ -132,7 +129,7 @@ class Bridge:
     def is_mobie(self, peer: Peer) -> bool:
         """Does MOBI.E's profile apply to what this peer gets? In MOBI.E mode, the hub is
         MOBI.E."""
-        return self.system.settings.mobie_mode and peer.is_hub
+        return self.csms.settings.mobie_mode and peer.is_hub
 
     def registered_peers(self) -> list[Peer]:
         return list(self._peers_by_token.values())
@@ -172,16 +169,10 @@ class Bridge:
 
     # ------------------------------------------------------------------ locations
 
-    async def _defined_stations(self) -> list[dict[str, Any]]:
-        store = self.system.store
-        rows = await store.read("SELECT * FROM stations WHERE defined = 1 ORDER BY created_at, id")
-        return [store._station_row(r) for r in rows]
-
     async def all_locations(self, now: datetime | None = None) -> list[dict[str, Any]]:
         now = now or self.clock.now()
-        stations = await self._defined_stations()
-        statuses = await self.system.store.connector_statuses([s["id"] for s in stations])
-        return [self.locations.location(s, statuses[s["id"]], now) for s in stations]
+        stations = await self.csms.defined_stations()
+        return [self.locations.location(s, now) for s in stations]
 
     async def list_locations(self, page: Page) -> tuple[list[dict[str, Any]], int]:
         items = _date_filter(await self.all_locations(), page)
@@ -191,19 +182,18 @@ class Bridge:
         self, station_id: str
     ) -> tuple[dict[str, Any], tuple[int, ...]] | None:
         """The current Location of a station, and the OCPP connector id of each EVSE."""
-        found = await self.system.store.station_and_connectors(station_id)
-        if found is None:
+        station = await self.csms.defined_station(station_id)
+        if station is None:
             self._touch_basis.pop(station_id, None)
             return None
-        station, connectors = found
-        location = self.locations.location(station, connectors, self.clock.now())
+        location = self.locations.location(station, self.clock.now())
         # (to the second, as OCPI writes it: the newest of two times cut to the second is the
         # newest of the two cut times, so a touch loses nothing)
         self._touch_basis[station_id] = (
             location["id"],
             parse_ocpi_time(location["last_updated"]),
         )
-        return location, tuple(e["connector_id"] for e in station["definition"]["evses"])
+        return location, tuple(e["connector_id"] for e in station.evses)
 
     async def location_touch_of_station(self, station_id: str) -> tuple[str, str] | None:
         """A station's Location id and ``last_updated`` (for a rule-R8 touch).
@@ -218,19 +208,18 @@ class Bridge:
         what the database would give.
         """
         basis = self._touch_basis.get(station_id)
-        seen = self.system.store.last_seen(station_id)
+        seen = self.csms.last_seen(station_id)
         # (a silent station's EVSEs turn UNKNOWN with a time of their own: asked then, as a
         # delayed touch may be, the database decides)
         if basis is not None and seen is not None and self.clock.now() - seen < self.offline_after:
             location_id, at = basis
             return location_id, ocpi_time(max(at, seen))
-        found = await self.system.store.station_and_connectors(station_id)
-        if found is None:
+        station = await self.csms.defined_station(station_id)
+        if station is None or station.definition is None:
             self._touch_basis.pop(station_id, None)
             return None
-        station, connectors = found
-        location_id = station["definition"]["location"]["id"]
-        at = self.locations.last_updated(station, connectors, self.clock.now())
+        location_id = station.definition["location"]["id"]
+        at = self.locations.last_updated(station, self.clock.now())
         self._touch_basis[station_id] = (location_id, at)
         return location_id, ocpi_time(at)
 
@@ -239,16 +228,10 @@ class Bridge:
         self._touch_basis.pop(station_id, None)
 
     async def get_location(self, location_id: str) -> dict[str, Any] | None:
-        store = self.system.store
-        row = await store.read_one(
-            "SELECT * FROM stations WHERE location_id = ? COLLATE NOCASE AND defined = 1",
-            (location_id,),
-        )
-        if row is None:
+        station = await self.csms.station_by_location(location_id)
+        if station is None:
             return None
-        station = store._station_row(row)
-        statuses = await store.connector_statuses([station["id"]])
-        return self.locations.location(station, statuses[station["id"]], self.clock.now())
+        return self.locations.location(station, self.clock.now())
 
     # ------------------------------------------------------------------ sessions and CDRs
 

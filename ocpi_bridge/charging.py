@@ -34,7 +34,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
 from typing import Any, Literal, NamedTuple
 
-from csms.timeparse import to_iso
+from csms.ports import to_iso
 
 __all__ = [
     "CleanedSession",

@@ -29,10 +29,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from csms.commands import CommandError, StationRejected
-from csms.events import Overflow, TransactionStarted, TransactionStopped
-from csms.store import JobDb
-from csms.timeparse import from_db, to_db
+from csms.ports import (
+    CommandError,
+    Overflow,
+    StationRejected,
+    StationSnapshot,
+    TransactionStarted,
+    TransactionStopped,
+    from_db,
+    to_db,
+)
+from csms.ports import Tx as JobDb
 
 from . import command_rules as rules
 from .client import OcpiCallFailed
@@ -42,7 +49,7 @@ from .store import Peer
 from .transport import UNKNOWN_LOCATION, OcpiError, ocpi_time
 
 if TYPE_CHECKING:
-    from .bridge import Bridge
+    from .context import BridgeContext
 
 log = structlog.get_logger("ocpi.commands")
 
@@ -88,8 +95,8 @@ class Grant:
 
 
 class CommandService(BackgroundService):
-    def __init__(self, bridge: Bridge) -> None:
-        super().__init__(bridge.clock, bridge.system.bus)
+    def __init__(self, bridge: BridgeContext) -> None:
+        super().__init__(bridge.clock, bridge.csms.bus)
         self.bridge = bridge
         self.timeout = timedelta(seconds=bridge.settings.command_timeout)
         self.grants: dict[tuple[str, str], Grant] = {}
@@ -145,25 +152,16 @@ class CommandService(BackgroundService):
 
     async def _place(
         self, location_id: str, evse_uid: str
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """(station row, EVSE definition) of a Location and EVSE uid; None where unknown."""
-        store = self.bridge.system.store
-        row = await store.read_one(
-            "SELECT id FROM stations WHERE location_id = ? COLLATE NOCASE AND defined = 1",
-            (location_id,),
-        )
-        if row is None:
+    ) -> tuple[StationSnapshot | None, dict[str, Any] | None]:
+        """(station, EVSE definition) of a Location and EVSE uid; None where unknown."""
+        station = await self.bridge.csms.station_by_location(location_id)
+        if station is None:
             return None, None
-        station = await store.get_station(row["id"])
-        assert station is not None
-        evse = next(
-            (e for e in station["definition"]["evses"] if e["uid"].upper() == evse_uid.upper()),
-            None,
-        )
+        evse = next((e for e in station.evses if e["uid"].upper() == evse_uid.upper()), None)
         return station, evse
 
     def _online(self, station_id: str) -> bool:
-        return self.bridge.system.registry.is_connected(station_id)
+        return self.bridge.csms.is_connected(station_id)
 
     async def _start(self, peer: Peer, party: str, body: Any) -> tuple[int, dict[str, Any]]:
         req: StartSession = parse(StartSession, body)
@@ -172,20 +170,20 @@ class CommandService(BackgroundService):
             decision = rules.Decision("REJECTED", "The requested location is unknown.")
             await self._record(peer, party, "START_SESSION", body, None, None, decision, req)
             return UNKNOWN_LOCATION, self._response(decision)
-        online = self._online(station["id"])
+        online = self._online(station.id)
         token_ok = await self._token_valid(req.token, party)
         decision = rules.start_response(token_ok, evse is not None, online)
         cid = evse["connector_id"] if evse else None
         command_id = await self._record(
-            peer, party, "START_SESSION", body, station["id"], cid, decision, req
+            peer, party, "START_SESSION", body, station.id, cid, decision, req
         )
         if decision.result == "ACCEPTED":
             assert cid is not None
             uid = req.token.uid
-            self.grants[(station["id"], uid.upper())] = Grant(party, self.clock.now() + GRANT_FOR)
+            self.grants[(station.id, uid.upper())] = Grant(party, self.clock.now() + GRANT_FOR)
             payload = {"connectorId": cid, "idTag": uid}
             self._spawn(
-                self._call(command_id, station["id"], "RemoteStartTransaction", payload),
+                self._call(command_id, station.id, "RemoteStartTransaction", payload),
                 f"command-{command_id}",
             )
         return 1000, self._response(decision)
@@ -210,27 +208,22 @@ class CommandService(BackgroundService):
 
     async def _stop(self, peer: Peer, party: str, body: Any) -> tuple[int, dict[str, Any]]:
         req: StopSession = parse(StopSession, body)
-        store = self.bridge.system.store
-        tx = None
+        tx = station = None
         sid = req.session_id  # ours are transaction ids: ASCII digits that fit in 64 bits
         if sid.isascii() and sid.isdigit() and len(sid) < 19:
-            tx = await store.read_one(
-                "SELECT t.*, s.definition FROM transactions t JOIN stations s "
-                "ON s.id = t.station_id AND s.defined = 1 WHERE t.id = ?",
-                (int(req.session_id),),
-            )
-        if tx is None:
+            tx = await self.bridge.csms.transaction(int(req.session_id))
+            station = await self.bridge.csms.station(tx.station_id) if tx else None
+        if tx is None or station is None or not station.defined:
             decision = rules.stop_response(False, False, False, False)
             await self._record(peer, party, "STOP_SESSION", body, None, None, decision, req)
             return 1000, self._response(decision)
-        definition = json.loads(tx["definition"])
-        evse = next((e for e in definition["evses"] if e["connector_id"] == tx["connector_id"]), {})
+        evse = next((e for e in station.evses if e["connector_id"] == tx.connector_id), {})
         capable = "REMOTE_START_STOP_CAPABLE" in (evse.get("capabilities") or [])
         decision = rules.stop_response(
             True,
-            tx["stop_received_at"] is None,
-            (tx["tag_owner"] or "").upper() == party,
-            self._online(tx["station_id"]),
+            tx.stop_received_at is None,
+            (tx.tag_owner or "").upper() == party,
+            self._online(tx.station_id),
             capable,
         )
         command_id = await self._record(
@@ -238,19 +231,19 @@ class CommandService(BackgroundService):
             party,
             "STOP_SESSION",
             body,
-            tx["station_id"],
-            tx["connector_id"],
+            tx.station_id,
+            tx.connector_id,
             decision,
             req,
-            transaction_id=tx["id"],
+            transaction_id=tx.id,
         )
         if decision.result == "ACCEPTED":
             self._spawn(
                 self._call(
                     command_id,
-                    tx["station_id"],
+                    tx.station_id,
                     "RemoteStopTransaction",
-                    {"transactionId": tx["id"]},
+                    {"transactionId": tx.id},
                 ),
                 f"command-{command_id}",
             )
@@ -268,28 +261,23 @@ class CommandService(BackgroundService):
             )
             await self._record(peer, party, "UNLOCK_CONNECTOR", body, None, None, decision, req)
             return UNKNOWN_LOCATION, self._response(decision)
-        store = self.bridge.system.store
         cid = evse["connector_id"]
-        active = await store.active_transaction_on(station["id"], cid)
-        party_active = active is not None and (active["tag_owner"] or "").upper() == party
+        active = await self.bridge.csms.active_transaction_on(station.id, cid)
+        party_active = active is not None and (active.tag_owner or "").upper() == party
         ended_at = None
         if active is None:  # someone else charging there now is the connector's last user
-            last = await store.read_one(
-                "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
-                "AND stop_received_at IS NOT NULL ORDER BY stop_time DESC LIMIT 1",
-                (station["id"], cid),
-            )
-            if last is not None and (last["tag_owner"] or "").upper() == party:
-                stopped = from_db(last["stop_time"])
+            last = await self.bridge.csms.last_stopped_transaction_on(station.id, cid)
+            if last is not None and (last.tag_owner or "").upper() == party:
+                stopped = last.stop_time
                 if stopped is not None and self.clock.now() - stopped < timedelta(hours=24):
                     ended_at = ocpi_time(stopped)
-        decision = rules.unlock_response(party_active, ended_at, self._online(station["id"]))
+        decision = rules.unlock_response(party_active, ended_at, self._online(station.id))
         command_id = await self._record(
-            peer, party, "UNLOCK_CONNECTOR", body, station["id"], cid, decision, req
+            peer, party, "UNLOCK_CONNECTOR", body, station.id, cid, decision, req
         )
         if decision.result == "ACCEPTED":
             self._spawn(
-                self._call(command_id, station["id"], "UnlockConnector", {"connectorId": cid}),
+                self._call(command_id, station.id, "UnlockConnector", {"connectorId": cid}),
                 f"command-{command_id}",
             )
         return 1000, self._response(decision)
@@ -338,7 +326,7 @@ class CommandService(BackgroundService):
                 row,
             )
 
-        await self.bridge.system.store.write(job)
+        await self.bridge.csms.db.write(job)
         log.info(
             "command received",
             command_id=command_id,
@@ -359,7 +347,7 @@ class CommandService(BackgroundService):
         conf: str | None
         answered = self._calls[command_id] = asyncio.Event()
         try:
-            answer = await self.bridge.system.commands.send(
+            answer = await self.bridge.csms.send_command(
                 station_id,
                 action,
                 payload,
@@ -381,7 +369,7 @@ class CommandService(BackgroundService):
                     (conf, now, command_id),
                 )
 
-            await self.bridge.system.store.write(job)
+            await self.bridge.csms.db.write(job)
         answered.set()
         self._calls.pop(command_id, None)
         await self._evaluate(command_id, self.clock.now())
@@ -389,14 +377,14 @@ class CommandService(BackgroundService):
     # ------------------------------------------------------------------ deciding
 
     async def _open_commands(self) -> list[dict[str, Any]]:
-        return await self.bridge.system.store.read(
+        return await self.bridge.csms.db.read(
             "SELECT * FROM ocpi_commands WHERE decided_at IS NULL "
             "OR (result IS NOT NULL AND delivered_at IS NULL AND next_delivery_at IS NOT NULL) "
             "ORDER BY created_at"
         )
 
     async def _evaluate_all(self, now: datetime, station_id: str | None = None) -> int:
-        rows = await self.bridge.system.store.read(
+        rows = await self.bridge.csms.db.read(
             "SELECT id, station_id FROM ocpi_commands WHERE decided_at IS NULL"
         )
         count = 0
@@ -408,7 +396,7 @@ class CommandService(BackgroundService):
 
     async def _evaluate(self, command_id: str, now: datetime) -> None:
         """Decide the CommandResult if the facts now allow it; store it and deliver it."""
-        store = self.bridge.system.store
+        store = self.bridge.csms.db
         cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
         if cmd is None or cmd["decided_at"] is not None:
             return
@@ -431,17 +419,10 @@ class CommandService(BackgroundService):
         decision: rules.Decision | None
         transaction_id = cmd["transaction_id"]
         if cmd["command"] == "START_SESSION":
-            started = await store.read_one(
-                "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
-                "AND id_tag = ? COLLATE NOCASE AND start_received_at >= ? "
-                "AND start_received_at <= ? ORDER BY id LIMIT 1",
-                (
-                    cmd["station_id"],
-                    cmd["connector_id"],
-                    cmd["id_tag"],
-                    cmd["created_at"],
-                    cmd["deadline"],
-                ),
+            created, deadline_at = from_db(cmd["created_at"]), from_db(cmd["deadline"])
+            assert created is not None and deadline_at is not None
+            started = await self.bridge.csms.first_transaction_started(
+                cmd["station_id"], cmd["connector_id"], cmd["id_tag"], created, deadline_at
             )
             facts: dict[str, bool] = {}
             if started is None and conf is not None and conf != "Accepted":
@@ -450,13 +431,11 @@ class CommandService(BackgroundService):
                 conf, started is not None, timed_out, **facts, start_remark=None
             )
             if started is not None:
-                transaction_id = started["id"]
+                transaction_id = started.id
         elif cmd["command"] == "STOP_SESSION":
-            tx = await store.get_transaction(cmd["transaction_id"])
-            stopped = tx is not None and tx["stop_received_at"] is not None
-            decision = rules.stop_result(
-                conf, stopped, tx["stop_reason"] if tx else None, timed_out
-            )
+            tx = await self.bridge.csms.transaction(cmd["transaction_id"])
+            stopped = tx is not None and tx.stop_received_at is not None
+            decision = rules.stop_result(conf, stopped, tx.stop_reason if tx else None, timed_out)
         else:
             decision = rules.unlock_result(cmd["conf"] if cmd["conf"] else None, timed_out)
             if cmd["conf"] and cmd["conf"].startswith("CallError:"):
@@ -492,9 +471,10 @@ class CommandService(BackgroundService):
 
     async def _evse_facts(self, cmd: dict[str, Any]) -> dict[str, bool]:
         """Table 17's columns for a refused remote start: who is on the EVSE, is it usable."""
-        store = self.bridge.system.store
-        active = await store.active_transaction_on(cmd["station_id"], cmd["connector_id"])
-        user = active is not None and active["id_tag"].upper() == (cmd["id_tag"] or "").upper()
+        active = await self.bridge.csms.active_transaction_on(
+            cmd["station_id"], cmd["connector_id"]
+        )
+        user = active is not None and active.id_tag.upper() == (cmd["id_tag"] or "").upper()
         other = active is not None and not user
         found = await self.bridge.location_of_station(cmd["station_id"])
         out_of_service = False
@@ -521,7 +501,7 @@ class CommandService(BackgroundService):
             self._delivering.discard(command_id)
 
     async def _deliver_once(self, command_id: str) -> None:
-        store = self.bridge.system.store
+        store = self.bridge.csms.db
         cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
         if cmd is None or cmd["result"] is None or cmd["delivered_at"] is not None:
             return
@@ -606,7 +586,7 @@ class CommandService(BackgroundService):
             now = self.clock.now()
             wake_at: datetime | None = None
             try:
-                store = self.bridge.system.store
+                store = self.bridge.csms.db
                 for row in await store.read(
                     "SELECT id, deadline FROM ocpi_commands WHERE decided_at IS NULL "
                     "AND deadline IS NOT NULL"
@@ -643,7 +623,7 @@ class CommandService(BackgroundService):
         return grant
 
     async def list(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        store = self.bridge.system.store
+        store = self.bridge.csms.db
         rows = await store.read(
             "SELECT * FROM ocpi_commands ORDER BY created_at DESC LIMIT ? OFFSET ?",
             (limit, offset),

@@ -28,6 +28,7 @@ import asyncio
 import builtins
 import contextlib
 import hashlib
+import json
 import os
 import random
 import re
@@ -41,21 +42,24 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from csms.api import DEFAULT_LIMIT, MAX_LIMIT, ApiError
-from csms.clock import Clock
-from csms.events import StationBooted
-from csms.store import JobDb, Store
-from csms.timeparse import from_db, to_db, to_ocpp
-
-if TYPE_CHECKING:
-    from .rules import Commissioned
+from csms.ports import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ApiError,
+    CsmsPort,
+    StationBooted,
+    from_db,
+    to_db,
+    to_ocpp,
+)
+from csms.ports import Tx as JobDb
 
 log = structlog.get_logger("ocpi.notices")
 
@@ -256,6 +260,13 @@ def _text(value: bytes | str) -> str:
 # ---------------------------------------------------------------------------- the service
 
 
+class CommissionedFact(Protocol):
+    """The push rules' ``Commissioned`` effect, as far as notices read it."""
+
+    station_id: str
+    at: datetime
+
+
 class CommissioningNotices:
     """Creates, stores and delivers the R2 notices.
 
@@ -269,8 +280,7 @@ class CommissioningNotices:
 
     def __init__(
         self,
-        store: Store,
-        clock: Clock,
+        csms: CsmsPort,
         operator_name: str,
         settings: NoticeSettings,
         data_dir: Path | str,
@@ -280,8 +290,9 @@ class CommissioningNotices:
         retry_max: float = 3600.0,
         wake: Callable[[], None] | None = None,
     ) -> None:
-        self.store = store
-        self.clock = clock
+        self.csms = csms
+        self.store = csms.db  # the bridge's own tables (ocpi_notices)
+        self.clock = csms.clock
         self.operator_name = operator_name
         self.settings = settings
         self.directory = Path(data_dir) / "notices"
@@ -312,19 +323,21 @@ class CommissioningNotices:
             )
         )
 
-    async def on_commissioned(self, effect: Commissioned) -> None:
+    async def on_commissioned(self, effect: CommissionedFact) -> None:
         """The same as :meth:`on_boot`, for the push rules' ``Commissioned`` effect (the
         station and the time only: manufacturer, model, serial number and firmware are read
-        from the ``stations`` row, which csms wrote before it published the boot)."""
+        from the station, which csms stored before it published the boot)."""
         try:
-            r = await self.store.read_one(
-                "SELECT vendor, model, serial_number, firmware_version FROM stations WHERE id = ?",
-                (effect.station_id,),
-            )
+            station = await self.csms.station(effect.station_id)
         except Exception:
             log.exception("station not readable", station_id=effect.station_id)
             return
-        r = r or {}
+        r = {
+            "vendor": station.vendor if station else None,
+            "model": station.model if station else None,
+            "serial_number": station.serial_number if station else None,
+            "firmware_version": station.firmware_version if station else None,
+        }
         await self._announce(
             (
                 effect.station_id,
@@ -365,27 +378,28 @@ class CommissioningNotices:
         """At start-up: create the notices of stations first booted within the last 24 h that
         have none (the event was lost in a crash), and start every pending delivery at once.
         Returns how many notices were created."""
-        rows = await self.store.read(
-            """SELECT s.id, s.first_boot_at, s.vendor, s.model, s.serial_number,
-                      s.firmware_version
-               FROM stations s LEFT JOIN ocpi_notices n ON n.station_id = s.id
-               WHERE s.first_boot_at IS NOT NULL AND s.first_boot_at >= ?
-                 AND n.station_id IS NULL
-               ORDER BY s.first_boot_at""",
-            (to_db(now - RECONCILE_WINDOW),),
-        )
+        booted = await self.csms.stations_first_booted_since(now - RECONCILE_WINDOW)
+        noticed = {
+            r["station_id"]
+            for r in await self.store.read(
+                "SELECT station_id FROM ocpi_notices WHERE station_id IN "
+                f"({self.store.dialect.json_values('?')})",
+                (json.dumps([st.id for st in booted]),),
+            )
+        }
         facts = []
-        for r in rows:
-            first_boot = from_db(r["first_boot_at"])
-            assert first_boot is not None
+        for st in booted:
+            if st.id in noticed:
+                continue
+            assert st.first_boot_at is not None
             facts.append(
                 (
-                    r["id"],
-                    first_boot,
-                    r["vendor"] or UNKNOWN,
-                    r["model"] or UNKNOWN,
-                    r["serial_number"],
-                    r["firmware_version"],
+                    st.id,
+                    st.first_boot_at,
+                    st.vendor or UNKNOWN,
+                    st.model or UNKNOWN,
+                    st.serial_number,
+                    st.firmware_version,
                 )
             )
         created = await self._create(facts) if facts else []
@@ -503,10 +517,10 @@ class CommissioningNotices:
             created = []
             for row in rows:
                 cur = await db.execute(
-                    """INSERT OR IGNORE INTO ocpi_notices (station_id, commissioned_at, vendor,
+                    """INSERT INTO ocpi_notices (station_id, commissioned_at, vendor,
                            model, serial_number, firmware_version, subject, body, message,
                            created_at, next_attempt_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
                     row,
                 )
                 if cur.rowcount == 1:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from csms.store import JobDb, Store
-from csms.timeparse import to_db
+from csms.ports import ExtensionDb, to_db
+from csms.ports import Tx as JobDb
 
 RULES = ("R1", "R5", "R6", "R7", "R8")
 
@@ -46,7 +46,7 @@ def hour_of(at: datetime) -> str:
 
 
 class ComplianceRecorder:
-    def __init__(self, store: Store, limits: dict[str, float]) -> None:
+    def __init__(self, store: ExtensionDb, limits: dict[str, float]) -> None:
         """``limits``: seconds beyond which a measurement of each rule counts as late."""
         self.store = store
         self.limits = limits
@@ -76,11 +76,12 @@ class ComplianceRecorder:
             await db.executemany(
                 """INSERT INTO ocpi_compliance VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (bucket, peer_id, rule, object_kind, object_id) DO UPDATE SET
-                       samples = samples + excluded.samples,
-                       total_seconds = total_seconds + excluded.total_seconds,
-                       max_seconds = MAX(max_seconds, excluded.max_seconds),
-                       late = late + excluded.late,
-                       failures = failures + excluded.failures""",
+                       samples = ocpi_compliance.samples + excluded.samples,
+                       total_seconds = ocpi_compliance.total_seconds + excluded.total_seconds,
+                       max_seconds = CASE WHEN excluded.max_seconds > ocpi_compliance.max_seconds
+                           THEN excluded.max_seconds ELSE ocpi_compliance.max_seconds END,
+                       late = ocpi_compliance.late + excluded.late,
+                       failures = ocpi_compliance.failures + excluded.failures""",
                 [
                     (*key, b.samples, b.total, b.largest, b.late, b.failures)
                     for key, b in pending.items()

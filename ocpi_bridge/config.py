@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from csms.config import ConfigError
+from csms.ports import ConfigError
 
 from .commissioning import NoticeSettings
 from .pricing import TariffDef

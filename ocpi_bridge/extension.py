@@ -7,24 +7,25 @@ import argparse
 import getpass
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import structlog
 
-from csms.config import Settings
+from csms.ports import CsmsPort, Settings, SystemClock, standalone_db
 
 from .admin import OcpiAdminApi
+from .bridge import Bridge
 from .config import OcpiSettings, load_ocpi_settings
 from .credentials import new_token
-
-if TYPE_CHECKING:
-    from csms.app import CentralSystem
-
-    from .bridge import Bridge
-    from .store import Grant
+from .server import OcpiHttp
+from .store import Grant, OcpiStore
+from .web import OcpiWebProvider
 
 log = structlog.get_logger("ocpi")
+
+# the package of the bridge's own migrations (its ocpi_* tables)
+MIGRATIONS = "ocpi_bridge.migrations"
 
 
 class OcpiExtension:
@@ -32,7 +33,7 @@ class OcpiExtension:
 
     def __init__(self) -> None:
         self.bridge: Bridge | None = None
-        self._system: CentralSystem | None = None
+        self._port: CsmsPort | None = None
 
     # ------------------------------------------------------------------ configuration
 
@@ -41,35 +42,30 @@ class OcpiExtension:
 
     # ------------------------------------------------------------------ in the daemon
 
-    def attach(self, system: CentralSystem, config: OcpiSettings | None) -> None:
+    def attach(self, port: CsmsPort, config: OcpiSettings | None) -> None:
         if config is None:
             log.info("OCPI is disabled (no [ocpi] section, or enabled = false)")
             return
-        from .bridge import Bridge
-        from .server import OcpiHttp
-
-        system.store.add_migrations("ocpi", "ocpi_bridge.migrations")
-        self._system = system
-        self.bridge = Bridge(config, system)
+        port.db.add_migrations("ocpi", MIGRATIONS)
+        self._port = port
+        self.bridge = Bridge(config, port)
         self.bridge.client.allow_private = config.allow_private_peer_addresses
-        system.authorizer.add_source(self.bridge.token_source)
-        system.http_app.add_subapp("/ocpi", OcpiHttp(self.bridge).app())
-        system.http_app.add_routes(OcpiAdminApi(self.bridge).routes())
-        from .web import OcpiWebProvider
-
-        system.web.add_provider(OcpiWebProvider(self.bridge))
+        port.add_token_source(self.bridge.token_source)
+        port.http_app.add_subapp("/ocpi", OcpiHttp(self.bridge).app())
+        port.http_app.add_routes(OcpiAdminApi(self.bridge).routes())
+        port.web.add_provider(OcpiWebProvider(self.bridge))
 
     async def start(self) -> None:
-        if self.bridge is None or self._system is None:
+        if self.bridge is None or self._port is None:
             return
-        host = _host(self._system.settings)
+        host = _host(self._port.settings)
         store = self.bridge.store
         # databases from before issue 12 kept the tokens we check in clear
         await store.digest_clear_tokens()
         s = self.bridge.settings
         if s.token_a:  # with its grant, before the bridge adds it (which keeps this row)
             await store.add_token_a(s.token_a, s.token_a_role, s.token_a_parties)
-        await self.bridge.start(f"http://{host}:{self._system.http_port}")
+        await self.bridge.start(f"http://{host}:{self._port.http_port}")
 
     async def stop(self) -> None:
         if self.bridge is not None:
@@ -115,8 +111,6 @@ class OcpiExtension:
             return 2
         grant = None
         if args.ocpi_command in ("token-a", "register"):
-            from .store import Grant
-
             try:
                 grant = Grant.make(args.role, args.party)
             except ValueError as e:
@@ -129,21 +123,11 @@ class OcpiExtension:
 
     async def _token_a(self, settings: Settings, config: OcpiSettings, grant: Grant) -> int:
         """Works whether or not csms is running: the token goes straight to the database."""
-        from csms.clock import SystemClock
-        from csms.store import Store
-
-        from .store import OcpiStore
-
-        store = Store(settings.database_path, SystemClock(), settings.database.synchronous)
-        store.add_migrations("ocpi", "ocpi_bridge.migrations")
-        await store.open()
-        try:
+        async with standalone_db(settings, "ocpi", MIGRATIONS) as db:
             token = new_token()
-            ocpi = OcpiStore(store)
+            ocpi = OcpiStore(db, SystemClock())
             await ocpi.digest_clear_tokens()
             await ocpi.add_token_a(token, grant.role, grant.party_texts())
-        finally:
-            await store.close()
         base = (config.public_url or f"http://{_host(settings)}:{settings.http.port}").rstrip("/")
         print(
             "Send these to MOBI.E (mic@mobie.pt), as annex I of Procedimento MOBI.E 02/2023 asks:"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from csms.timeparse import from_db
+from csms.ports import StationSnapshot
 
 from .config import OcpiSettings
 from .transport import ocpi_time
@@ -104,19 +104,17 @@ class LocationBuilder:
         self.offline_after = offline_after
         self.returned_at = returned_at
 
-    def states(
-        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
-    ) -> dict[int, EvseState]:
+    def states(self, station: StationSnapshot, now: datetime) -> dict[int, EvseState]:
         """connector_id -> EvseState for each EVSE of a defined station."""
-        defined_at = from_db(station["defined_at"])
+        defined_at = station.defined_at
         assert defined_at is not None
-        last_seen = from_db(station["last_seen_at"])
+        last_seen = station.last_seen_at
         by_id = {
-            c["connector_id"]: ConnectorState(c["status"], from_db(c["received_at"]))  # type: ignore[arg-type]
-            for c in connectors
+            c.connector_id: ConnectorState(c.status, c.received_at)  # type: ignore[arg-type]
+            for c in station.connectors
         }
         out = {}
-        for evse in station["definition"]["evses"]:
+        for evse in station.evses:
             cid = evse["connector_id"]
             out[cid] = evse_status(
                 by_id.get(cid),
@@ -125,18 +123,17 @@ class LocationBuilder:
                 defined_at,
                 now,
                 self.offline_after,
-                self.returned_at(station["id"]),
+                self.returned_at(station.id),
             )
         return out
 
-    def location(
-        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
-    ) -> dict[str, Any]:
-        definition = station["definition"]
+    def location(self, station: StationSnapshot, now: datetime) -> dict[str, Any]:
+        definition = station.definition
+        assert definition is not None
         loc = definition["location"]
-        defined_at = from_db(station["defined_at"])
+        defined_at = station.defined_at
         assert defined_at is not None
-        states = self.states(station, connectors, now)
+        states = self.states(station, now)
         evses = [self.evse(e, states[e["connector_id"]], defined_at) for e in definition["evses"]]
         last_updated = self._last_updated(station, states)
         s = self.settings
@@ -162,20 +159,18 @@ class LocationBuilder:
             }
         )
 
-    def last_updated(
-        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
-    ) -> datetime:
+    def last_updated(self, station: StationSnapshot, now: datetime) -> datetime:
         """The Location's ``last_updated`` alone (what a rule-R8 touch sends), as
         :meth:`location` computes it, without building the rest."""
-        return self._last_updated(station, self.states(station, connectors, now))
+        return self._last_updated(station, self.states(station, now))
 
     @staticmethod
-    def _last_updated(station: dict[str, Any], states: dict[int, EvseState]) -> datetime:
+    def _last_updated(station: StationSnapshot, states: dict[int, EvseState]) -> datetime:
         # MOBI.E: the newest of its EVSEs', and (rule R8) the arrival of the station's latest
         # frame, which every frame PATCHes into the Location
-        defined_at = from_db(station["defined_at"])
+        defined_at = station.defined_at
         assert defined_at is not None
-        last_seen = from_db(station["last_seen_at"])
+        last_seen = station.last_seen_at
         return max(
             [defined_at, *(s.since for s in states.values()), *([last_seen] if last_seen else [])]
         )

@@ -72,7 +72,7 @@ from pydantic import (
     model_validator,
 )
 
-from csms.timeparse import parse_api_time, to_iso
+from csms.ports import parse_api_time, to_iso
 
 from .charging import Interval, SessionPoint, intervals, split_points
 

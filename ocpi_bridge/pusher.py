@@ -20,15 +20,19 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from csms.commands import CommandError
-from csms.events import (
+from csms.ports import (
+    CommandError,
     Event,
     Overflow,
     StationDefined,
+    StationSnapshot,
     TransactionStarted,
+    TransactionView,
+    from_db,
+    to_db,
+    to_iso,
 )
-from csms.store import JobDb
-from csms.timeparse import from_db, to_db
+from csms.ports import Tx as JobDb
 
 from .client import OcpiCallFailed
 from .compliance import ComplianceRecorder, limits_for
@@ -53,7 +57,7 @@ from .store import Peer
 from .transport import join_url, ocpi_time, parse_ocpi_time
 
 if TYPE_CHECKING:
-    from .bridge import Bridge
+    from .context import BridgeContext
 
 log = structlog.get_logger("ocpi.push")
 
@@ -101,15 +105,15 @@ class PushMetrics:
 
 
 class Pusher(BackgroundService):
-    def __init__(self, bridge: Bridge) -> None:
-        super().__init__(bridge.clock, bridge.system.bus)
+    def __init__(self, bridge: BridgeContext) -> None:
+        super().__init__(bridge.clock, bridge.csms.bus)
         self.bridge = bridge
         s = bridge.settings
         self.rules = PushRules(
             timedelta(seconds=s.offline_after), timedelta(seconds=s.session_update_interval)
         )
         self.outbox = Outbox(backoff_max=timedelta(seconds=s.retry_max_seconds))
-        self.metrics = PushMetrics(bridge.system.metrics.registry)
+        self.metrics = PushMetrics(bridge.csms.metrics_registry)
         # counted when scraped: counting costs the backlog's size, too much for every push
         self.metrics.pending.set_function(lambda: len(self.outbox.pending()))
         self.metrics.failing.set_function(
@@ -122,7 +126,7 @@ class Pusher(BackgroundService):
         self._in_flight: dict[int, int] = {}
         # for measuring the rules (compliance.py): since when each thing is owed to a peer
         self.compliance = ComplianceRecorder(
-            bridge.system.store, limits_for(s.session_update_interval, s.offline_after)
+            bridge.csms.db, limits_for(s.session_update_interval, s.offline_after)
         )
         self._owed: dict[tuple[Any, ...], datetime] = {}  # (rule, peer, station[, conn])
         self._session_acked: dict[tuple[int, str], datetime] = {}
@@ -144,7 +148,7 @@ class Pusher(BackgroundService):
     # ------------------------------------------------------------------ acknowledged state
 
     async def _load_acks(self) -> None:
-        rows = await self.bridge.system.store.read("SELECT * FROM ocpi_push_acks")
+        rows = await self.bridge.csms.db.read("SELECT * FROM ocpi_push_acks")
         self.acks = {
             (r["peer_id"], r["kind"], r["object_id"]): Ack(
                 r["state"], r["periods_sent"], r["location_url"]
@@ -163,7 +167,7 @@ class Pusher(BackgroundService):
                        location_url, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (peer_id, kind, object_id) DO UPDATE SET state = excluded.state,
                        periods_sent = excluded.periods_sent,
-                       location_url = COALESCE(excluded.location_url, location_url),
+                       location_url = COALESCE(excluded.location_url, ocpi_push_acks.location_url),
                        acked_at = excluded.acked_at""",
                 [
                     (peer_id, kind, oid, a.state, a.periods_sent, a.location_url, now)
@@ -171,7 +175,7 @@ class Pusher(BackgroundService):
                 ],
             )
 
-        await self.bridge.system.store.write(job)
+        await self.bridge.csms.db.write(job)
 
     # ------------------------------------------------------------------ who gets what
 
@@ -191,10 +195,8 @@ class Pusher(BackgroundService):
 
     async def _owner(self, transaction_id: int) -> str | None:
         if transaction_id not in self._owners:
-            row = await self.bridge.system.store.read_one(
-                "SELECT tag_owner FROM transactions WHERE id = ?", (transaction_id,)
-            )
-            self._owners[transaction_id] = row["tag_owner"] if row else None
+            tx = await self.bridge.csms.transaction(transaction_id)
+            self._owners[transaction_id] = tx.tag_owner if tx else None
         return self._owners[transaction_id]
 
     # ------------------------------------------------------------------ events
@@ -224,21 +226,22 @@ class Pusher(BackgroundService):
         self._wake.set()
 
     async def _refresh_station(self, station_id: str, now: datetime) -> None:
-        row = await self.bridge.system.store.get_station(station_id)
-        if row and row["definition"] and row["defined"]:
+        row = await self.bridge.csms.station(station_id)
+        if row and row.definition and row.defined:
             connectors = self._learn_place(row)
-            defined_at = from_db(row["defined_at"])
+            defined_at = row.defined_at
             assert defined_at is not None
             self.rules.set_connectors(station_id, connectors, defined_at)
         else:
             self._places.pop(station_id, None)
 
-    def _learn_place(self, station: dict[str, Any]) -> tuple[int, ...]:
+    def _learn_place(self, station: StationSnapshot) -> tuple[int, ...]:
         """Keep where a station's EVSEs are (what an EVSE PATCH's address needs); return
         its EVSEs' connector ids."""
-        definition = station["definition"]
+        definition = station.definition
+        assert definition is not None
         uids = {e["connector_id"]: e["uid"] for e in definition["evses"]}
-        self._places[station["id"]] = (definition["location"]["id"], uids)
+        self._places[station.id] = (definition["location"]["id"], uids)
         return tuple(uids)
 
     async def _apply(self, effects: list[Effect], now: datetime) -> None:
@@ -337,7 +340,7 @@ class Pusher(BackgroundService):
                 (station_id, to_db(at)),
             )
 
-        await self.bridge.system.store.write(job)
+        await self.bridge.csms.db.write(job)
 
     async def _trigger(self, effect: TriggerStatus) -> None:
         """R7: a station back from silence; ask for the statuses we do not know."""
@@ -346,7 +349,7 @@ class Pusher(BackgroundService):
             if cid is not None:
                 payload["connectorId"] = cid
             try:
-                await self.bridge.system.commands.send(
+                await self.bridge.csms.send_command(
                     effect.station_id, "TriggerMessage", payload, origin="ocpi-r7"
                 )
             except CommandError as e:
@@ -358,9 +361,8 @@ class Pusher(BackgroundService):
         """Compare what each peer acknowledged with the current state; push what differs,
         whole. Runs at start-up, after missed events, and when a peer registers."""
         now = self.clock.now()
-        store = self.bridge.system.store
-        stations = await self.bridge._defined_stations()
-        statuses = await store.connector_statuses([s["id"] for s in stations])
+        store = self.bridge.csms.db
+        stations = await self.bridge.csms.defined_stations()
         location_peers = self._peers("locations")
         returns = {
             r["station_id"]: from_db(r["returned_at"])
@@ -368,49 +370,42 @@ class Pusher(BackgroundService):
         }
         marked = 0
         for station in stations:
-            sid = station["id"]
+            sid = station.id
             connectors = self._learn_place(station)
-            defined_at = from_db(station["defined_at"])
+            defined_at = station.defined_at
             assert defined_at is not None
             reports = {
-                c["connector_id"]: ConnectorState(c["status"], from_db(c["received_at"]))  # type: ignore[arg-type]
-                for c in statuses[sid]
+                c.connector_id: ConnectorState(c.status, c.received_at)  # type: ignore[arg-type]
+                for c in station.connectors
             }
             self.rules.load_station(
                 sid,
                 connectors,
                 defined_at,
                 reports,
-                from_db(station["last_seen_at"]),
+                station.last_seen_at,
                 now,
                 returns.get(sid),
             )
             if not location_peers:
                 continue
-            location = self.bridge.locations.location(station, statuses[sid], now)
+            location = self.bridge.locations.location(station, now)
             for peer in location_peers:
                 marked += await self._resync_location(peer, station, connectors, location, now)
         session_peers, cdr_peers = self._peers("sessions"), self._peers("cdrs")
-        active = await store.read(
-            "SELECT id, station_id FROM transactions WHERE stop_received_at IS NULL"
-        )
-        for row in active:
-            self.rules.load_session(row["id"], row["station_id"], now)
+        for tx in await self.bridge.csms.open_transactions():
+            self.rules.load_session(tx.id, tx.station_id, now)
         for peer in session_peers:
-            since = await self._peer_since(peer)
-            rows = await store.read(
-                "SELECT id, tag_owner, updated_at, stop_received_at, id_tag_status "
-                "FROM transactions WHERE updated_at >= ?",
-                (since,),
-            )
-            for row in rows:
-                if not self._may_see(peer, row["tag_owner"]):
+            since = from_db(await self._peer_since(peer))
+            assert since is not None
+            for tx in await self.bridge.csms.transactions_updated_since(since):
+                if not self._may_see(peer, tx.tag_owner):
                     continue
-                ack = self.acks.get((peer.id, "session", str(row["id"])))
-                state = _session_state(row)
+                ack = self.acks.get((peer.id, "session", str(tx.id)))
+                state = _session_state(tx)
                 if ack is None or ack.state != state:
-                    what = "final" if row["stop_received_at"] else "start"
-                    self.outbox.session(FamilyKey(peer.id, "session", str(row["id"])), what, now)
+                    what = "final" if tx.stop_received_at else "start"
+                    self.outbox.session(FamilyKey(peer.id, "session", str(tx.id)), what, now)
                     marked += 1
         if cdr_peers:
             await self.bridge.sessions.make_missing_cdrs(now)
@@ -433,7 +428,7 @@ class Pusher(BackgroundService):
     async def _resync_location(
         self,
         peer: Peer,
-        station: dict[str, Any],
+        station: StationSnapshot,
         connectors: tuple[int, ...],
         location: dict[str, Any],
         now: datetime,
@@ -441,7 +436,7 @@ class Pusher(BackgroundService):
         """Mark what a peer lacks of a Location (rules.plan_resync decides) and return how
         many pushes that makes; the station's log of StatusNotifications is read only when
         an EVSE differs from what the peer acknowledged."""
-        sid = station["id"]
+        sid = station.id
         key = FamilyKey(peer.id, "location", sid)
         loc_ack = self.acks.get((peer.id, "location", sid))
         delivered = {cid: self._evse_ack(peer.id, sid, cid) for cid in connectors}
@@ -450,14 +445,14 @@ class Pusher(BackgroundService):
             state = self.rules.evse_state(sid, cid, now)
             assert state is not None
             current[cid] = state
-        defined_at = from_db(station["defined_at"])
+        defined_at = station.defined_at
         assert defined_at is not None
         reports: list[tuple[int, ConnectorState]] = []
         if loc_ack is not None and all(delivered.values()) and needs_log(current, delivered):
             after = min(d[1] for d in delivered.values() if d is not None)
-            rows = await self.bridge.system.store.status_log_since([sid], after)
+            rows = await self.bridge.csms.status_log_since([sid], after)
             reports = [
-                (r["connector_id"], ConnectorState(r["status"], from_db(r["received_at"])))  # type: ignore[arg-type]
+                (r.connector_id, ConnectorState(r.status, r.received_at))  # type: ignore[arg-type]
                 for r in rows
             ]
         plan = plan_resync(
@@ -476,7 +471,7 @@ class Pusher(BackgroundService):
 
     async def _peer_since(self, peer: Peer) -> str:
         """A peer gets pushes of what changed since it registered; history it can pull."""
-        row = await self.bridge.system.store.read_one(
+        row = await self.bridge.csms.db.read_one(
             "SELECT created_at FROM ocpi_peers WHERE id = ?", (peer.id,)
         )
         return row["created_at"] if row else to_db(self.clock.now())
@@ -584,7 +579,7 @@ class Pusher(BackgroundService):
             sid = push.key.object_id
             # the station's latest frame time is in what these carry (rule R8): made durable
             # first, so that after a crash nothing older than what the peer has is pushed
-            await self.bridge.system.store.persist_seen(sid)
+            await self.bridge.csms.persist_seen(sid)
             acked = self.acks.get((peer.id, "location", sid))
         if push.kind == "location_touch":
             touch = await self.bridge.location_touch_of_station(sid)
@@ -637,10 +632,8 @@ class Pusher(BackgroundService):
                 *(("R6", pid, sid, cid) for cid in connectors),
             )
             if all(e["status"] == "PLANNED" for e in location["evses"]):
-                defined = await self.bridge.system.store.read_one(
-                    "SELECT defined_at FROM stations WHERE id = ?", (sid,)
-                )
-                since = from_db(defined["defined_at"]) if defined else None
+                defined = await self.bridge.csms.station(sid)
+                since = defined.defined_at if defined else None
                 if since is not None:
                     prepared.covers.append(("R1", ("R1", pid, sid), since))
             return prepared
@@ -748,19 +741,15 @@ def _evse_state(evse: dict[str, Any]) -> str:
     return f"{evse['status']}|{evse['last_updated']}"
 
 
-def _session_state(row: dict[str, Any]) -> str:
-    """What a Session's acknowledged state must equal, from its transaction row."""
-    from .transport import ocpi_time
-
-    if row["stop_received_at"] is None:
+def _session_state(row: TransactionView) -> str:
+    """What a Session's acknowledged state must equal, from its transaction."""
+    if row.stop_received_at is None:
         status = "ACTIVE"
     else:
-        status = "COMPLETED" if row["id_tag_status"] == "Accepted" else "INVALID"
-    updated = from_db(row["updated_at"])
+        status = "COMPLETED" if row.id_tag_status == "Accepted" else "INVALID"
+    updated = row.updated_at
     return f"{status}|{ocpi_time(updated) if updated else ''}"
 
 
 def _iso(value: datetime | None) -> str | None:
-    from csms.timeparse import to_iso
-
     return to_iso(value)

@@ -28,7 +28,7 @@ import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from csms.events import (
+from csms.ports import (
     Event,
     StationBooted,
     StationDefined,

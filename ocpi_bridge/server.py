@@ -28,6 +28,7 @@ from .transport import (
     UNKNOWN_TOKEN,
     VERSIONS,
     OcpiError,
+    Page,
     envelope,
     json_response,
     paginate_headers,
@@ -59,14 +60,6 @@ class Caller:
     token: str
     peer: Peer | None = None
     token_a: str | None = None
-
-
-@dataclass
-class Page:
-    offset: int
-    limit: int
-    date_from: datetime | None
-    date_to: datetime | None
 
 
 class OcpiHttp:

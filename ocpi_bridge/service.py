@@ -9,8 +9,7 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
-from csms.clock import Clock
-from csms.events import EventBus, Subscription
+from csms.ports import Clock, EventBus, Subscription
 
 
 class BackgroundService:

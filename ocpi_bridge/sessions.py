@@ -19,9 +19,14 @@ from typing import Any
 
 import structlog
 
-from csms.meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
-from csms.store import Store
-from csms.timeparse import from_db, to_db
+from csms.ports import (
+    ENERGY_IMPORT_REGISTER,
+    POWER_IMPORT,
+    CsmsPort,
+    StationSnapshot,
+    TransactionView,
+    to_db,
+)
 
 from .charging import MeterPoint, closed_periods, session_kwh, session_points, totals
 from .config import OcpiSettings
@@ -30,6 +35,9 @@ from .store import OcpiStore
 from .transport import ocpi_time
 
 log = structlog.get_logger("ocpi.sessions")
+
+# finished transactions looked at per read when making the CDRs missing
+MISSING_CDR_PAGE = 500
 
 
 def _filters(
@@ -50,7 +58,7 @@ def _filters(
         params.append(to_db(date_to))
     if owners is not None:
         if not owners:
-            return where + " AND 0", params
+            return where + " AND 1 = 0", params
         where += f" AND {owner_column} IN ({','.join('?' * len(owners))})"
         params += sorted(owners)
     return where, params
@@ -74,9 +82,10 @@ def for_peer(obj: dict[str, Any], version: str, mobie: bool = False) -> dict[str
 
 
 class SessionBuilder:
-    def __init__(self, settings: OcpiSettings, store: Store, ocpi: OcpiStore) -> None:
+    def __init__(self, settings: OcpiSettings, csms: CsmsPort, ocpi: OcpiStore) -> None:
         self.settings = settings
-        self.store = store
+        self.csms = csms
+        self.store = csms.db  # the bridge's own tables
         self.ocpi = ocpi
 
     # ------------------------------------------------------------------ inputs
@@ -84,61 +93,39 @@ class SessionBuilder:
     async def _meter_points(self, tx_ids: list[int]) -> dict[int, list[MeterPoint]]:
         if not tx_ids:
             return {}
-        marks = ",".join("?" * len(tx_ids))
-        rows = await self.store.read(
-            f"""SELECT transaction_id, timestamp, measurand, phase, value FROM meter_values
-                WHERE transaction_id IN ({marks}) AND value IS NOT NULL
-                  AND measurand IN (?, ?)
-                ORDER BY id""",
-            [*tx_ids, ENERGY_IMPORT_REGISTER, POWER_IMPORT],
-        )
+        rows = await self.csms.meter_series(tx_ids, (ENERGY_IMPORT_REGISTER, POWER_IMPORT))
         # in arrival order: a late sample with an older time is then dropped by the cleaning,
         # instead of changing periods already sent
-        grouped: dict[tuple[int, str], dict[str, Any]] = {}
+        grouped: dict[tuple[int, datetime], dict[str, Any]] = {}
         for r in rows:
             g = grouped.setdefault(
-                (r["transaction_id"], r["timestamp"]),
+                (r.transaction_id, r.timestamp),
                 {"energy": None, "energy_phase": None, "power": None, "power_phases": []},
             )
-            if r["measurand"] == ENERGY_IMPORT_REGISTER:
-                if r["phase"] is None:
-                    g["energy"] = r["value"]
+            if r.measurand == ENERGY_IMPORT_REGISTER:
+                if r.phase is None:
+                    g["energy"] = r.value
                 elif g["energy_phase"] is None:
-                    g["energy_phase"] = r["value"]
-            elif r["phase"] is None:
-                g["power"] = r["value"]
-            elif r["phase"] in ("L1", "L2", "L3", "L1-N", "L2-N", "L3-N"):
-                g["power_phases"].append(r["value"])
+                    g["energy_phase"] = r.value
+            elif r.phase is None:
+                g["power"] = r.value
+            elif r.phase in ("L1", "L2", "L3", "L1-N", "L2-N", "L3-N"):
+                g["power_phases"].append(r.value)
         out: dict[int, list[MeterPoint]] = defaultdict(list)
-        for (tx_id, ts), g in grouped.items():
+        for (tx_id, when), g in grouped.items():
             energy = g["energy"] if g["energy"] is not None else g["energy_phase"]
             power = g["power"] if g["power"] is not None else (sum(g["power_phases"]) or None)
-            when = from_db(ts)
-            assert when is not None
             out[tx_id].append(MeterPoint(when, energy, power))
         return out
 
-    async def _stations(self, station_ids: set[str]) -> dict[str, dict[str, Any]]:
-        if not station_ids:
-            return {}
-        marks = ",".join("?" * len(station_ids))
-        rows = await self.store.read(
-            f"SELECT id, definition, updated_at, boot_info FROM stations WHERE id IN ({marks})",
-            sorted(station_ids),
-        )
-        return {
-            r["id"]: {
-                "definition": json.loads(r["definition"]) if r["definition"] else None,
-                "boot_info": json.loads(r["boot_info"]) if r["boot_info"] else {},
-            }
-            for r in rows
-        }
+    async def _stations(self, station_ids: set[str]) -> dict[str, StationSnapshot]:
+        return await self.csms.stations(station_ids)
 
-    async def _cdr_token(self, tx: dict[str, Any]) -> dict[str, Any]:
-        owner = tx["tag_owner"]
+    async def _cdr_token(self, tx: TransactionView) -> dict[str, Any]:
+        owner = tx.tag_owner
         if owner:
             cc, _, pid = owner.partition("/")
-            for token in await self.ocpi.tokens_by_uid(tx["id_tag"]):
+            for token in await self.ocpi.tokens_by_uid(tx.id_tag):
                 if token["country_code"].upper() == cc and token["party_id"].upper() == pid:
                     return {
                         "country_code": cc,
@@ -151,15 +138,17 @@ class SessionBuilder:
         return {
             "country_code": s.country_code,
             "party_id": s.party_id,
-            "uid": tx["id_tag"],
+            "uid": tx.id_tag,
             "type": "RFID",
-            "contract_id": tx["id_tag"],
+            "contract_id": tx.id_tag,
         }
 
     @staticmethod
-    def _place(station: dict[str, Any] | None, connector_id: int) -> tuple[dict, dict, dict] | None:
+    def _place(
+        station: StationSnapshot | None, connector_id: int
+    ) -> tuple[dict, dict, dict] | None:
         """(location, evse, connector) definitions of a transaction's connector."""
-        definition = station and station["definition"]
+        definition = station.definition if station is not None else None
         if not definition:
             return None
         for evse in definition["evses"]:
@@ -168,40 +157,40 @@ class SessionBuilder:
         return None
 
     @staticmethod
-    def _inputs(tx: dict[str, Any], points: list[MeterPoint]) -> dict[str, Any]:
+    def _inputs(tx: TransactionView, points: list[MeterPoint]) -> dict[str, Any]:
         """The arguments of charging.session_points / session_kwh for a transaction."""
         return {
-            "meter_start_wh": tx["meter_start"],
-            "start_time": from_db(tx["start_time"]),
+            "meter_start_wh": tx.meter_start,
+            "start_time": tx.start_time,
             "points": points,
-            "meter_stop_wh": tx["meter_stop"],
-            "stop_time": from_db(tx["stop_time"]),
+            "meter_stop_wh": tx.meter_stop,
+            "stop_time": tx.stop_time,
         }
 
     # ------------------------------------------------------------------ sessions
 
     def _session(
         self,
-        tx: dict[str, Any],
-        station: dict[str, Any] | None,
+        tx: TransactionView,
+        station: StationSnapshot | None,
         points: list[MeterPoint],
         cdr_token: dict[str, Any],
     ) -> dict[str, Any] | None:
-        place = self._place(station, tx["connector_id"])
+        place = self._place(station, tx.connector_id)
         if place is None:
             return None
         location, evse, connector = place
         inputs = self._inputs(tx, points)
         cleaned = session_points(**inputs)
-        stopped = tx["stop_received_at"] is not None
+        stopped = tx.stop_received_at is not None
         status = "ACTIVE"
         if stopped:
-            status = "COMPLETED" if tx["id_tag_status"] == "Accepted" else "INVALID"
+            status = "COMPLETED" if tx.id_tag_status == "Accepted" else "INVALID"
         session: dict[str, Any] = {
             "country_code": self.settings.country_code,
             "party_id": self.settings.party_id,
-            "id": str(tx["id"]),
-            "start_date_time": ocpi_time(from_db(tx["start_time"])),  # type: ignore[arg-type]
+            "id": str(tx.id),
+            "start_date_time": ocpi_time(tx.start_time),  # type: ignore[arg-type]
             "kwh": session_kwh(**inputs),
             "cdr_token": cdr_token,
             "auth_method": "WHITELIST",
@@ -211,16 +200,16 @@ class SessionBuilder:
             "currency": self.settings.currency,
             "charging_periods": closed_periods(cleaned, "session"),
             "status": status,
-            "last_updated": ocpi_time(from_db(tx["updated_at"])),  # type: ignore[arg-type]
+            "last_updated": ocpi_time(tx.updated_at),  # type: ignore[arg-type]
         }
         if stopped:
-            session["end_date_time"] = ocpi_time(from_db(tx["stop_time"]))  # type: ignore[arg-type]
-        meter_id = (station or {}).get("boot_info", {}).get("meterSerialNumber")
+            session["end_date_time"] = ocpi_time(tx.stop_time)  # type: ignore[arg-type]
+        meter_id = (station.boot_info if station is not None else {}).get("meterSerialNumber")
         if meter_id:
             session["meter_id"] = str(meter_id)[:255]
         return session
 
-    async def _commanded(self, txs: list[dict[str, Any]]) -> dict[int, str | None]:
+    async def _commanded(self, txs: list[TransactionView]) -> dict[int, str | None]:
         """Transactions started by an OCPI START_SESSION -> its authorization_reference.
 
         Matched as the commands service does (same station, connector and token, started
@@ -228,7 +217,7 @@ class SessionBuilder:
         decided already carries it."""
         out: dict[int, str | None] = {}
         for tx in txs:
-            if not tx.get("tag_owner"):
+            if not tx.tag_owner:
                 continue  # only eMSPs' tokens start sessions by command
             row = await self.store.read_one(
                 """SELECT authorization_reference FROM ocpi_commands
@@ -238,16 +227,16 @@ class SessionBuilder:
                        AND created_at <= ? AND deadline >= ?))
                    ORDER BY created_at DESC LIMIT 1""",
                 (
-                    tx["id"],
-                    tx["station_id"],
-                    tx["connector_id"],
-                    tx["id_tag"],
-                    tx["start_received_at"],
-                    tx["start_received_at"],
+                    tx.id,
+                    tx.station_id,
+                    tx.connector_id,
+                    tx.id_tag,
+                    to_db(tx.start_received_at),
+                    to_db(tx.start_received_at),
                 ),
             )
             if row is not None:
-                out[tx["id"]] = row["authorization_reference"]
+                out[tx.id] = row["authorization_reference"]
         return out
 
     @staticmethod
@@ -257,21 +246,21 @@ class SessionBuilder:
             if commanded[tx_id]:
                 obj["authorization_reference"] = commanded[tx_id]
 
-    async def sessions_for(self, txs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        stations = await self._stations({t["station_id"] for t in txs})
-        points = await self._meter_points([t["id"] for t in txs])
+    async def sessions_for(self, txs: list[TransactionView]) -> list[dict[str, Any]]:
+        stations = await self._stations({t.station_id for t in txs})
+        points = await self._meter_points([t.id for t in txs])
         commanded = await self._commanded(txs)
         out = []
         for tx in txs:
             token = await self._cdr_token(tx)
-            s = self._session(tx, stations.get(tx["station_id"]), points.get(tx["id"], []), token)
+            s = self._session(tx, stations.get(tx.station_id), points.get(tx.id, []), token)
             if s is not None:
-                self._authorization(s, tx["id"], commanded)
+                self._authorization(s, tx.id, commanded)
                 out.append(s)
         return out
 
     async def session(self, transaction_id: int) -> dict[str, Any] | None:
-        tx = await self.store.read_one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
+        tx = await self.csms.transaction(transaction_id)
         if tx is None:
             return None
         found = await self.sessions_for([tx])
@@ -287,36 +276,30 @@ class SessionBuilder:
         version: str,
         mobie: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
-        clause, params = _filters("t.updated_at", "t.tag_owner", date_from, date_to, owners)
-        where = (
-            "FROM transactions t JOIN stations s ON s.id = t.station_id AND s.defined = 1 "
-            "WHERE 1 = 1" + clause
-        )
-        total = await self.store.read_one(f"SELECT COUNT(*) AS n {where}", params)
-        rows = await self.store.read(
-            f"SELECT t.* {where} ORDER BY t.id LIMIT ? OFFSET ?", [*params, limit, offset]
+        rows, total = await self.csms.transactions(
+            owners=owners, updated_from=date_from, updated_to=date_to, offset=offset, limit=limit
         )
         items = [for_peer(s, version, mobie) for s in await self.sessions_for(rows)]
-        return items, int(total["n"]) if total else 0
+        return items, total
 
     # ------------------------------------------------------------------ CDRs
 
     async def make_cdr(self, transaction_id: int, now: datetime) -> dict[str, Any] | None:
         """Make and store the CDR of a finished transaction (once); None when it cannot be
         made (transaction still running, or its station has no definition)."""
-        tx = await self.store.read_one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
-        if tx is None or tx["stop_received_at"] is None:
+        tx = await self.csms.transaction(transaction_id)
+        if tx is None or tx.stop_received_at is None:
             return None
-        stations = await self._stations({tx["station_id"]})
-        station = stations.get(tx["station_id"])
-        place = self._place(station, tx["connector_id"])
+        stations = await self._stations({tx.station_id})
+        station = stations.get(tx.station_id)
+        place = self._place(station, tx.connector_id)
         if place is None:
             log.warning("no CDR: the station has no definition", transaction_id=transaction_id)
             return None
         location, evse, connector = place
         points = (await self._meter_points([transaction_id])).get(transaction_id, [])
         cleaned = session_points(**self._inputs(tx, points))
-        start, end = from_db(tx["start_time"]), from_db(tx["stop_time"])
+        start, end = tx.start_time, tx.stop_time
         assert start is not None and end is not None
         end = max(end, start)
         t = totals(cleaned)
@@ -385,13 +368,13 @@ class SessionBuilder:
             "total_parking_time": t.total_parking_time,
             "last_updated": ocpi_time(now),
         }
-        meter_id = (station or {}).get("boot_info", {}).get("meterSerialNumber")
+        meter_id = (station.boot_info if station is not None else {}).get("meterSerialNumber")
         if meter_id:
             cdr["meter_id"] = str(meter_id)[:255]
         self._authorization(cdr, transaction_id, await self._commanded([tx]))
         if not tariffs:
             del cdr["tariffs"]
-        created = await self.ocpi.insert_cdr(cdr["id"], transaction_id, tx["tag_owner"], cdr, now)
+        created = await self.ocpi.insert_cdr(cdr["id"], transaction_id, tx.tag_owner, cdr, now)
         if created:
             log.info("CDR made", transaction_id=transaction_id, kwh=t.total_energy)
         return cdr if created else await self._stored_cdr(transaction_id)
@@ -403,10 +386,13 @@ class SessionBuilder:
         return json.loads(row["body"]) if row else None
 
     async def make_missing_cdrs(self, now: datetime) -> int:
-        made = 0
-        for tx_id in await self.ocpi.stopped_transactions_without_cdr():
-            if await self.make_cdr(tx_id, now) is not None:
-                made += 1
+        made, after = 0, 0
+        while ids := await self.csms.stopped_transaction_ids(after, MISSING_CDR_PAGE):
+            after = ids[-1]
+            have = await self.ocpi.transactions_with_cdr(ids)
+            for tx_id in ids:
+                if tx_id not in have and await self.make_cdr(tx_id, now) is not None:
+                    made += 1
         return made
 
     async def list_cdrs(
@@ -419,7 +405,7 @@ class SessionBuilder:
         version: str,
         mobie: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
-        await self.make_missing_cdrs(self.store.clock.now())
+        await self.make_missing_cdrs(self.csms.clock.now())
         clause, params = _filters("created_at", "owner", date_from, date_to, owners)
         where = "WHERE 1 = 1" + clause
         total = await self.store.read_one(f"SELECT COUNT(*) AS n FROM ocpi_cdrs {where}", params)

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from csms.authorization import IdTagInfo
+from csms.ports import IdTagInfo
 
 from .store import OcpiStore
 

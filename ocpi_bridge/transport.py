@@ -12,14 +12,14 @@ import base64
 import binascii
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from csms.http import dumps
-from csms.timeparse import to_iso
+from csms.ports import dumps, to_iso
 
 VERSIONS = ("2.2.1", "2.2")
 FUNCTIONAL_MODULES = frozenset(
@@ -168,3 +168,13 @@ def join_url(base: str, *parts: str) -> str:
     for part in parts:
         url += "/" + str(part).strip("/")
     return url
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A paginated GET's window: offset, limit, and the last_updated range asked for."""
+
+    offset: int
+    limit: int
+    date_from: datetime | None
+    date_to: datetime | None

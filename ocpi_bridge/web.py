@@ -30,12 +30,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 from aiohttp import web
 
-from csms.timeparse import from_db, to_db
-from csms.traffic import judge
-from csms.web import NavEntry, WebRoute
-from csms.web import fmt as web_fmt
-from csms.web.queries import SessionFilter, like_pattern
-from csms.web.ui import query_string
+from csms.ports import (
+    Dialect,
+    NavEntry,
+    SessionFilter,
+    StationSnapshot,
+    WebRoute,
+    WebUI,
+    from_db,
+    judge,
+    query_string,
+    to_db,
+    web_fmt,
+)
 
 from .compliance import hour_of
 from .credentials import new_token
@@ -44,8 +51,6 @@ from .outbox import Family, FamilyKey
 from .store import Grant, Peer
 
 if TYPE_CHECKING:
-    from csms.web import WebUI
-
     from .bridge import Bridge
 
 log = structlog.get_logger("ocpi.web")
@@ -112,8 +117,8 @@ class OcpiWebProvider:
 
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
-        self.system = bridge.system
-        self.store = bridge.system.store
+        self.csms = bridge.csms
+        self.store = bridge.csms.db  # the bridge's own tables
         self.messages = MESSAGES
         self.nav = [
             NavEntry("/compliance", {"pt": "Conformidade", "en": "Compliance"}),
@@ -122,7 +127,7 @@ class OcpiWebProvider:
 
     @property
     def ui(self) -> WebUI:
-        return self.system.web
+        return self.csms.web
 
     def routes(self) -> list[WebRoute]:
         return [
@@ -146,29 +151,23 @@ class OcpiWebProvider:
         """What ``peer_id`` acknowledged of these objects (one search on the primary key)."""
         if not object_ids:
             return {}
-        rows = await self.store.read(ACKS_SQL, (peer_id, kind, _ids_json(object_ids)))
+        sql = acks_sql(self.store.dialect)
+        rows = await self.store.read(sql, (peer_id, kind, _ids_json(object_ids)))
         return {r["object_id"]: r for r in rows}
 
     def _family(self, peer_id: int, kind: str, object_id: str) -> dict[str, Any] | None:
         fam = self.bridge.pusher.outbox.families.get(FamilyKey(peer_id, kind, object_id))  # type: ignore[arg-type]
         return _family_view(fam)
 
-    async def _stations(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Full station rows (definition parsed, last frame as the store knows it now)."""
-        if not ids:
-            return {}
-        rows = await self.store.read(
-            "SELECT * FROM stations WHERE id IN (SELECT value FROM json_each(?))", (_ids_json(ids),)
-        )
-        return {r["id"]: self.store._station_row(r) for r in rows}
+    async def _stations(self, ids: list[str]) -> dict[str, StationSnapshot]:
+        """The stations with their connectors (last frame as csms knows it now)."""
+        return await self.csms.stations(ids, connectors=True)
 
-    def _evses(
-        self, station: dict[str, Any], connectors: list[dict[str, Any]], now: datetime
-    ) -> list[dict[str, Any]]:
+    def _evses(self, station: StationSnapshot, now: datetime) -> list[dict[str, Any]]:
         """Each EVSE of a defined station with its OCPI status, as a push would carry it."""
-        states = self.bridge.locations.states(station, connectors, now)
+        states = self.bridge.locations.states(station, now)
         out = []
-        for evse in station["definition"]["evses"]:
+        for evse in station.evses:
             cid = evse["connector_id"]
             state = states[cid]
             out.append(
@@ -180,7 +179,7 @@ class OcpiWebProvider:
                     "mobie": mobie_name(state.status),
                     "badge": badge_class(state.status),
                     "since": state.since,
-                    "ack_key": f"{station['id']}/{cid}",
+                    "ack_key": f"{station.id}/{cid}",
                 }
             )
         return out
@@ -246,29 +245,10 @@ class OcpiWebProvider:
 
     async def _evse_counts(self) -> list[dict[str, Any]]:
         """EVSEs by OCPI status as the hub should have them now (every defined station)."""
-        rows = await self.store.read(
-            "SELECT id, defined_at, last_seen_at, json_extract(definition, '$.evses') AS evses "
-            "FROM stations WHERE defined = 1"
-        )
-        statuses = await self.store.read(
-            "SELECT station_id, connector_id, status, received_at FROM connector_status"
-        )
-        by_station: dict[str, list[dict[str, Any]]] = {}
-        for s in statuses:
-            by_station.setdefault(s["station_id"], []).append(s)
         now = self.bridge.clock.now()
         counts: dict[str, int] = {}
-        for r in rows:
-            seen = self.store.last_seen(r["id"])
-            station = {
-                "id": r["id"],
-                "defined_at": r["defined_at"],
-                "last_seen_at": to_db(seen) if seen else r["last_seen_at"],
-                "definition": {"evses": json.loads(r["evses"] or "[]")},
-            }
-            for state in self.bridge.locations.states(
-                station, by_station.get(r["id"], []), now
-            ).values():
+        for station in await self.csms.defined_stations():
+            for state in self.bridge.locations.states(station, now).values():
                 counts[state.status] = counts.get(state.status, 0) + 1
         order = {s: i for i, s in enumerate(MOBIE_NAMES)}
         return [
@@ -280,11 +260,10 @@ class OcpiWebProvider:
 
     async def stations(self, request: web.Request, station_ids: list[str]) -> dict[str, Any]:
         stations = await self._stations(station_ids)
-        defined = [sid for sid in station_ids if sid in stations and stations[sid]["defined"]]
-        connectors = await self.store.connector_statuses(defined)
+        defined = [sid for sid in station_ids if sid in stations and stations[sid].defined]
         now = self.bridge.clock.now()
         hub = self.hub()
-        evses = {sid: self._evses(stations[sid], connectors[sid], now) for sid in defined}
+        evses = {sid: self._evses(stations[sid], now) for sid in defined}
         acks: dict[str, dict] = {}
         if hub is not None:
             keys = [e["ack_key"] for sid in defined for e in evses[sid]]
@@ -310,12 +289,11 @@ class OcpiWebProvider:
     async def station(self, request: web.Request, station_id: str) -> dict[str, Any]:
         stations = await self._stations([station_id])
         station = stations.get(station_id)
-        if station is None or not station["defined"]:
+        if station is None or not station.defined:
             return {"defined": False}
-        connectors = (await self.store.connector_statuses([station_id]))[station_id]
         now = self.bridge.clock.now()
-        location = self.bridge.locations.location(station, connectors, now)
-        evses = self._evses(station, connectors, now)
+        location = self.bridge.locations.location(station, now)
+        evses = self._evses(station, now)
         peers = []
         for peer in sorted(self.bridge.registered_peers(), key=lambda p: p.id):
             if not peer.endpoint("locations", "RECEIVER"):
@@ -391,11 +369,23 @@ class OcpiWebProvider:
 
     async def _tokens(self, transaction_ids: list[int]) -> dict[int, dict[str, Any]]:
         """The OCPI token (contract id, issuer) of sessions started with an eMSP's token."""
-        rows = await self.store.read(TOKENS_SQL, (json.dumps(transaction_ids),))
+        txs = await self.csms.transactions_by_id(transaction_ids)
+        started = {tx.id_tag for tx in txs.values() if tx.tag_owner is not None}
+        if not started:
+            return {}
+        tokens: dict[str, list[dict[str, Any]]] = {}
+        for r in await self.store.read(
+            tokens_sql(self.store.dialect),
+            (json.dumps(sorted(started)),),
+        ):
+            tokens.setdefault(r["uid"].upper(), []).append(r)
         out: dict[int, dict[str, Any]] = {}
-        for r in rows:
-            if f"{r['country_code'].upper()}/{r['party_id'].upper()}" == r["tag_owner"]:
-                out[int(r["id"])] = r
+        for tx in txs.values():
+            if tx.tag_owner is None:
+                continue
+            for r in tokens.get(tx.id_tag.upper(), []):
+                if f"{r['country_code'].upper()}/{r['party_id'].upper()}" == tx.tag_owner:
+                    out[tx.id] = {**r, "id": tx.id, "tag_owner": tx.tag_owner}
         return out
 
     # ------------------------------------------------------------------ compliance page
@@ -463,16 +453,7 @@ class OcpiWebProvider:
                 needle = search.lower()
                 problems = [p for p in problems if needle in p.lower()]
             return problems[offset : offset + limit], len(problems)
-        where, params = "", []
-        if search:
-            where = "WHERE id LIKE ? ESCAPE '\\' OR location_id LIKE ? ESCAPE '\\' COLLATE NOCASE"
-            params = [like_pattern(search)] * 2
-        rows = await self.store.read(
-            f"SELECT id FROM stations {where} ORDER BY id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        total = await self.store.read_one(f"SELECT COUNT(*) AS n FROM stations {where}", params)
-        return [r["id"] for r in rows], int(total["n"] if total else 0)
+        return await self.csms.station_ids(search, limit, offset)
 
     async def _station_rows(
         self, ids: list[str], since: datetime, until: datetime
@@ -482,22 +463,20 @@ class OcpiWebProvider:
         measured: dict[str, dict[str, dict[str, Any]]] = {}
         for item in report:
             measured.setdefault(item["id"], {})[item["rule"]] = item
-        defined = [sid for sid in ids if sid in stations and stations[sid]["defined"]]
-        connectors = await self.store.connector_statuses(defined)
+        defined = [sid for sid in ids if sid in stations and stations[sid].defined]
         hub = self.hub()
         loc_acks = await self._acks(hub.id, "location", defined) if hub else {}
         now = self.bridge.clock.now()
-        traffic = self.system.traffic
         out = []
         for sid in ids:
             st = stations.get(sid)
             if st is None:
                 continue
-            definition = st["definition"] or {}
+            definition = st.definition or {}
             tz = (definition.get("location") or {}).get("time_zone") or self.ui.settings.time_zone
-            evses = self._evses(st, connectors[sid], now) if sid in connectors else []
+            evses = self._evses(st, now) if st.defined else []
             silent = None
-            last_seen = from_db(st["last_seen_at"])
+            last_seen = st.last_seen_at
             if last_seen is not None:
                 silent = (now - last_seen).total_seconds()
             rules = measured.get(sid, {})
@@ -505,13 +484,13 @@ class OcpiWebProvider:
             out.append(
                 {
                     "id": sid,
-                    "defined": bool(st["defined"]),
+                    "defined": st.defined,
                     "tz": tz,
-                    "connected": self.system.registry.is_connected(sid),
-                    "last_seen": st["last_seen_at"],
+                    "connected": self.csms.is_connected(sid),
+                    "last_seen": to_db(last_seen) if last_seen else None,
                     "silent_seconds": silent,
                     "evses": evses,
-                    "verdicts": judge(st["config_snapshot"], traffic.measured(sid)),
+                    "verdicts": judge(st.config_snapshot, self.csms.traffic_measured(sid)),
                     "rules": rules,
                     "location_acked_at": ack["acked_at"] if ack else None,
                     "r1": self._r1(st, rules.get("R1"), ack),
@@ -521,11 +500,11 @@ class OcpiWebProvider:
 
     @staticmethod
     def _r1(
-        station: dict[str, Any], measured: dict[str, Any] | None, ack: dict[str, Any] | None
+        station: StationSnapshot, measured: dict[str, Any] | None, ack: dict[str, Any] | None
     ) -> str:
         """R1 for a station: 'late' or 'ok' when its PLANNED Location PUT was measured in the
         period; otherwise 'on_hub' (the hub has its Location) or 'missing'."""
-        if not station["defined"]:
+        if not station.defined:
             return "undefined"
         if measured and measured["samples"]:
             return "late" if measured["late"] or measured["failed_pushes"] else "ok"
@@ -698,10 +677,13 @@ class OcpiWebProvider:
 
 # The provider's own reads (tests/test_web_ocpi_volume.py checks their plans at volume).
 # What one peer acknowledged of some objects: a search on the primary key.
-ACKS_SQL = (
-    "SELECT object_id, state, acked_at FROM ocpi_push_acks WHERE peer_id = ? "
-    "AND kind = ? AND object_id IN (SELECT value FROM json_each(?))"
-)
+def acks_sql(d: Dialect) -> str:
+    return (
+        "SELECT object_id, state, acked_at FROM ocpi_push_acks WHERE peer_id = ? "
+        f"AND kind = ? AND object_id IN ({d.json_values('?')})"
+    )
+
+
 # A peer's newest acknowledgement: reads that peer's rows through the primary key's first
 # column (about 20 ms at 200,000 of them; no index of its own, which every push would pay).
 LAST_ACK_SQL = "SELECT MAX(acked_at) AS at FROM ocpi_push_acks WHERE peer_id = ?"
@@ -716,13 +698,19 @@ PROBLEMS_SQL = (
     "SELECT DISTINCT object_id FROM ocpi_compliance WHERE bucket >= ? AND bucket < ? "
     "AND object_kind = 'station' AND (late > 0 OR failures > 0) ORDER BY object_id"
 )
+
+
 # The eMSP token each session was started with (uid index), for a page of sessions.
-TOKENS_SQL = (
-    "SELECT t.id, t.tag_owner, k.country_code, k.party_id, k.type, "
-    "json_extract(k.body, '$.contract_id') AS contract_id FROM transactions t "
-    "JOIN ocpi_tokens k ON k.uid = t.id_tag "
-    "WHERE t.id IN (SELECT value FROM json_each(?)) AND t.tag_owner IS NOT NULL"
-)
+def tokens_sql(d: Dialect) -> str:
+    return (
+        f"SELECT uid, country_code, party_id, type, {d.json_text('body', 'contract_id')} "
+        f"AS contract_id FROM ocpi_tokens WHERE uid IN ({d.json_values('?')})"
+    )
+
+
+# (as SQLite runs them: their plans are checked at volume)
+ACKS_SQL = acks_sql(Dialect("sqlite"))
+TOKENS_SQL = tokens_sql(Dialect("sqlite"))
 
 
 def _peer_label(peer: Peer) -> str:

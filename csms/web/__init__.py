@@ -48,6 +48,7 @@ dict's keys and values. Hooks run on every page view and live refresh (every
 that fails or takes longer than 3 s is logged and shows nothing; the page still works.
 """
 
-from .ui import NavEntry, ProviderView, WebRoute, WebUI
+from .interface import WebUI
+from .ui import CentralSystemView, NavEntry, ProviderView, WebRoute
 
-__all__ = ["NavEntry", "ProviderView", "WebRoute", "WebUI"]
+__all__ = ["CentralSystemView", "NavEntry", "ProviderView", "WebRoute", "WebUI"]

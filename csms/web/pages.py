@@ -3,37 +3,30 @@
 Each page has a GET handler; live parts of pages are also served as JSON
 (``/live/...``: ``{"html": {element id: markup}}``) that ``static/app.js`` polls and swaps
 in. Handlers that change something (POST) are reached only by admins with the session's
-CSRF token: :class:`csms.web.ui.WebUI` checks both before calling them.
+CSRF token: :class:`csms.web.ui.WebBase` checks both before calling them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import secrets
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 import structlog
 from aiohttp import web
-from pydantic import ValidationError
 
 from ..commands import CommandError
-from ..events import StationDefined
-from ..guard import station_password_refusal
-from ..model import IdTagDef, StationDef
-from ..passwords import hash_password
 from ..traffic import judge
+from ..usecases import Refused, check_station_id, define_station, put_id_tag
 from . import fmt
 from .auth import LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, same_token
 from .commands import BY_ACTION, COMMANDS, FormError, payload_from_form
 from .i18n import LANGUAGES
 from .queries import SESSION_STATES, STATION_SORTS, STATION_STATES, SessionFilter
-from .ui import WebRoute, current_language, query_string
-
-if TYPE_CHECKING:
-    from .ui import WebUI
+from .ui import WebBase, WebRoute, current_language, query_string
 
 log = structlog.get_logger("csms.web")
 
@@ -97,17 +90,8 @@ def _page(number: int, size: int, total: int) -> dict[str, int]:
     return {"number": number, "pages": max(1, math.ceil(total / size)), "total": total}
 
 
-def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        out.append({"field": loc, "message": msg})
-    return out
-
-
 class Pages:
-    def __init__(self, ui: WebUI) -> None:
+    def __init__(self, ui: WebBase) -> None:
         self.ui = ui
         self.system = ui.system
         self.q = ui.queries
@@ -473,59 +457,25 @@ class Pages:
 
     async def create_station(self, request: web.Request) -> web.StreamResponse:
         sid = _text(self.ui.form(request), "station_id").strip()
-        if not sid or len(sid) > 255 or "/" in sid:
-            text = _text(self.ui.form(request), "definition")
-            errors = [{"field": "station_id", "message": "1 to 255 characters, no '/'"}]
-            return self._edit_page(request, sid, text, True, errors, status=422)
-        if await self.system.store.station_auth(sid) is not None:
-            text = _text(self.ui.form(request), "definition")
-            errors = [{"field": "station_id", "message": f"station {sid} exists already"}]
-            return self._edit_page(request, sid, text, True, errors, status=409)
         return await self._save(request, sid, creating=True)
 
     async def _save(self, request: web.Request, sid: str, creating: bool) -> web.StreamResponse:
-        """Validate and store a definition as PUT /api/v1/stations/{id} does."""
+        """Validate and store a definition as PUT /api/v1/stations/{id} does (one use case)."""
         text = _text(self.ui.form(request), "definition")
-        try:
-            body = json.loads(text)
-        except ValueError as e:
-            errors = [{"field": "(json)", "message": self.ui.t("edit.bad_json", error=str(e))}]
-            return self._edit_page(request, sid, text, creating, errors, status=422)
-        try:
-            station = StationDef.model_validate(body)
-        except ValidationError as e:
-            return self._edit_page(request, sid, text, creating, _validation_errors(e), status=422)
-        s = self.system.services
-        keep_password = isinstance(body, dict) and "password" not in body
-        current = await s.store.station_auth(sid)
-        refusal = station_password_refusal(
-            s.settings.ocpp.require_password,
-            station.password is not None,
-            keep_password,
-            bool(current and current["password_hash"]),
-        )
-        if refusal is not None:
-            errors = [{"field": "password", "message": refusal}]
-            return self._edit_page(request, sid, text, creating, errors, status=422)
-        password_hash = None
-        if station.password is not None:
-            password_hash = await asyncio.to_thread(hash_password, station.password)
-        try:
-            created = await s.store.put_station(
-                sid,
-                station.location.id,
-                station.definition(),
-                {e.connector_id: e.uid for e in station.evses},
-                password_hash,
-                keep_password,
-                station.boot_status,
-            )
-        except ValueError as e:
-            errors = [{"field": "location.id / evses.uid", "message": str(e)}]
-            return self._edit_page(request, sid, text, creating, errors, status=409)
-        s.bus.publish(StationDefined(sid, s.clock.now(), created))
         session = self.ui.session_of(request)
-        log.info("station defined", station_id=sid, created=created, user=session and session.user)
+        try:
+            check_station_id(sid)
+            try:
+                body = json.loads(text)
+            except ValueError as e:
+                message = self.ui.t("edit.bad_json", error=str(e))
+                error = [{"field": "(json)", "message": message}]
+                raise Refused(422, "invalid_json", message, error) from None
+            await define_station(
+                self.system.services, sid, body, new=creating, user=session and session.user
+            )
+        except Refused as e:
+            return self._edit_page(request, sid, text, creating, e.fields, status=e.status)
         return see_other(f"/stations/{_quote(sid)}")
 
     # ------------------------------------------------------------------ sessions
@@ -643,28 +593,26 @@ class Pages:
             k: _text(posted, k).strip()
             for k in ("id_tag", "status", "expiry_date", "parent_id_tag")
         }
-        errors: list[dict[str, str]] = []
         tag = form["id_tag"]
-        if not 1 <= len(tag) <= 20:
-            errors.append({"field": "id_tag", "message": "an OCPP idTag is 1 to 20 characters"})
-        try:
-            IdTagDef.model_validate(
-                {"status": form["status"], "parent_id_tag": form["parent_id_tag"] or None}
-            )
-        except ValidationError as e:
-            errors.extend(_validation_errors(e))
-        expiry = None
-        try:
-            expiry = fmt.parse_local_datetime(form["expiry_date"], self.ui.settings.time_zone)
-        except ValueError:
-            errors.append({"field": "expiry_date", "message": "not a date and time"})
-        if errors:
-            return await self._tags_page(request, form, errors, status=422)
-        store = self.system.store
-        await store.put_id_tag(tag, form["status"], expiry, form["parent_id_tag"] or None)
+        tz = self.ui.settings.time_zone
+
+        def local_time(text: str) -> datetime | None:
+            try:
+                return fmt.parse_local_datetime(text, tz)
+            except ValueError:
+                raise ValueError("not a date and time") from None
+
+        body = {
+            "status": form["status"],
+            "expiry_date": form["expiry_date"] or None,
+            "parent_id_tag": form["parent_id_tag"] or None,
+        }
         session = self.ui.session_of(request)
         assert session is not None
-        log.info("id tag saved", id_tag=tag, status=form["status"], user=session.user)
+        try:
+            await put_id_tag(self.system.store, tag, body, local_time, user=session.user)
+        except Refused as e:
+            return await self._tags_page(request, form, e.fields, status=422)
         self.ui.flash(session, {"ok": True, "message": self.ui.t("tags.saved", tag=tag)})
         return see_other(f"/id-tags?q={_quote(tag)}")
 

@@ -1,6 +1,7 @@
 """The web interface's machinery: routes behind login and roles, rendering, providers.
 
-See :mod:`csms.web` for the provider seam.
+See :mod:`csms.web` for the provider seam. The pages themselves (:mod:`csms.web.pages`) are
+built on this machinery; :class:`csms.web.WebUI` puts the two together.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import structlog
@@ -35,7 +36,12 @@ from .i18n import CATALOGUE, LANGUAGES, translate
 from .queries import WebQueries
 
 if TYPE_CHECKING:
-    from ..app import CentralSystem
+    from ..clock import Clock
+    from ..commands import CommandPort, ConnectionRegistry
+    from ..config import Settings
+    from ..handlers import Services
+    from ..store import Store
+    from ..traffic import TrafficMonitor
 
 log = structlog.get_logger("csms.web")
 
@@ -64,7 +70,7 @@ class WebRoute:
     ``access``: ``"user"`` (any logged-in user, viewer or admin) or ``"admin"``. Whatever
     it says, a request with a method other than GET or HEAD is refused (403) unless the
     user is an admin and the form carries the session's CSRF token (field ``csrf``); its
-    parsed form is then ``WebUI.form(request)``.
+    parsed form is then ``WebBase.form(request)``.
     """
 
     method: str
@@ -104,10 +110,24 @@ def localized(label: str | Mapping[str, str], lang: str) -> str:
     return label.get(lang) or label.get("en") or next(iter(label.values()), "")
 
 
-class WebUI:
-    """The operator web interface of one central system, and its provider registry."""
+class CentralSystemView(Protocol):
+    """What the web interface uses of the central system (csms.app.CentralSystem), which
+    it does not import: the central system builds the interface."""
 
-    def __init__(self, system: CentralSystem) -> None:
+    settings: Settings
+    store: Store
+    clock: Clock
+    services: Services
+    registry: ConnectionRegistry
+    commands: CommandPort
+    traffic: TrafficMonitor
+
+
+class WebBase:
+    """The operator web interface's machinery for one central system, and its provider
+    registry; the pages of csms come with :class:`csms.web.WebUI`."""
+
+    def __init__(self, system: CentralSystemView) -> None:
         self.system = system
         self.settings = system.settings.web
         self.queries = WebQueries(system.store)
@@ -136,9 +156,6 @@ class WebUI:
         self._routes: list[WebRoute] = []
         self._viewer_posts: set[str] = set()
         self._flash: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        from .pages import Pages
-
-        self.pages = Pages(self)
 
     # ------------------------------------------------------------------ registry
 
@@ -148,10 +165,14 @@ class WebUI:
         app.router.add_static("/static/", STATIC, name="csms-web-static")
         for route in self._routes:
             self._register(route)
-        for route in self.pages.routes():
+        for route in self.own_routes():
             self.add_route(route)
         self._viewer_posts.add("/logout")
         app.on_startup.append(self._check_users)
+
+    def own_routes(self) -> list[WebRoute]:
+        """The interface's own pages, mounted after the providers' routes added so far."""
+        return []
 
     async def _check_users(self, app: web.Application) -> None:
         row = await self.system.store.read_one("SELECT COUNT(*) AS n FROM web_users")

@@ -84,7 +84,7 @@ async def run(
             print(f"csms: use at least {MIN_PASSWORD} characters", file=err)
             return 1
         encoded = hash_password(password)
-    store = Store(settings.database_path, SystemClock(), settings.database.synchronous)
+    store = Store.for_settings(settings, SystemClock())
     await store.open()
     try:
         if args.user_command == "add":

@@ -1,0 +1,659 @@
+"""The one port csms offers its extensions (the OCPI bridge): what they may read, hear and do.
+
+An extension imports this module and no other of csms. It gets, from :class:`CsmsPort`:
+
+- frozen read models of csms's data (:class:`StationSnapshot`, :class:`TransactionView`,
+  :class:`MeterReading`, :class:`StatusLogEntry`), from one query method per need; csms's
+  tables stay csms's, so their shape can change without an extension noticing;
+- the event bus (``bus``: subscribe/unsubscribe) and the event classes, re-exported;
+- the command port (``send_command``), the clock, the settings, the HTTP app, the web
+  interface's provider registry and the token sources of the authorizer;
+- its own tables through :class:`ExtensionDb` (same database and group-commit writer, its
+  own migrations), for which it writes portable SQL (see :mod:`csms.db`).
+
+The helpers an extension legitimately shares with csms (time formats, the JSON writer, the
+API's error type, the web interface's pieces) are re-exported at the end, each on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aiohttp import web as aiohttp_web
+from prometheus_client import CollectorRegistry
+
+from .api import DEFAULT_LIMIT, MAX_LIMIT, ApiError
+from .authorization import IdTagInfo, TokenSource
+from .clock import Clock, SystemClock
+from .commands import CommandError, CommandPort, ConnectionRegistry, StationRejected
+from .config import ConfigError, Settings
+from .db import Dialect, Job, Tx
+from .events import (
+    Event,
+    EventBus,
+    MeterSample,
+    Overflow,
+    StationBooted,
+    StationConnected,
+    StationDefined,
+    StationDisconnected,
+    StationSeen,
+    StatusChanged,
+    Subscription,
+    TransactionStarted,
+    TransactionStopped,
+)
+from .http import dumps
+from .meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
+from .store import Store
+from .timeparse import from_db, parse_api_time, to_db, to_iso, to_ocpp
+from .traffic import Measured, TrafficMonitor, judge
+from .web import NavEntry, WebRoute, WebUI
+from .web import fmt as web_fmt
+from .web.queries import SessionFilter, like_pattern
+from .web.ui import query_string
+
+T = TypeVar("T")
+
+__all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
+    # --- the port and its read models
+    "CsmsPort",  # what csms hands each extension at attach()
+    "ExtensionDb",  # an extension's own tables: read, write, migrations, dialect
+    "standalone_db",  # the same, opened without a running csms (command-line tools)
+    "StationSnapshot",  # a station: identity, definition, boot info, connector states
+    "ConnectorStatus",  # a connector's latest StatusNotification
+    "TransactionView",  # a transaction, every column an extension may read
+    "MeterReading",  # one sampled value of a transaction
+    "StatusLogEntry",  # one StatusNotification of the history (status_log_since)
+    "Tx",  # what a write job gets: the writer's connection (execute, fetch...)
+    "Dialect",  # the SQL that differs between SQLite and PostgreSQL
+    # --- events (the bus and what it carries)
+    "EventBus",
+    "Subscription",
+    "Event",
+    "Overflow",  # a subscriber fell behind: events were dropped, resynchronise
+    "StationSeen",
+    "StationConnected",
+    "StationDisconnected",
+    "StationBooted",
+    "StationDefined",
+    "StatusChanged",
+    "TransactionStarted",
+    "MeterSample",
+    "TransactionStopped",
+    # --- commands to stations
+    "CommandError",  # a command could not be sent or was not answered
+    "StationRejected",  # the station answered with a CallError
+    # --- clock and configuration
+    "Clock",
+    "SystemClock",  # the real clock (a command-line tool's)
+    "Settings",
+    "ConfigError",  # raised by an extension validating its configuration section
+    # --- shared helpers
+    "from_db",  # stored time text -> datetime
+    "to_db",  # datetime -> stored time text (compares as text on both engines)
+    "to_iso",  # datetime -> ISO-8601 to the second, as APIs write it
+    "to_ocpp",  # datetime -> OCPP's time format
+    "parse_api_time",  # an API query's time -> datetime (ValueError when malformed)
+    "dumps",  # the one JSON writer for what csms and its extensions send
+    "ApiError",  # an operator API error answer, raised by an extension's API handlers
+    "DEFAULT_LIMIT",  # the operator API's page size, by default
+    "MAX_LIMIT",  # and at most
+    "IdTagInfo",  # what a token source answers for an id tag
+    "TokenSource",  # the protocol of a token source (add_token_source)
+    "ENERGY_IMPORT_REGISTER",  # the measurand of the energy register
+    "POWER_IMPORT",  # the measurand of the active power imported
+    "Measured",  # what the traffic monitor measured of a station
+    "judge",  # MOBI.E's verdicts on a station's configuration and measured traffic
+    "WebUI",  # the web interface (port.web): add_provider, t (messages), settings, queries
+    "NavEntry",  # a web interface navigation entry of a provider
+    "WebRoute",  # a web interface route of a provider
+    "web_fmt",  # the web interface's formatting (times, zones, local dates)
+    "query_string",  # the web interface's query string builder
+    "SessionFilter",  # the web interface's filter of a session list
+    "like_pattern",  # a search text as a LIKE pattern (escaped, with \\)
+]
+
+
+def _json(text: str | None, default: Any = None) -> Any:
+    return json.loads(text) if text else default
+
+
+def _time(text: str | None) -> datetime | None:
+    return from_db(text)
+
+
+def _must_time(text: str) -> datetime:
+    value = from_db(text)
+    assert value is not None
+    return value
+
+
+# ---------------------------------------------------------------------------- read models
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorStatus:
+    connector_id: int
+    status: str
+    error_code: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StationSnapshot:
+    """A station as csms knows it now; ``last_seen_at`` includes the latest frame's arrival
+    (kept in memory between writes). ``connectors`` only when the query says so."""
+
+    id: str
+    location_id: str | None
+    defined: bool
+    defined_at: datetime | None
+    last_seen_at: datetime | None
+    first_boot_at: datetime | None
+    definition: dict[str, Any] | None
+    vendor: str | None
+    model: str | None
+    serial_number: str | None
+    firmware_version: str | None
+    boot_info: dict[str, Any]
+    config_snapshot: list[dict[str, Any]] | None
+    connectors: tuple[ConnectorStatus, ...] = ()
+
+    @property
+    def evses(self) -> list[dict[str, Any]]:
+        """The EVSEs of its definition (none when undefined)."""
+        return list((self.definition or {}).get("evses") or [])
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionView:
+    id: int
+    station_id: str
+    connector_id: int
+    id_tag: str
+    id_tag_status: str
+    tag_owner: str | None  # "CC/PID" of the eMSP whose token started it, if any
+    reservation_id: int | None
+    meter_start: int
+    start_time: datetime
+    start_received_at: datetime
+    meter_stop: int | None
+    stop_time: datetime | None
+    stop_reason: str | None
+    stop_id_tag: str | None
+    stop_received_at: datetime | None
+    updated_at: datetime
+    flags: tuple[str, ...]
+
+    @property
+    def active(self) -> bool:
+        return self.stop_received_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    transaction_id: int
+    timestamp: datetime
+    measurand: str
+    phase: str | None
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLogEntry:
+    station_id: str
+    connector_id: int
+    status: str
+    received_at: datetime
+
+
+def _connector(r: dict[str, Any]) -> ConnectorStatus:
+    return ConnectorStatus(
+        int(r["connector_id"]), r["status"], r.get("error_code"), _must_time(r["received_at"])
+    )
+
+
+def _transaction(r: dict[str, Any]) -> TransactionView:
+    return TransactionView(
+        id=int(r["id"]),
+        station_id=r["station_id"],
+        connector_id=int(r["connector_id"]),
+        id_tag=r["id_tag"],
+        id_tag_status=r["id_tag_status"],
+        tag_owner=r["tag_owner"],
+        reservation_id=r["reservation_id"],
+        meter_start=r["meter_start"],
+        start_time=_must_time(r["start_time"]),
+        start_received_at=_must_time(r["start_received_at"]),
+        meter_stop=r["meter_stop"],
+        stop_time=_time(r["stop_time"]),
+        stop_reason=r["stop_reason"],
+        stop_id_tag=r["stop_id_tag"],
+        stop_received_at=_time(r["stop_received_at"]),
+        updated_at=_must_time(r["updated_at"] or r["stop_received_at"] or r["start_received_at"]),
+        flags=tuple(_json(r["flags"], [])),
+    )
+
+
+STATION_COLUMNS = (
+    "id, location_id, defined, defined_at, last_seen_at, first_boot_at, definition, vendor, "
+    "model, serial_number, firmware_version, boot_info, config_snapshot"
+)
+
+
+# ---------------------------------------------------------------------------- own tables
+
+
+class ExtensionDb:
+    """An extension's access to its own tables in csms's database: committed reads, writes
+    through the group-commit writer (a job of a :class:`Tx`), and its migrations."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._store.dialect
+
+    def add_migrations(self, component: str, package: str) -> None:
+        """Version the extension's tables (``<package>.sqlite``/``.postgresql``); before
+        the database opens."""
+        self._store.add_migrations(component, package)
+
+    async def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        return await self._store.read(sql, params)
+
+    async def read_one(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+        return await self._store.read_one(sql, params)
+
+    async def write(self, job: Job[T]) -> T:
+        """Run ``job`` in the writer's transaction; return once it is committed."""
+        return await self._store.write(job)
+
+
+@contextlib.asynccontextmanager
+async def standalone_db(
+    settings: Settings, component: str, package: str
+) -> AsyncIterator[ExtensionDb]:
+    """The extension's tables without a running csms (a command-line tool): the database
+    the configuration names, migrated, closed on exit."""
+    store = Store.for_settings(settings, SystemClock())
+    store.add_migrations(component, package)
+    await store.open()
+    try:
+        yield ExtensionDb(store)
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------------------- the port
+
+
+class CsmsPort:
+    """What csms hands an extension. Built by csms (:mod:`csms.app`); a test can build one
+    over a store alone, then only the queries, ``db`` and ``clock`` are there."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings | None = None,
+        *,
+        bus: EventBus | None = None,
+        commands: CommandPort | None = None,
+        registry: ConnectionRegistry | None = None,
+        traffic: TrafficMonitor | None = None,
+        http_app: aiohttp_web.Application | None = None,
+        web: WebUI | None = None,
+        token_sources: Callable[[TokenSource], None] | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+        http_port: Callable[[], int] | None = None,
+    ) -> None:
+        self._store = store
+        self.clock = clock
+        self.db = ExtensionDb(store)
+        self._settings = settings
+        self._bus = bus
+        self._commands = commands
+        self._registry = registry
+        self._traffic = traffic
+        self._http_app = http_app
+        self._web = web
+        self._token_sources = token_sources
+        self._metrics_registry = metrics_registry
+        self._http_port = http_port
+
+    @staticmethod
+    def _need(value: T | None, what: str) -> T:
+        if value is None:
+            raise RuntimeError(f"this port has no {what} (built over a store alone)")
+        return value
+
+    # ------------------------------------------------------------------ what csms offers
+
+    @property
+    def settings(self) -> Settings:
+        return self._need(self._settings, "settings")
+
+    @property
+    def bus(self) -> EventBus:
+        return self._need(self._bus, "event bus")
+
+    @property
+    def http_app(self) -> aiohttp_web.Application:
+        """csms's HTTP application, to add routes and sub-applications to."""
+        return self._need(self._http_app, "HTTP app")
+
+    @property
+    def web(self) -> WebUI:
+        """The web interface: ``add_provider``, ``t`` (messages), ``settings``."""
+        return self._need(self._web, "web interface")
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        return self._need(self._metrics_registry, "metrics registry")
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP port csms listens on (known once it started)."""
+        return self._need(self._http_port, "HTTP server")()
+
+    def add_token_source(self, source: TokenSource) -> None:
+        """Let the authorizer also ask ``source`` about id tags it does not know."""
+        self._need(self._token_sources, "authorizer")(source)
+
+    async def send_command(
+        self,
+        station_id: str,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        origin: str,
+    ) -> Any:
+        """Send an OCPP call to a connected station; its answer payload, or CommandError."""
+        commands = self._need(self._commands, "command port")
+        return await commands.send(station_id, action, payload, timeout=timeout, origin=origin)
+
+    def is_connected(self, station_id: str) -> bool:
+        return self._need(self._registry, "connection registry").is_connected(station_id)
+
+    def traffic_measured(self, station_id: str) -> Measured:
+        return self._need(self._traffic, "traffic monitor").measured(station_id)
+
+    # ------------------------------------------------------------------ stations
+
+    def last_seen(self, station_id: str) -> datetime | None:
+        """The latest frame's arrival as kept in memory (None: none since start)."""
+        return self._store.last_seen(station_id)
+
+    async def persist_seen(self, station_id: str) -> None:
+        """Return once the station's latest frame time is committed (before it leaves)."""
+        await self._store.persist_seen(station_id)
+
+    def _station(
+        self, r: dict[str, Any], connectors: Iterable[ConnectorStatus] = ()
+    ) -> StationSnapshot:
+        seen = self._store.last_seen(r["id"])
+        return StationSnapshot(
+            id=r["id"],
+            location_id=r["location_id"],
+            defined=bool(r["defined"]),
+            defined_at=_time(r["defined_at"]),
+            last_seen_at=seen if seen is not None else _time(r["last_seen_at"]),
+            first_boot_at=_time(r["first_boot_at"]),
+            definition=_json(r["definition"]),
+            vendor=r["vendor"],
+            model=r["model"],
+            serial_number=r["serial_number"],
+            firmware_version=r["firmware_version"],
+            boot_info=_json(r["boot_info"], {}),
+            config_snapshot=_json(r["config_snapshot"]),
+            connectors=tuple(connectors),
+        )
+
+    async def _with_connectors(self, rows: list[dict[str, Any]]) -> list[StationSnapshot]:
+        statuses = await self._store.connector_statuses([r["id"] for r in rows])
+        return [self._station(r, map(_connector, statuses[r["id"]])) for r in rows]
+
+    async def defined_stations(self) -> list[StationSnapshot]:
+        """Every defined station with its connectors, oldest first."""
+        rows = await self._store.read(
+            f"SELECT {STATION_COLUMNS} FROM stations WHERE defined = 1 ORDER BY created_at, id"
+        )
+        return await self._with_connectors(rows)
+
+    async def station(self, station_id: str) -> StationSnapshot | None:
+        """One station, defined or not, with its connectors."""
+        row = await self._store.read_one(
+            f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?", (station_id,)
+        )
+        return (await self._with_connectors([row]))[0] if row else None
+
+    async def defined_station(self, station_id: str) -> StationSnapshot | None:
+        """A defined station and its connectors, in one read (once per Location push)."""
+        found = await self._store.station_and_connectors(station_id)
+        if found is None:
+            return None
+        # (the store's light read: identity and definition, none of the boot info)
+        row, connectors = found
+        seen = self._store.last_seen(station_id)
+        return StationSnapshot(
+            id=row["id"],
+            location_id=row["location_id"],
+            defined=bool(row["defined"]),
+            defined_at=_time(row["defined_at"]),
+            last_seen_at=seen if seen is not None else _time(row["last_seen_at"]),
+            first_boot_at=None,
+            definition=row["definition"],
+            vendor=None,
+            model=None,
+            serial_number=None,
+            firmware_version=None,
+            boot_info={},
+            config_snapshot=None,
+            connectors=tuple(_connector(c) for c in connectors),
+        )
+
+    async def stations(
+        self, station_ids: Iterable[str], *, connectors: bool = False
+    ) -> dict[str, StationSnapshot]:
+        """These stations (those that exist), by id; with their connectors if asked."""
+        ids = sorted(set(station_ids))
+        if not ids:
+            return {}
+        rows = await self._store.read(
+            f"SELECT {STATION_COLUMNS} FROM stations WHERE id IN "
+            f"({self._store.dialect.json_values('?')})",
+            (json.dumps(ids),),
+        )
+        found = await self._with_connectors(rows) if connectors else map(self._station, rows)
+        return {s.id: s for s in found}
+
+    async def station_by_location(self, location_id: str) -> StationSnapshot | None:
+        """The defined station whose Location id this is (case-insensitive)."""
+        row = await self._store.read_one(
+            f"SELECT {STATION_COLUMNS} FROM stations "
+            "WHERE location_id = ? COLLATE NOCASE AND defined = 1",
+            (location_id,),
+        )
+        return (await self._with_connectors([row]))[0] if row else None
+
+    async def station_ids(self, search: str, limit: int, offset: int) -> tuple[list[str], int]:
+        """A page of station ids in id order, those whose id or Location id contains
+        ``search`` (case-insensitive) when given; and how many in all."""
+        where: str = ""
+        params: list[Any] = []
+        if search:
+            d = self._store.dialect
+            where = f"WHERE {d.ilike('id')} OR {d.ilike('location_id')}"
+            params = [like_pattern(search)] * 2
+        rows = await self._store.read(
+            f"SELECT id FROM stations {where} ORDER BY id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self._store.read_one(f"SELECT COUNT(*) AS n FROM stations {where}", params)
+        return [r["id"] for r in rows], int(total["n"] if total else 0)
+
+    async def stations_first_booted_since(self, since: datetime) -> list[StationSnapshot]:
+        """Stations whose first accepted boot is at or after ``since``, in that order."""
+        rows = await self._store.read(
+            f"SELECT {STATION_COLUMNS} FROM stations "
+            "WHERE first_boot_at IS NOT NULL AND first_boot_at >= ? ORDER BY first_boot_at",
+            (to_db(since),),
+        )
+        return [self._station(r) for r in rows]
+
+    async def status_log_since(
+        self, station_ids: list[str], after: datetime
+    ) -> list[StatusLogEntry]:
+        """The StatusNotifications received after ``after``, each connector's previous one
+        first (see :meth:`csms.store.Store.status_log_since`)."""
+        rows = await self._store.status_log_since(station_ids, after)
+        return [
+            StatusLogEntry(
+                r["station_id"], int(r["connector_id"]), r["status"], _must_time(r["received_at"])
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ transactions
+
+    async def transaction(self, transaction_id: int) -> TransactionView | None:
+        if not -(1 << 63) <= transaction_id < (1 << 63):
+            return None  # no database holds it: no such transaction
+        row = await self._store.read_one(
+            "SELECT * FROM transactions WHERE id = ?", (transaction_id,)
+        )
+        return _transaction(row) if row else None
+
+    async def transactions_by_id(self, ids: Iterable[int]) -> dict[int, TransactionView]:
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return {}
+        rows = await self._store.read(
+            "SELECT * FROM transactions WHERE id IN "
+            f"({self._store.dialect.json_values('?', integer=True)})",
+            (json.dumps(wanted),),
+        )
+        return {int(r["id"]): _transaction(r) for r in rows}
+
+    async def transactions(
+        self,
+        *,
+        owners: set[str] | None,
+        updated_from: datetime | None,
+        updated_to: datetime | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[TransactionView], int]:
+        """A page (by id) of the transactions on defined stations, updated in
+        [updated_from, updated_to), whose token owner is one of ``owners`` (None: any);
+        and how many in all."""
+        clause = "WHERE 1 = 1"
+        params: list[Any] = []
+        if updated_from is not None:
+            clause += " AND t.updated_at >= ?"
+            params.append(to_db(updated_from))
+        if updated_to is not None:
+            clause += " AND t.updated_at < ?"
+            params.append(to_db(updated_to))
+        if owners is not None:
+            clause += f" AND t.tag_owner IN ({self._store.dialect.json_values('?')})"
+            params.append(json.dumps(sorted(owners)))
+        where = (
+            "FROM transactions t JOIN stations s ON s.id = t.station_id AND s.defined = 1 " + clause
+        )
+        total = await self._store.read_one(f"SELECT COUNT(*) AS n {where}", params)
+        rows = await self._store.read(
+            f"SELECT t.* {where} ORDER BY t.id LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
+        return [_transaction(r) for r in rows], int(total["n"]) if total else 0
+
+    async def open_transactions(self) -> list[TransactionView]:
+        rows = await self._store.read(
+            "SELECT * FROM transactions WHERE stop_received_at IS NULL ORDER BY id"
+        )
+        return [_transaction(r) for r in rows]
+
+    async def transactions_updated_since(self, since: datetime) -> list[TransactionView]:
+        rows = await self._store.read(
+            "SELECT * FROM transactions WHERE updated_at >= ? ORDER BY id", (to_db(since),)
+        )
+        return [_transaction(r) for r in rows]
+
+    async def stopped_transaction_ids(self, after_id: int, limit: int) -> list[int]:
+        """Ids of finished transactions above ``after_id``, in order (a page of them)."""
+        rows = await self._store.read(
+            "SELECT id FROM transactions WHERE stop_received_at IS NOT NULL AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [int(r["id"]) for r in rows]
+
+    async def active_transaction_on(
+        self, station_id: str, connector_id: int
+    ) -> TransactionView | None:
+        row = await self._store.active_transaction_on(station_id, connector_id)
+        return _transaction(row) if row else None
+
+    async def last_stopped_transaction_on(
+        self, station_id: str, connector_id: int
+    ) -> TransactionView | None:
+        """The connector's most recently ended transaction."""
+        row = await self._store.read_one(
+            "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
+            "AND stop_received_at IS NOT NULL ORDER BY stop_time DESC LIMIT 1",
+            (station_id, connector_id),
+        )
+        return _transaction(row) if row else None
+
+    async def first_transaction_started(
+        self,
+        station_id: str,
+        connector_id: int,
+        id_tag: str,
+        received_from: datetime,
+        received_to: datetime,
+    ) -> TransactionView | None:
+        """The first transaction on that connector with that id tag (case-insensitive)
+        whose StartTransaction arrived within [received_from, received_to]."""
+        row = await self._store.read_one(
+            "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
+            "AND id_tag = ? COLLATE NOCASE AND start_received_at >= ? "
+            "AND start_received_at <= ? ORDER BY id LIMIT 1",
+            (station_id, connector_id, id_tag, to_db(received_from), to_db(received_to)),
+        )
+        return _transaction(row) if row else None
+
+    async def meter_series(
+        self, transaction_ids: list[int], measurands: Iterable[str]
+    ) -> list[MeterReading]:
+        """The numeric samples of these measurands of these transactions, in arrival order."""
+        ids = sorted({int(i) for i in transaction_ids})
+        wanted = sorted(set(measurands))
+        if not ids or not wanted:
+            return []
+        d = self._store.dialect
+        rows = await self._store.read(
+            "SELECT transaction_id, timestamp, measurand, phase, value FROM meter_values "
+            f"WHERE transaction_id IN ({d.json_values('?', integer=True)}) "
+            f"AND value IS NOT NULL AND measurand IN ({d.json_values('?')}) ORDER BY id",
+            (json.dumps(ids), json.dumps(wanted)),
+        )
+        return [
+            MeterReading(
+                int(r["transaction_id"]),
+                _must_time(r["timestamp"]),
+                r["measurand"],
+                r["phase"],
+                float(r["value"]),
+            )
+            for r in rows
+        ]

@@ -1,0 +1,155 @@
+"""What the operator API and the web interface both do, written once.
+
+Each use case validates, stores and announces; a refusal is a :class:`Refused` that says
+why (an HTTP status, an error code, a message, the fields at fault), which the API turns
+into its JSON error and the web interface into its form's error list. So a station defined
+through a form and one defined through ``PUT /api/v1/stations/{id}`` pass the same checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from .events import StationDefined
+from .guard import station_password_refusal
+from .handlers import Services
+from .model import IdTagDef, StationDef
+from .passwords import hash_password
+from .store import Store
+from .timeparse import parse_api_time
+
+log = structlog.get_logger("csms.usecases")
+
+Field = dict[str, str]  # {"field": "location.id", "message": "..."}
+
+
+class Refused(Exception):
+    """A use case refused its input; nothing was stored."""
+
+    def __init__(self, status: int, code: str, message: str, fields: list[Field] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields or []
+
+
+def validation_fields(exc: ValidationError) -> list[Field]:
+    """A model's validation errors as fields, the shape both interfaces show."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        out.append({"field": loc, "message": msg})
+    return out
+
+
+# ---------------------------------------------------------------------- stations
+
+STATION_ID_RULE = "a charge point id is 1 to 255 characters, no '/'"
+
+
+def check_station_id(station_id: str) -> None:
+    """A charge point id must fit a URL path segment and the OCPP endpoint's path."""
+    if not station_id or len(station_id) > 255 or "/" in station_id:
+        raise Refused(
+            422,
+            "invalid_id",
+            STATION_ID_RULE,
+            [{"field": "station_id", "message": STATION_ID_RULE}],
+        )
+
+
+async def define_station(
+    services: Services, station_id: str, body: Any, *, new: bool = False, user: str | None = None
+) -> bool:
+    """Validate and store a station's definition (the body of ``PUT
+    /api/v1/stations/{id}``), then announce it (:class:`StationDefined`). ``new``: refuse
+    an id that exists. Returns whether the station was created."""
+    check_station_id(station_id)
+    store = services.store
+    current = await store.station_auth(station_id)
+    if new and current is not None:
+        message = f"station {station_id} exists already"
+        raise Refused(409, "exists", message, [{"field": "station_id", "message": message}])
+    try:
+        station = StationDef.model_validate(body)
+    except ValidationError as e:
+        raise Refused(
+            422, "invalid_body", "the station definition is invalid", validation_fields(e)
+        ) from None
+    keep_password = isinstance(body, dict) and "password" not in body
+    if refusal := station_password_refusal(
+        services.settings.ocpp.require_password,
+        station.password is not None,
+        keep_password,
+        bool(current and current["password_hash"]),
+    ):
+        raise Refused(
+            422, "password_required", refusal, [{"field": "password", "message": refusal}]
+        )
+    password_hash = None
+    if station.password is not None:  # slow on purpose: off the event loop
+        password_hash = await asyncio.to_thread(hash_password, station.password)
+    try:
+        created = await store.put_station(
+            station_id,
+            station.location.id,
+            station.definition(),
+            {e.connector_id: e.uid for e in station.evses},
+            password_hash,
+            keep_password,
+            station.boot_status,
+        )
+    except ValueError as e:  # a Location id or an EVSE uid of another station
+        raise Refused(
+            409, "conflict", str(e), [{"field": "location.id / evses.uid", "message": str(e)}]
+        ) from None
+    services.bus.publish(StationDefined(station_id, services.clock.now(), created))
+    log.info("station defined", station_id=station_id, created=created, user=user)
+    return created
+
+
+# ---------------------------------------------------------------------- id tags
+
+ID_TAG_RULE = "an OCPP idTag is 1 to 20 characters"
+
+
+async def put_id_tag(
+    store: Store,
+    id_tag: str,
+    body: Any,
+    parse_expiry: Callable[[str], datetime | None] = parse_api_time,
+    *,
+    user: str | None = None,
+) -> bool:
+    """Validate and store an id tag (the body of ``PUT /api/v1/id-tags/{id_tag}``). Its
+    ``expiry_date`` is read by ``parse_expiry`` (ISO 8601 by default; the web form's is a
+    local time). Every problem is named at once. Returns whether the tag was created."""
+    fields: list[Field] = []
+    if not 1 <= len(id_tag) <= 20:
+        fields.append({"field": "id_tag", "message": ID_TAG_RULE})
+    tag: IdTagDef | None = None
+    try:
+        tag = IdTagDef.model_validate(body)
+    except ValidationError as e:
+        fields.extend(validation_fields(e))
+    expiry = None
+    if tag is not None and tag.expiry_date:
+        try:
+            expiry = parse_expiry(tag.expiry_date)
+        except ValueError as e:
+            fields.append({"field": "expiry_date", "message": str(e) or "not a date and time"})
+    if fields or tag is None:
+        if fields[0]["field"] == "id_tag":
+            raise Refused(422, "invalid_id", ID_TAG_RULE, fields)
+        raise Refused(422, "invalid_body", "the id tag is invalid", fields)
+    created = await store.put_id_tag(id_tag, tag.status, expiry, tag.parent_id_tag)
+    log.info("id tag saved", id_tag=id_tag, status=tag.status, created=created, user=user)
+    return created
