@@ -97,6 +97,14 @@ def parser() -> argparse.ArgumentParser:
         default="FULL",
         help="database.synchronous of the server (default FULL, the product's default)",
     )
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="csms's engine: its embedded SQLite (default), or a PostgreSQL server the bench "
+        "starts on this machine (Debian's, durable: fsync and synchronous commits on), or the "
+        "one CSMS_TEST_POSTGRES_URL names",
+    )
     p.add_argument("--api-concurrency", type=int, default=32, help="definition PUTs at once")
     p.add_argument("--check-transactions", action="store_true", help="also in the day scenario")
     p.add_argument("--storm-spread", type=float, default=60.0, help="reconnections within (s)")

@@ -159,6 +159,34 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a server process and its children: PostgreSQL's
+    postmaster, its backends (live ones read one by one, ended ones through its cutime and
+    cstime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2 :].split()
+    user = (int(fields[11]) + int(fields[13])) / CLK_TCK
+    system = (int(fields[12]) + int(fields[14])) / CLK_TCK
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            user += int(fields[11]) / CLK_TCK
+            system += int(fields[12]) / CLK_TCK
+    return user, system
+
+
+# CpuMeter names measured as a process tree (a server and its children)
+TREES = frozenset({"database"})
+
+
 def cpu_seconds(pid: int) -> float:
     """user + system CPU of a process (all its threads), in seconds."""
     user, system = cpu_times(pid)
@@ -199,7 +227,7 @@ class CpuMeter:
         out = {}
         for name, pid in self.pids.items():
             try:
-                user, system = cpu_times(pid)
+                user, system = tree_cpu_times(pid) if name in TREES else cpu_times(pid)
             except (FileNotFoundError, ProcessLookupError):
                 user = system = float("nan")
             out[name] = user + system

@@ -105,6 +105,9 @@ def _phase_figures(
     }
     if with_hub:
         out["hub_cpu_cores"] = round(window["cpu_seconds"].get("hub", 0.0) / seconds, 3)
+    if "database" in window["cpu_seconds"]:
+        # PostgreSQL's own processes: work the SQLite engine does inside the server process
+        out["database_cpu"] = _cpu_block(window, "database", total, nproc)
     return out
 
 
@@ -168,6 +171,7 @@ def build(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
         "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_fingerprint(),
+        "database": {"engine": args.database, "postgresql_version": p.get("postgresql")},
         "server_config": p["config"],
         "setup": {
             "definitions": p["definitions"],
@@ -211,6 +215,9 @@ def build(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
         }
         ours, theirs = fig["server"]["us_per_message"], efig["server"]["us_per_message"]
         echo["cpu_per_message_ratio"] = round(ours / theirs, 2) if ours and theirs else None
+        if "database_cpu" in fig and ours and theirs:
+            both = ours + (fig["database_cpu"]["us_per_message"] or 0.0)
+            echo["cpu_per_message_ratio_with_database"] = round(both / theirs, 2)
         if args.scenario == "ramp":
             esteps = e["play"]["steps"]
             echo["steps"] = [_step_view(s) for s in esteps]
@@ -252,6 +259,7 @@ def _step_view(s: dict[str, Any]) -> dict[str, Any]:
         "errors",
         "server_cpu_cores",
         "server_us_per_message",
+        "database_cpu_cores",
         "backlog",
         "failing",
         "sustained",
@@ -413,6 +421,15 @@ def table(r: dict[str, Any]) -> str:
         f"Python {m['python']}, websockets {m['versions'].get('websockets')}, "
         f"SQLite {m['sqlite']}"
     )
+    db = r.get("database", {"engine": "sqlite"})
+    lines.append(
+        "database: "
+        + (
+            f"PostgreSQL {db.get('postgresql_version')} on this machine (fsync on)"
+            if db["engine"] == "postgresql"
+            else "SQLite, embedded"
+        )
+    )
     lines.append(f"command: {r['command']}")
     lines.append("")
     lines.append("Setup")
@@ -448,6 +465,12 @@ def table(r: dict[str, Any]) -> str:
         f"(user {_fmt(s['user_seconds'])} s, system {_fmt(s['system_seconds'])} s), "
         f"{_fmt(s['us_per_message'])} us/message",
     )
+    d = r.get("database_cpu")
+    if d:
+        row(
+            "database server CPU (PostgreSQL's processes)",
+            f"{_fmt(d['cpu_cores'])} cores, {_fmt(d['us_per_message'])} us/message",
+        )
     row(
         "server peak RSS",
         f"{_mb(s['peak_rss_bytes'])} ({_fmt(s['rss_per_station_bytes'])} B/station; "
@@ -568,6 +591,11 @@ def table(r: dict[str, Any]) -> str:
             f"{_fmt(ec['answer_ms']['all']['p50'])} / {_fmt(ec['answer_ms']['all']['p99'])} ms",
         )
         row("our CPU per message / echo's", f"{_fmt(ec['cpu_per_message_ratio'])} x")
+        if ec.get("cpu_per_message_ratio_with_database") is not None:
+            row(
+                "... with PostgreSQL's CPU added to ours",
+                f"{_fmt(ec['cpu_per_message_ratio_with_database'])} x",
+            )
     prof = r.get("profile")
     if prof and prof.get("samples"):
         lines.append("")

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -416,6 +417,10 @@ async def play(
                 if merged["count"]
                 else None
             )
+            if "database" in cpu["cpu_seconds"]:
+                step["database_cpu_cores"] = round(
+                    cpu["cpu_seconds"]["database"] / cpu["seconds"], 3
+                )
             if csms is not None:
                 step["backlog"], step["failing"] = await csms.pushes()
                 step["server_side"] = stats.server_side(
@@ -474,10 +479,54 @@ async def play(
 async def product_phase(
     args: argparse.Namespace, group: ProcessGroup, workdir: Path
 ) -> dict[str, Any]:
-    from .target import Csms
 
     res: dict[str, Any] = {}
-    csms = Csms(group, workdir, args.compression, args.synchronous)
+    async with contextlib.AsyncExitStack() as stack:
+        database: tuple[str, int | None] | None = None
+        if args.database == "postgresql":
+            database = await stack.enter_async_context(_postgres(res))
+        return await _product_phase(args, group, workdir, res, database)
+
+
+@contextlib.asynccontextmanager
+async def _postgres(res: dict[str, Any]) -> AsyncIterator[tuple[str, int | None]]:
+    """A durable PostgreSQL server on this machine (or CSMS_TEST_POSTGRES_URL's) with a fresh
+    database: (its URL, the postmaster's pid when the server is ours). The server is stopped
+    and deleted after the phase."""
+    import asyncpg
+
+    from tests.pg import PgServer
+
+    log("starting a PostgreSQL server (durable: fsync and synchronous commits on)")
+    server = await asyncio.to_thread(PgServer(durable=True).start)
+    name = f"csms_bench_{os.getpid()}"
+    try:
+        server.drop_database(name)
+        url = server.create_database(name)
+        conn = await asyncpg.connect(url)
+        try:
+            res["postgresql"] = str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+        try:
+            yield url, server.pid
+        finally:
+            server.drop_database(name)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _product_phase(
+    args: argparse.Namespace,
+    group: ProcessGroup,
+    workdir: Path,
+    res: dict[str, Any],
+    database: tuple[str, int | None] | None,
+) -> dict[str, Any]:
+    from .target import Csms
+
+    database_url, database_pid = database or (None, None)
+    csms = Csms(group, workdir, args.compression, args.synchronous, database_url)
     res["config"] = csms.settings
     log(f"starting csms (config {csms.config_path}, log {csms.log_path})")
     await csms.start()
@@ -520,7 +569,10 @@ async def product_phase(
             log(f"ready: {res['ready']}")
             res["memory_ready"] = memory(csms.pid)
             await warm_up(args, workers)
-            res["play"] = await play(args, workers, csms.pid, {"hub": hub_child.pid}, csms)
+            others = {"hub": hub_child.pid}
+            if database_pid is not None:
+                others["database"] = database_pid
+            res["play"] = await play(args, workers, csms.pid, others, csms)
         finally:
             res["workers"] = await workers.stop()
         # the last pushes of the window reach the hub, then its records are taken

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import dbs
+
 ROOT = Path(__file__).resolve().parent.parent
 STATIONS = 20
 
@@ -52,6 +54,7 @@ EXTRA = {
 
 def run_bench(scenario: str, out: Path) -> dict:
     cmd = [sys.executable, "-m", "bench", "--scenario", scenario, *COMMON, *EXTRA[scenario]]
+    cmd += ["--database", dbs.ENGINE]  # the bench starts its own server, as `make bench` does
     proc = subprocess.run(
         [*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=110
     )
@@ -86,6 +89,11 @@ def test_bench_runs_and_reports(tmp_path: Path, scenario: str) -> None:
     ):
         assert key in r, key
     assert r["scenario"] == scenario
+    assert r["database"]["engine"] == dbs.ENGINE
+    if dbs.POSTGRES:  # PostgreSQL's own processes measured beside csms
+        assert r["database"]["postgresql_version"]
+        assert r["database_cpu"]["cpu_seconds"] > 0
+        assert r["echo"]["cpu_per_message_ratio_with_database"] > r["echo"]["cpu_per_message_ratio"]
     assert r["machine"]["nproc"] >= 1 and r["machine"]["versions"]["websockets"]
     assert r["setup"]["definitions"]["failed"] == 0
     assert r["ready"]["booted"] == STATIONS and not r["ready"]["timed_out"]
