@@ -33,6 +33,7 @@ from prometheus_client import (
     Gauge,
 )
 
+from .db import DatabaseUnavailable
 from .guard import api_guard
 from .logs import json_dumps
 from .metrics import metrics_handler
@@ -631,6 +632,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except ApiError as e:
         return e.response
+    except DatabaseUnavailable as e:
+        _api_log.warning(
+            "API request failed: database unavailable", path=request.path, error=str(e)
+        )
+        return error(503, "database_unavailable", "the database is unavailable; try again later")
     except ConnectionError:  # the client went away (or was cut off by a timeout)
         raise
     except web.HTTPException as e:

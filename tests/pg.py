@@ -77,10 +77,13 @@ class PgServer:
     """One PostgreSQL server: ours (started, then stopped and deleted) or the one
     ``CSMS_TEST_POSTGRES_URL`` names."""
 
-    def __init__(self, admin_url: str | None = None, durable: bool = False) -> None:
+    def __init__(
+        self, admin_url: str | None = None, durable: bool = False, local: bool = False
+    ) -> None:
         """``durable``: fsync and synchronous commits on, as in production (the benchmark's
-        figures); the tests' default is off, for speed."""
-        self._external = admin_url or EXTERNAL_URL
+        figures); the tests' default is off, for speed. ``local``: a server of our own even
+        when ``CSMS_TEST_POSTGRES_URL`` names one (a test that stops and starts it)."""
+        self._external = None if local else (admin_url or EXTERNAL_URL)
         self._durable = durable
         self._dir: Path | None = None
         self._bindir: Path | None = None
@@ -172,6 +175,17 @@ class PgServer:
                 check=False,
             )  # fmt: skip
         shutil.rmtree(d, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop our server at once, as a crash would, keeping its data (see :meth:`resume`)."""
+        assert self._dir is not None, "only a server we started can be halted"
+        self._run("pg_ctl", "-D", str(self._dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port, with its data."""
+        assert self._dir is not None, "only a server we started can be resumed"
+        data = self._dir / "data"
+        self._run("pg_ctl", "-D", str(data), "-l", str(self._dir / "server.log"), "-w", "start")
 
     @property
     def pid(self) -> int | None:

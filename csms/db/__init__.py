@@ -30,6 +30,7 @@ from __future__ import annotations
 from .base import (
     Database,
     DatabaseError,
+    DatabaseUnavailable,
     Dialect,
     IntegrityError,
     Job,
@@ -43,6 +44,7 @@ from .open import open_database
 __all__ = [
     "Database",
     "DatabaseError",
+    "DatabaseUnavailable",
     "Dialect",
     "IntegrityError",
     "Job",

@@ -24,6 +24,11 @@ class DatabaseError(RuntimeError):
     """The database could not be opened, migrated or reached."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database server cannot be reached right now (down, restarting, network): the
+    request was not carried out; trying again later may succeed."""
+
+
 class IntegrityError(DatabaseError):
     """A constraint refused a write (unique key, foreign key, not null)."""
 

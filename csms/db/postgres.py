@@ -23,6 +23,7 @@ import asyncpg
 from .base import (
     Database,
     DatabaseError,
+    DatabaseUnavailable,
     IntegrityError,
     Job,
     Tx,
@@ -75,6 +76,14 @@ def numbered(sql: str) -> str:
     if len(_numbered) < 10_000:
         _numbered[sql] = out
     return out
+
+
+# what a lost or refused connection raises (the server down, restarting, or unreachable)
+_GONE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+
+
+def _unavailable(e: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"PostgreSQL is unavailable: {type(e).__name__}: {e}")
 
 
 def _args(parameters: Iterable[Any]) -> tuple[Any, ...]:
@@ -231,14 +240,24 @@ class PostgresDatabase(Database):
             await db.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
     async def _run_batch(self, jobs: list[Job[Any]]) -> list[tuple[bool, Any]]:
+        outcomes = await self._run_batch_on_writer(jobs)
+        return [
+            (ok, _unavailable(v) if not ok and isinstance(v, _GONE) else v) for ok, v in outcomes
+        ]
+
+    async def _run_batch_on_writer(self, jobs: list[Job[Any]]) -> list[tuple[bool, Any]]:
         if self._w is None or self._w.is_closed():
-            self._w = await self._new_connection()
+            try:
+                self._w = await self._new_connection()
+            except _GONE as e:
+                log.warning("database unavailable", error=f"{type(e).__name__}: {e}")
+                return [(False, e)] * len(jobs)
         db = self._w
         view = _PgTx(db)
         outcomes: list[tuple[bool, Any]] = []
         tr = db.transaction()
-        await tr.start()
         try:
+            await tr.start()
             for job in jobs:
                 sp = db.transaction()
                 await sp.start()
@@ -256,9 +275,10 @@ class PostgresDatabase(Database):
         except Exception as e:
             log.exception("commit failed", jobs=len(jobs))
             try:
-                if not db.is_closed():
-                    await tr.rollback()
-            except Exception:  # the connection is gone: it is replaced next time
+                if db.is_closed():
+                    raise ConnectionError("the writer's connection is closed")
+                await tr.rollback()
+            except Exception:  # the connection is unusable: it is replaced at the next batch
                 db.terminate()
                 self._w = None
             outcomes = [(False, e)] * len(jobs)
@@ -270,7 +290,10 @@ class PostgresDatabase(Database):
 
     async def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         assert self._pool is not None, "store is not open"
-        rows = await self._pool.fetch(numbered(sql), *_args(params))
+        try:
+            rows = await self._pool.fetch(numbered(sql), *_args(params))
+        except _GONE as e:
+            raise _unavailable(e) from e
         return [dict(r) for r in rows]
 
     @staticmethod
