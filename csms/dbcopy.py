@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from .db import Database, DatabaseError, Tx
 from .db.sqlite import SqliteDatabase
 
 BATCH = 2000
+# every table and column csms makes has a plain name; nothing else is put into SQL text
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SAMPLE = 25
 
 
@@ -50,6 +53,9 @@ def _tables_in_order(conn: sqlite3.Connection) -> list[str]:
             "AND name != 'schema_migrations' ORDER BY name"
         )
     ]
+    odd = [n for n in names if not _NAME.match(n)]
+    if odd:  # ours are all plain names: this file was made or changed by something else
+        raise CopyError(f"the source has tables csms does not make: {odd[:5]!r}")
     parents = {
         n: {r[2] for r in conn.execute(f'PRAGMA foreign_key_list("{n}")')} & set(names)
         for n in names
@@ -113,6 +119,9 @@ async def _copy(
     try:
         tables = _tables_in_order(conn)
         columns = {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+        odd = [f"{t}.{c}" for t, cols in columns.items() for c in cols if not _NAME.match(c)]
+        if odd:
+            raise CopyError(f"the source has columns csms does not make: {odd[:5]!r}")
     finally:
         conn.close()
     for t in tables:

@@ -202,3 +202,20 @@ def test_copy_refuses_what_it_cannot_copy_with_clear_errors(tmp_path: Path) -> N
     source = _csms(config, "db", "copy", "--from", "postgresql://u:secret@h/db", "--to", "x")
     assert source.returncode == 2 and "--from must be sqlite:PATH" in source.stderr
     assert "secret" not in source.stderr + wrong.stderr
+
+
+def test_copy_refuses_a_source_with_tables_csms_does_not_make(tmp_path: Path) -> None:
+    """Names from the source file go into SQL text: only plain ones, as csms makes them."""
+    config = _config(tmp_path)
+    assert _csms(config, "migrate").returncode == 0
+    conn = sqlite3.connect(tmp_path / "data" / "csms.sqlite3")
+    conn.execute('CREATE TABLE "x"" (a) --" (a INTEGER)')
+    conn.commit()
+    conn.close()
+    name, url = dbs.create_database()
+    try:
+        refused = _csms(config, "db", "copy", "--to", url)
+        assert refused.returncode == 1
+        assert "the source has tables csms does not make" in refused.stderr
+    finally:
+        dbs.drop_database(name)
