@@ -16,7 +16,8 @@ the EVSE changes when the peer has no copy of the Location yet (``first``), afte
 otherwise (so the peer never gets a status older than one it already has). CDRs are
 immutable: a failed POST is retried as it is.
 
-The shell (pusher.py) marks, asks what is ready, sends, and reports the outcome.
+The delivery policy (delivery.py) marks and asks what may start; the shell (pusher.py)
+sends and reports the outcome.
 """
 
 from __future__ import annotations
@@ -170,8 +171,8 @@ class Outbox:
             fam.session_full = True
 
     def cdr_only(self, key: FamilyKey, now: datetime) -> None:
-        """POST the CDR, once the Session's own pushes are through (the shell marks it once
-        the CDR is made, and only where the peer has not acknowledged it)."""
+        """POST the CDR, once the Session's own pushes are through (marked once the CDR is
+        made, and only where the peer has not acknowledged it: delivery.cdr_marks)."""
         self._family(key, now).cdr = True
 
     # ------------------------------------------------------------------ sending

@@ -1,12 +1,18 @@
 """The I/O shell of the push rules: events in from csms's bus, pushes out to the peers.
 
-    csms event ──▶ PushRules (pure: what is out of date, when) ──▶ Outbox (pure: per object,
-    per peer, what is unacknowledged) ──▶ send (HTTP) ──▶ acknowledged state (SQLite)
+    csms event ──▶ PushRules (pure: what is out of date, when) ──▶ delivery.fan_out (pure:
+    which peer gets what) ──▶ Outbox (pure: per object, per peer, what is unacknowledged)
+    ──▶ delivery.*_send (pure: what a push carries) ──▶ send (HTTP) ──▶ acknowledged state
 
 Nothing here waits on the OCPP side, and nothing on the OCPP side waits for a push: the bus
 never blocks, and each peer has its own bounded number of pushes in flight. What a peer has
 acknowledged is stored; at start-up, when events were missed, or when a peer registers,
-the current state is compared with it and whatever differs is pushed whole.
+the current state is compared with it (delivery.resync_location, reconcile_sessions,
+reconcile_cdrs) and whatever differs is pushed whole.
+
+The policy is in the pure cores (rules.py, outbox.py, delivery.py); this shell reads the
+facts they take (peers, transactions, Locations, Sessions, CDRs, the log of
+StatusNotifications), does the HTTP and the writes, and measures the rules (compliance.py).
 """
 
 from __future__ import annotations
@@ -34,49 +40,51 @@ from csms.ports import (
 )
 from csms.ports import Tx as JobDb
 
+from . import delivery
 from .client import OcpiCallFailed
 from .compliance import ComplianceRecorder, limits_for
+from .delivery import (
+    Ack,
+    AckRecord,
+    Acks,
+    InFlight,
+    MarkEvse,
+    MarkTouch,
+    Recipient,
+    Send,
+    SessionFacts,
+    session_state,
+)
 from .locations import ConnectorState
-from .outbox import FamilyKey, Outbox, Push
+from .outbox import Outbox, Push
 from .rules import (
     Commissioned,
     Effect,
     EvseChange,
-    LocationFull,
     LocationTouch,
     PushRules,
     Returned,
     SessionPush,
     TriggerStatus,
-    needs_log,
-    plan_resync,
 )
 from .service import BackgroundService
 from .sessions import for_peer
 from .store import Peer
-from .transport import join_url, ocpi_time, parse_ocpi_time
+from .transport import join_url, parse_ocpi_time
 
 if TYPE_CHECKING:
     from .context import BridgeContext
 
 log = structlog.get_logger("ocpi.push")
-
-
-@dataclass
-class Ack:
-    state: str
-    periods_sent: int = 0
-    location_url: str | None = None
+MODULES = ("locations", "sessions", "cdrs")  # what a peer may receive pushes of
 
 
 @dataclass
 class Prepared:
     method: str
     url: str
-    body: Any
     module: str
-    acks: list[tuple[str, str, Ack]]  # (kind, object_id, ack) to record on success
-    describe: str
+    send: Send  # what it carries, what to record on success
     # what this push makes up for, for measuring the rules: (rule, object, since)
     covers: list[tuple[str, tuple[Any, ...], datetime]] = field(default_factory=list)
 
@@ -119,11 +127,11 @@ class Pusher(BackgroundService):
         self.metrics.failing.set_function(
             lambda: sum(1 for f in self.outbox.pending() if f.failing_since)
         )
-        self.acks: dict[tuple[int, str, str], Ack] = {}
+        self.acks = Acks()
         self._owners: dict[int, str | None] = {}  # transaction -> token owner
         # per defined station: its Location id and each EVSE's uid, by OCPP connector id
         self._places: dict[str, tuple[str, dict[int, str]]] = {}
-        self._in_flight: dict[int, int] = {}
+        self._in_flight = InFlight(s.push_concurrency)
         # for measuring the rules (compliance.py): since when each thing is owed to a peer
         self.compliance = ComplianceRecorder(
             bridge.csms.db, limits_for(s.session_update_interval, s.offline_after)
@@ -149,17 +157,18 @@ class Pusher(BackgroundService):
 
     async def _load_acks(self) -> None:
         rows = await self.bridge.csms.db.read("SELECT * FROM ocpi_push_acks")
-        self.acks = {
-            (r["peer_id"], r["kind"], r["object_id"]): Ack(
-                r["state"], r["periods_sent"], r["location_url"]
-            )
-            for r in rows
-        }
+        self.acks = Acks(
+            {
+                (r["peer_id"], r["kind"], r["object_id"]): Ack(
+                    r["state"], r["periods_sent"], r["location_url"]
+                )
+                for r in rows
+            }
+        )
 
-    async def _record(self, peer_id: int, acks: list[tuple[str, str, Ack]]) -> None:
+    async def _record(self, peer_id: int, acks: list[AckRecord]) -> None:
         now = to_db(self.clock.now())
-        for kind, object_id, ack in acks:
-            self.acks[(peer_id, kind, object_id)] = ack
+        self.acks.record(peer_id, acks)
 
         async def job(db: JobDb) -> None:
             await db.executemany(
@@ -179,19 +188,17 @@ class Pusher(BackgroundService):
 
     # ------------------------------------------------------------------ who gets what
 
-    def _peers(self, module: str) -> list[Peer]:
+    def _recipients(self) -> list[Recipient]:
+        """The registered peers, as the delivery policy takes them."""
         return [
-            p for p in self.bridge.registered_peers() if p.endpoint(module, "RECEIVER") is not None
+            Recipient(
+                p.id,
+                frozenset(m for m in MODULES if p.endpoint(m, "RECEIVER") is not None),
+                p.is_hub,
+                frozenset(p.parties),
+            )
+            for p in self.bridge.registered_peers()
         ]
-
-    @staticmethod
-    def _may_see(peer: Peer, owner: str | None) -> bool:
-        if peer.is_hub:
-            return True
-        if owner is None:
-            return False
-        cc, _, pid = owner.partition("/")
-        return (cc, pid) in peer.parties
 
     async def _owner(self, transaction_id: int) -> str | None:
         if transaction_id not in self._owners:
@@ -245,50 +252,35 @@ class Pusher(BackgroundService):
         return tuple(uids)
 
     async def _apply(self, effects: list[Effect], now: datetime) -> None:
+        """Mark what the effects make out of date (delivery.fan_out decides for whom), and
+        do the effects that are not pushes."""
         for effect in effects:
-            if isinstance(effect, LocationFull | EvseChange | LocationTouch):
-                for peer in self._peers("locations"):
-                    key = FamilyKey(peer.id, "location", effect.station_id)
-                    if isinstance(effect, LocationFull):
-                        first = (peer.id, "location", effect.station_id) not in self.acks
-                        self.outbox.location_full(key, now, first)
-                    elif isinstance(effect, EvseChange):
-                        self.outbox.evse(key, effect.connector_id, effect.state, now)
-                        self._owe_status(peer.id, effect, now)
-                    else:
-                        self.outbox.touch(key, now)
-                        self._owe(("R8", peer.id, effect.station_id), effect.at)
-            elif isinstance(effect, SessionPush):
+            owner = None
+            if isinstance(effect, SessionPush):
                 owner = await self._owner(effect.transaction_id)
-                key_id = str(effect.transaction_id)
-                for peer in self._peers("sessions"):
-                    if self._may_see(peer, owner):
-                        self.outbox.session(FamilyKey(peer.id, "session", key_id), effect.what, now)
-                if effect.what == "final":
-                    cdr = await self.bridge.sessions.make_cdr(effect.transaction_id, now)
-                    for peer in self._peers("cdrs") if cdr is not None else ():
-                        if self._may_see(peer, owner) and not self._cdr_acked(peer.id, cdr["id"]):
-                            self.outbox.cdr_only(FamilyKey(peer.id, "session", key_id), now)
+            marks = delivery.fan_out(effect, self._recipients(), self.acks, owner)
+            delivery.apply(self.outbox, marks, now)
+            for mark in marks:
+                if isinstance(mark, MarkEvse):
+                    assert isinstance(effect, EvseChange)
+                    self._owe_status(mark.key.peer_id, effect, now)
+                elif isinstance(mark, MarkTouch):
+                    assert isinstance(effect, LocationTouch)
+                    self._owe(("R8", mark.key.peer_id, effect.station_id), effect.at)
+            if delivery.makes_cdr(effect):
+                assert isinstance(effect, SessionPush)
+                cdr = await self.bridge.sessions.make_cdr(effect.transaction_id, now)
+                if cdr is not None:
+                    cdrs = delivery.cdr_marks(
+                        effect, self._recipients(), self.acks, owner, cdr["id"]
+                    )
+                    delivery.apply(self.outbox, cdrs, now)
             elif isinstance(effect, Returned):
                 await self._store_return(effect.station_id, effect.at)
             elif isinstance(effect, TriggerStatus):
                 self._spawn(self._trigger(effect), f"trigger-{effect.station_id}")
             elif isinstance(effect, Commissioned) and self.on_commissioned is not None:
                 self._spawn(self.on_commissioned(effect), f"commissioned-{effect.station_id}")
-
-    def _cdr_acked(self, peer_id: int, cdr_id: str) -> bool:
-        return (peer_id, "cdr", cdr_id) in self.acks
-
-    def _evse_ack(self, peer_id: int, station_id: str, connector_id: int) -> tuple[str, Any] | None:
-        """The status and ``last_updated`` a peer acknowledged for an EVSE."""
-        ack = self.acks.get((peer_id, "evse", f"{station_id}/{connector_id}"))
-        if ack is None:
-            return None
-        status, _, at = ack.state.partition("|")
-        try:
-            return status, parse_ocpi_time(at)
-        except ValueError:
-            return None
 
     # ------------------------------------------------------------------ measuring the rules
 
@@ -363,7 +355,8 @@ class Pusher(BackgroundService):
         now = self.clock.now()
         store = self.bridge.csms.db
         stations = await self.bridge.csms.defined_stations()
-        location_peers = self._peers("locations")
+        recipients = self._recipients()
+        location_peers = [p for p in recipients if p.receives("locations")]
         returns = {
             r["station_id"]: from_db(r["returned_at"])
             for r in await store.read("SELECT * FROM ocpi_station_returns")
@@ -392,54 +385,49 @@ class Pusher(BackgroundService):
             location = self.bridge.locations.location(station, now)
             for peer in location_peers:
                 marked += await self._resync_location(peer, station, connectors, location, now)
-        session_peers, cdr_peers = self._peers("sessions"), self._peers("cdrs")
+        session_peers = [p for p in recipients if p.receives("sessions")]
+        cdr_peers = [p for p in recipients if p.receives("cdrs")]
         for tx in await self.bridge.csms.open_transactions():
             self.rules.load_session(tx.id, tx.station_id, now)
         for peer in session_peers:
-            since = from_db(await self._peer_since(peer))
+            since = from_db(await self._peer_since(peer.id))
             assert since is not None
-            for tx in await self.bridge.csms.transactions_updated_since(since):
-                if not self._may_see(peer, tx.tag_owner):
-                    continue
-                ack = self.acks.get((peer.id, "session", str(tx.id)))
-                state = _session_state(tx)
-                if ack is None or ack.state != state:
-                    what = "final" if tx.stop_received_at else "start"
-                    self.outbox.session(FamilyKey(peer.id, "session", str(tx.id)), what, now)
-                    marked += 1
+            sessions = [
+                SessionFacts(
+                    tx.id, tx.tag_owner, _session_state(tx), tx.stop_received_at is not None
+                )
+                for tx in await self.bridge.csms.transactions_updated_since(since)
+            ]
+            marks = delivery.reconcile_sessions(peer, self.acks, sessions)
+            delivery.apply(self.outbox, marks, now)
+            marked += len(marks)
         if cdr_peers:
             await self.bridge.sessions.make_missing_cdrs(now)
         for peer in cdr_peers:
-            since = await self._peer_since(peer)
             rows = await store.read(
-                "SELECT id, owner FROM ocpi_cdrs WHERE created_at >= ?", (since,)
+                "SELECT id, owner FROM ocpi_cdrs WHERE created_at >= ?",
+                (await self._peer_since(peer.id),),
             )
-            for row in rows:
-                if (
-                    self._may_see(peer, row["owner"])
-                    and (peer.id, "cdr", row["id"]) not in self.acks
-                ):
-                    self.outbox.cdr_only(FamilyKey(peer.id, "session", row["id"]), now)
-                    marked += 1
+            cdrs = [(row["id"], row["owner"]) for row in rows]
+            cdr_marks = delivery.reconcile_cdrs(peer, self.acks, cdrs)
+            delivery.apply(self.outbox, cdr_marks, now)
+            marked += len(cdr_marks)
         if marked:
             log.info("resynchronising peers: objects to push", objects=marked)
         self._wake.set()
 
     async def _resync_location(
         self,
-        peer: Peer,
+        peer: Recipient,
         station: StationSnapshot,
         connectors: tuple[int, ...],
         location: dict[str, Any],
         now: datetime,
     ) -> int:
-        """Mark what a peer lacks of a Location (rules.plan_resync decides) and return how
-        many pushes that makes; the station's log of StatusNotifications is read only when
-        an EVSE differs from what the peer acknowledged."""
+        """Mark what a peer lacks of a Location (delivery.resync_location decides) and return
+        how many pushes that makes; the station's log of StatusNotifications is read only
+        when an EVSE differs from what the peer acknowledged."""
         sid = station.id
-        key = FamilyKey(peer.id, "location", sid)
-        loc_ack = self.acks.get((peer.id, "location", sid))
-        delivered = {cid: self._evse_ack(peer.id, sid, cid) for cid in connectors}
         current = {}
         for cid in connectors:
             state = self.rules.evse_state(sid, cid, now)
@@ -448,39 +436,36 @@ class Pusher(BackgroundService):
         defined_at = station.defined_at
         assert defined_at is not None
         reports: list[tuple[int, ConnectorState]] = []
-        if loc_ack is not None and all(delivered.values()) and needs_log(current, delivered):
-            after = min(d[1] for d in delivered.values() if d is not None)
+        after = delivery.log_needed_after(self.acks, peer.id, sid, current)
+        if after is not None:
             rows = await self.bridge.csms.status_log_since([sid], after)
             reports = [
                 (r.connector_id, ConnectorState(r.status, r.received_at))  # type: ignore[arg-type]
                 for r in rows
             ]
-        plan = plan_resync(
+        mark = delivery.resync_location(
+            self.acks,
+            peer.id,
+            sid,
             connectors,
             defined_at,
             parse_ocpi_time(location["last_updated"]),
-            parse_ocpi_time(loc_ack.state) if loc_ack is not None else None,
-            delivered,
             current,
             reports,
             self.rules.offline_after,
             self.rules.returned_at(sid),
         )
-        self.outbox.resync(key, plan, now)
-        return plan.pushes
+        delivery.apply(self.outbox, [mark], now)
+        return mark.plan.pushes
 
-    async def _peer_since(self, peer: Peer) -> str:
+    async def _peer_since(self, peer_id: int) -> str:
         """A peer gets pushes of what changed since it registered; history it can pull."""
         row = await self.bridge.csms.db.read_one(
-            "SELECT created_at FROM ocpi_peers WHERE id = ?", (peer.id,)
+            "SELECT created_at FROM ocpi_peers WHERE id = ?", (peer_id,)
         )
         return row["created_at"] if row else to_db(self.clock.now())
 
     # ------------------------------------------------------------------ dispatching
-
-    def _room(self, peer_id: int) -> int:
-        """How many more pushes to this peer may be in flight now."""
-        return self.bridge.settings.push_concurrency - self._in_flight.get(peer_id, 0)
 
     async def _dispatch(self) -> None:
         while True:
@@ -488,12 +473,8 @@ class Pusher(BackgroundService):
             now = self.clock.now()
             try:
                 await self._apply(self.rules.tick(now), now)
-                for key in self.outbox.ready(now, self._room):
-                    if self._room(key.peer_id) <= 0:
-                        continue
-                    for push in self.outbox.take(key):
-                        self._in_flight[key.peer_id] = self._in_flight.get(key.peer_id, 0) + 1
-                        self._spawn(self._send(push), f"push-{push.kind}")
+                for push in delivery.dispatch(self.outbox, self._in_flight, now).pushes:
+                    self._spawn(self._send(push), f"push-{push.kind}")
                 if now >= self._next_flush:
                     self._next_flush = now + timedelta(seconds=5)
                     self._spawn(self.compliance.flush(), "compliance-flush")
@@ -520,13 +501,13 @@ class Pusher(BackgroundService):
             if prepared is None:
                 ok = True  # the object is gone (or not pushable): nothing to deliver
                 return
-            what = prepared.describe
+            what = prepared.send.describe
             reply = await self.bridge.client.request(
                 prepared.method,
                 prepared.url,
                 peer.token_out,
                 base64_token=peer.token_out_base64,
-                body=prepared.body,
+                body=prepared.send.body,
                 module=prepared.module,
                 to_party=peer.primary_party,
                 timeout=self.bridge.settings.push_timeout,
@@ -536,8 +517,8 @@ class Pusher(BackgroundService):
             if ok:
                 if push.kind == "cdr_post":
                     location_url = reply.headers.get("Location")
-                    prepared.acks[0][2].location_url = location_url
-                await self._record(peer_id, prepared.acks)
+                    prepared.send.acks[0][2].location_url = location_url
+                await self._record(peer_id, prepared.send.acks)
             else:
                 error = reply.describe()
         except OcpiCallFailed as e:
@@ -552,7 +533,7 @@ class Pusher(BackgroundService):
         finally:
             elapsed = time.perf_counter() - started
             self.outbox.done(push, ok, self.clock.now(), error)
-            self._in_flight[peer_id] = max(0, self._in_flight.get(peer_id, 1) - 1)
+            self._in_flight.ended(peer_id)
             self.metrics.pushes.labels(push.kind, "ok" if ok else "failed").inc()
             self.metrics.seconds.labels(push.kind).observe(elapsed)
             # a Location PUT, Session PUT or CDR POST is news; the PATCHes that follow every
@@ -572,6 +553,8 @@ class Pusher(BackgroundService):
     # ------------------------------------------------------------------ payloads
 
     async def _prepare(self, peer: Peer, push: Push) -> Prepared | None:
+        """Read what a push carries (delivery's ``*_send`` decide its payload and what is
+        acknowledged by it, or that it is not sent); None: nothing to deliver."""
         s = self.bridge.settings
         if push.kind == "evse_patch":
             return self._evse_patch(peer, push)
@@ -580,25 +563,18 @@ class Pusher(BackgroundService):
             # the station's latest frame time is in what these carry (rule R8): made durable
             # first, so that after a crash nothing older than what the peer has is pushed
             await self.bridge.csms.persist_seen(sid)
-            acked = self.acks.get((peer.id, "location", sid))
         if push.kind == "location_touch":
             touch = await self.bridge.location_touch_of_station(sid)
             if touch is None:
                 return None
             location_id, last_updated = touch
-            if acked is not None and last_updated < acked.state:
+            send = delivery.location_touch_send(self.acks, peer.id, sid, last_updated)
+            if send is None:
                 return None  # the peer has a newer time already
             base = peer.endpoint("locations", "RECEIVER")
             assert base is not None
             url = join_url(base, s.country_code, s.party_id, location_id)
-            prepared = Prepared(
-                "PATCH",
-                url,
-                {"last_updated": last_updated},
-                "locations",
-                [("location", sid, Ack(last_updated))],
-                "Location PATCH",
-            )
+            prepared = Prepared("PATCH", url, "locations", send)
             self._take(prepared, ("R8", peer.id, sid))
             return prepared
         if push.kind == "location_put":
@@ -606,25 +582,19 @@ class Pusher(BackgroundService):
             if found is None:
                 return None
             location, connectors = found
-            if acked is not None and location["last_updated"] < acked.state:
-                # (cannot happen while last-seen times are made durable before they leave;
-                # kept as the last guard: a peer refuses an object older than its copy)
+            send = delivery.location_put_send(self.acks, peer.id, sid, location, connectors)
+            if send.raised_to is not None:
                 log.warning(
                     "Location older than the peer's copy: sent with the peer's time",
                     station_id=sid,
                     ours=location["last_updated"],
-                    peers=acked.state,
+                    peers=send.raised_to,
                 )
-                location = {**location, "last_updated": acked.state}
             base = peer.endpoint("locations", "RECEIVER")
             assert base is not None
             url = join_url(base, s.country_code, s.party_id, location["id"])
-            acks = [("location", sid, Ack(location["last_updated"]))] + [
-                ("evse", f"{sid}/{cid}", Ack(_evse_state(evse)))
-                for cid, evse in zip(connectors, location["evses"], strict=True)
-            ]
             pid = peer.id
-            prepared = Prepared("PUT", url, location, "locations", acks, "Location PUT")
+            prepared = Prepared("PUT", url, "locations", send)
             self._take(
                 prepared,
                 ("R8", pid, sid),
@@ -638,47 +608,25 @@ class Pusher(BackgroundService):
                     prepared.covers.append(("R1", ("R1", pid, sid), since))
             return prepared
         tx_id = int(push.key.object_id)
+        mobie = self.bridge.is_mobie(peer)
         if push.kind == "cdr_post":
             cdr = await self.bridge.sessions.make_cdr(tx_id, self.clock.now())
             base = peer.endpoint("cdrs", "RECEIVER")
-            if cdr is None or base is None or self._cdr_acked(peer.id, cdr["id"]):
-                return None  # (a CDR is POSTed once: again only when a POST failed)
-            return Prepared(
-                "POST",
-                base,
-                for_peer(cdr, peer.version, self.bridge.is_mobie(peer)),
-                "cdrs",
-                [("cdr", cdr["id"], Ack("posted"))],
-                "CDR POST",
-            )
+            if cdr is None or base is None:
+                return None
+            body = for_peer(cdr, peer.version, mobie)
+            send = delivery.cdr_post_send(self.acks, peer.id, cdr["id"], body)
+            return Prepared("POST", base, "cdrs", send) if send is not None else None
         session = await self.bridge.sessions.session(tx_id)
         base = peer.endpoint("sessions", "RECEIVER")
         if session is None or base is None:
             return None
         url = join_url(base, s.country_code, s.party_id, session["id"])
-        periods = session["charging_periods"]
-        state = f"{session['status']}|{session['last_updated']}"
         if push.kind == "session_put":
-            ack = Ack(state, periods_sent=len(periods))
-            body = for_peer(session, peer.version, self.bridge.is_mobie(peer))
-            return Prepared(
-                "PUT",
-                url,
-                body,
-                "sessions",
-                [("session", session["id"], ack)],
-                f"Session PUT {session['status']}",
-            )
-        sent = self.acks.get((peer.id, "session", session["id"]))
-        already = sent.periods_sent if sent else 0
-        new = periods[already:]
-        body = {"kwh": session["kwh"], "last_updated": session["last_updated"]}
-        if new:
-            body["charging_periods"] = new
-        ack = Ack(state, periods_sent=already + len(new))
-        return Prepared(
-            "PATCH", url, body, "sessions", [("session", session["id"], ack)], "Session PATCH"
-        )
+            body = for_peer(session, peer.version, mobie)
+            return Prepared("PUT", url, "sessions", delivery.session_put_send(session, body))
+        send = delivery.session_patch_send(self.acks, peer.id, session)
+        return Prepared("PATCH", url, "sessions", send)
 
     def _evse_patch(self, peer: Peer, push: Push) -> Prepared | None:
         """One EVSE status change, as it was when it happened (rule R6)."""
@@ -687,23 +635,15 @@ class Pusher(BackgroundService):
         place = self._places.get(sid)
         if place is None or cid not in place[1]:
             return None  # no longer defined, or no longer an EVSE of the station
-        delivered = self._evse_ack(peer.id, sid, cid)
-        if delivered is not None and state.since.replace(microsecond=0) < delivered[1]:
+        send = delivery.evse_patch_send(self.acks, push)
+        if send is None:
             return None  # the peer has a newer status already: this one would be stale
         location_id, uids = place
         base = peer.endpoint("locations", "RECEIVER")
         assert base is not None
         s = self.bridge.settings
         url = join_url(base, s.country_code, s.party_id, location_id, uids[cid])
-        body = {"status": state.status, "last_updated": ocpi_time(state.since)}
-        prepared = Prepared(
-            "PATCH",
-            url,
-            body,
-            "locations",
-            [("evse", f"{sid}/{cid}", Ack(f"{state.status}|{body['last_updated']}"))],
-            f"EVSE PATCH {state.status}",
-        )
+        prepared = Prepared("PATCH", url, "locations", send)
         key = ("R6", peer.id, sid, cid)
         self._take(prepared, key)
         if state.status == "UNKNOWN":
@@ -737,18 +677,11 @@ class Pusher(BackgroundService):
         return out
 
 
-def _evse_state(evse: dict[str, Any]) -> str:
-    return f"{evse['status']}|{evse['last_updated']}"
-
-
 def _session_state(row: TransactionView) -> str:
     """What a Session's acknowledged state must equal, from its transaction."""
-    if row.stop_received_at is None:
-        status = "ACTIVE"
-    else:
-        status = "COMPLETED" if row.id_tag_status == "Accepted" else "INVALID"
-    updated = row.updated_at
-    return f"{status}|{ocpi_time(updated) if updated else ''}"
+    return session_state(
+        row.stop_received_at is not None, row.id_tag_status == "Accepted", row.updated_at
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

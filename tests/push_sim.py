@@ -1,26 +1,29 @@
-"""A discrete-event simulation of the push shell around the pure core (PushRules + Outbox).
+"""A discrete-event simulation of the push shell around the pure core (PushRules, Outbox and
+the delivery policy).
 
 No asyncio, no sockets, no sleeping: a virtual clock (a datetime) jumps from one scheduled
 thing to the next. The things are: a station's frame arriving (a scripted day), a hub's
 answer to a push (after a simulated round-trip), the core's own wake-ups (`next_wakeup` of
 the rules and of the outbox), and a stop and start of the core process.
 
-It drives the core the way `ocpi_bridge.pusher.Pusher` does:
+Like `ocpi_bridge.pusher.Pusher`, it only supplies facts and does what the core decides; the
+policy is the real one, called here as the pusher calls it:
 - each event goes to ``rules.handle(event, now)`` at its arrival, and its effects become
-  outbox marks as in ``Pusher._apply`` (an EvseChange: that change queued for the EVSE; a
-  final SessionPush: the Session, then its CDR once made), for every peer;
-- a dispatch (``Pusher._dispatch``) runs after every event and answer and at every wake-up:
-  ``rules.tick(now)``, then ``outbox.take`` for each family ``outbox.ready(now)`` names, within
-  a per-peer limit of pushes in flight;
-- an EVSE PATCH carries the change it was queued with; the other pushes carry the value
-  computed from the current state when they are sent (as ``Pusher._prepare``: the EVSE status
-  from ``ocpi_bridge.locations.evse_status``, the Location's ``last_updated`` as
-  ``LocationBuilder.location``); a push older than what the peer acknowledged is not sent
-  (as ``Pusher._prepare``); what a push carried is recorded as acknowledged when the hub
-  answers OK (as ``Pusher._record``);
-- a core restart throws away the rules and the outbox (and the answers of the pushes in
-  flight) and builds new ones from the stored state with ``rules.plan_resync``, as
-  ``Pusher.reconcile`` does (the stored state includes the log of StatusNotifications).
+  outbox marks through ``delivery.fan_out`` and ``delivery.apply`` (which peers get what,
+  the CDR made at a final Session: ``delivery.makes_cdr`` and ``cdr_marks``);
+- a dispatch runs after every event and answer and at every wake-up: ``rules.tick(now)``,
+  then ``delivery.dispatch`` (the pushes that may start, within a per-peer limit of pushes
+  in flight, ``delivery.InFlight``);
+- what a push carries and what it records as acknowledged are ``delivery``'s ``*_send``
+  decisions, from the current state the simulated store holds (the EVSE status from
+  ``ocpi_bridge.locations.evse_status``, the Location's ``last_updated`` as
+  ``LocationBuilder.location``); a push they refuse (older than what the peer acknowledged,
+  a CDR already POSTed) is not sent; what a push carried is recorded as acknowledged
+  (``delivery.Acks``) when the hub answers OK;
+- a core restart throws away the rules, the outbox and the pushes in flight (and their
+  answers) and builds new ones from the stored state with ``delivery.resync_location``,
+  ``reconcile_sessions`` and ``reconcile_cdrs``, as ``Pusher.reconcile`` does (the stored
+  state includes the log of StatusNotifications).
 
 Everything it did is kept for the tests to measure: the frames and events, the effects of
 the rules, and every push (sent, answered, kind, object, carried value).
@@ -47,20 +50,19 @@ from csms.events import (
     TransactionStarted,
     TransactionStopped,
 )
+from ocpi_bridge import delivery
+from ocpi_bridge.delivery import AckRecord, Acks, InFlight, Recipient, SessionFacts, session_state
 from ocpi_bridge.locations import ConnectorState, EvseState, evse_status
 from ocpi_bridge.outbox import FamilyKey, Outbox, Push
 from ocpi_bridge.rules import (
     Commissioned,
     Effect,
-    EvseChange,
-    LocationFull,
-    LocationTouch,
     PushRules,
     Returned,
     SessionPush,
     TriggerStatus,
-    plan_resync,
 )
+from ocpi_bridge.transport import ocpi_time
 
 ACTIONS = {
     "boot": "BootNotification",
@@ -167,11 +169,6 @@ class DayScript:
         return out
 
 
-def _second(value: datetime) -> datetime:
-    """As OCPI writes times (and so as a peer acknowledges them): to the second."""
-    return value.replace(microsecond=0)
-
-
 # ---------------------------------------------------------------------------- the store
 
 
@@ -192,7 +189,12 @@ class TxRow:
     owner: str
     updated_at: datetime
     stopped: bool = False
-    cdr: bool = False  # made at the final SessionPush (Pusher._apply's make_cdr)
+    cdr: bool = False  # made at the final SessionPush (delivery.makes_cdr)
+
+    def facts(self, tx: int) -> SessionFacts:
+        """What reconciling its Session reads (its token was accepted)."""
+        state = session_state(self.stopped, True, self.updated_at)
+        return SessionFacts(tx, self.owner, state, self.stopped)
 
 
 class World:
@@ -232,6 +234,30 @@ class World:
         row = self.txs[tx]
         return ("COMPLETED" if row.stopped else "ACTIVE", row.updated_at)
 
+    def session_object(self, tx: int) -> dict[str, Any]:
+        """The Session as the store would build it (what the policy reads of it)."""
+        status, updated = self.session(tx)
+        return {
+            "id": str(tx),
+            "status": status,
+            "last_updated": ocpi_time(updated),
+            "kwh": 0.0,
+            "charging_periods": [],
+        }
+
+    def location_object(
+        self, sid: str, now: datetime, returned_at: datetime | None
+    ) -> dict[str, Any]:
+        """The Location as LocationBuilder would build it (what the policy reads of it)."""
+        evses = self.evses(sid, now, returned_at)
+        return {
+            "id": sid,
+            "last_updated": ocpi_time(self.location_updated(sid, now, returned_at)),
+            "evses": [
+                {"status": e.status, "last_updated": ocpi_time(e.since)} for e in evses.values()
+            ],
+        }
+
 
 # ---------------------------------------------------------------------------- the record
 
@@ -252,6 +278,7 @@ class Sent:
     session: tuple[str, datetime] | None = None
     done: datetime | None = None
     ok: bool | None = None
+    acks: list[AckRecord] = field(default_factory=list)  # what an OK acknowledges (delivery)
 
 
 @dataclass
@@ -268,10 +295,20 @@ class Logged:
 class PeerSpec:
     rtt: Callable[[random.Random], timedelta]
     outages: list[tuple[datetime, datetime]] = field(default_factory=list)  # pushes fail
-    sees: Callable[[str], bool] = lambda owner: True  # whose sessions it may get
+    # whose sessions it may get: every party's (a hub), or its granted parties' only
+    is_hub: bool = True
+    parties: frozenset[tuple[str, str]] = frozenset()
 
     def down(self, at: datetime) -> bool:
         return any(a <= at < b for a, b in self.outages)
+
+    def recipient(self, peer_id: int) -> Recipient:
+        """The peer as the delivery policy takes it (it receives every module)."""
+        modules = frozenset(("locations", "sessions", "cdrs"))
+        return Recipient(peer_id, modules, self.is_hub, self.parties)
+
+    def sees(self, owner: str) -> bool:
+        return self.recipient(0).may_see(owner)
 
 
 class Core:
@@ -280,6 +317,7 @@ class Core:
     def __init__(self, sim: PushDay) -> None:
         self.rules = PushRules(sim.offline_after, sim.session_interval)
         self.outbox = Outbox(backoff_max=sim.backoff_max, rng=sim.rng.random)
+        self.in_flight = InFlight(sim.concurrency)
 
 
 # ---------------------------------------------------------------------------- the simulation
@@ -315,7 +353,7 @@ class PushDay:
         self.gen = 0
         self.downtimes: list[tuple[datetime, datetime]] = []
         # the store's acknowledged state (ocpi_push_acks), and each hub's state
-        self.acks: dict[tuple[int, str, str], Any] = {}
+        self.acks = Acks()
         self.hubs: dict[int, dict[tuple[str, str], Any]] = {p: {} for p in peers}
         # the record
         self.frames: list[Logged] = []  # frames that arrived (item: Frame)
@@ -335,7 +373,6 @@ class PushDay:
         self.spins: list[tuple[datetime, list[FamilyKey]]] = []
         self._seq = itertools.count()
         self._queue: list[tuple[datetime, int, Callable[[Any], None], Any]] = []
-        self._in_flight: dict[int, int] = dict.fromkeys(peers, 0)
         self._stuck_at: datetime | None = None
         self._index: dict[tuple[int, str], list[Sent]] = {}
         self._index_size = -1
@@ -390,7 +427,6 @@ class PushDay:
     def _start_core(self, _: Any) -> None:
         self.gen += 1
         self.core = Core(self)
-        self._in_flight = dict.fromkeys(self.peers, 0)
         self._reconcile()
 
     def _stop_core(self, _: Any) -> None:
@@ -416,44 +452,37 @@ class PushDay:
         for tx, row in w.txs.items():
             if not row.stopped:
                 rules.load_session(tx, row.station_id, now)
-        for peer, spec in self.peers.items():
-            for tx, row in w.txs.items():
-                if not spec.sees(row.owner):
-                    continue
-                key = FamilyKey(peer, "session", str(tx))
-                if self.acks.get((peer, "session", str(tx))) != w.session(tx):
-                    outbox.session(key, "final" if row.stopped else "start", now)
-                if row.cdr and (peer, "cdr", str(tx)) not in self.acks:
-                    outbox.cdr_only(key, now)
+        sessions = [row.facts(tx) for tx, row in w.txs.items()]
+        for peer in self._recipients():
+            delivery.apply(outbox, delivery.reconcile_sessions(peer, self.acks, sessions), now)
+        cdrs = [(str(tx), row.owner) for tx, row in w.txs.items() if row.cdr]
+        for peer in self._recipients():
+            delivery.apply(outbox, delivery.reconcile_cdrs(peer, self.acks, cdrs), now)
+
+    def _recipients(self) -> list[Recipient]:
+        return [spec.recipient(peer) for peer, spec in self.peers.items()]
 
     def _resync_location(self, peer: int, sid: str) -> None:
-        """As Pusher._resync_location (acknowledged times are OCPI's, to the second)."""
+        """As Pusher._resync_location: what the peer lacks of a Location, by the policy (the
+        store's log of StatusNotifications is read only when it asks for it)."""
         assert self.core is not None
-        rules, outbox, now, st = (
-            self.core.rules,
-            self.core.outbox,
-            self.now,
-            self.world.stations[sid],
-        )
+        rules, now, st = self.core.rules, self.now, self.world.stations[sid]
         returned = rules.returned_at(sid)
-        loc_ack = self.acks.get((peer, "location", sid))
-        delivered: dict[int, tuple[str, datetime] | None] = {}
-        for cid in st.connectors:
-            got = self.acks.get((peer, "evse", f"{sid}/{cid}"))
-            delivered[cid] = (got.status, _second(got.since)) if got is not None else None
         current = {cid: rules.evse_state(sid, cid, now) for cid in st.connectors}
-        plan = plan_resync(
+        after = delivery.log_needed_after(self.acks, peer, sid, current)  # type: ignore[arg-type]
+        mark = delivery.resync_location(
+            self.acks,
+            peer,
+            sid,
             st.connectors,
             st.updated_at,
             self.world.location_updated(sid, now, returned),
-            _second(loc_ack) if loc_ack is not None else None,
-            delivered,
             current,  # type: ignore[arg-type]
-            st.log,
+            st.log if after is not None else [],  # (csms's log since then: all of it here)
             self.offline_after,
             returned,
         )
-        outbox.resync(FamilyKey(peer, "location", sid), plan, now)
+        delivery.apply(self.core.outbox, [mark], now)
 
     # ------------------------------------------------------------------ frames and events
 
@@ -513,34 +542,23 @@ class PushDay:
         logged.evses = self.world.evses(sid, self.now, self.core.rules.returned_at(sid))
 
     def _apply(self, effects: list[Effect]) -> None:
-        """As Pusher._apply, for every peer of ours."""
+        """As Pusher._apply: the policy marks what each peer gets (delivery.fan_out); the
+        effects that are not pushes are done here."""
         assert self.core is not None
         outbox, now = self.core.outbox, self.now
         for effect in effects:
             self.effects.append(Logged(next(self._seq), now, self.gen, effect))
-            if isinstance(effect, LocationFull | EvseChange | LocationTouch):
-                for peer in self.peers:
-                    key = FamilyKey(peer, "location", effect.station_id)
-                    if isinstance(effect, LocationFull):
-                        first = (peer, "location", effect.station_id) not in self.acks
-                        outbox.location_full(key, now, first)
-                    elif isinstance(effect, EvseChange):
-                        outbox.evse(key, effect.connector_id, effect.state, now)
-                    else:
-                        outbox.touch(key, now)
-            elif isinstance(effect, SessionPush):
-                tx = self.world.txs[effect.transaction_id]
-                for peer, spec in self.peers.items():
-                    if spec.sees(tx.owner):
-                        key = FamilyKey(peer, "session", str(effect.transaction_id))
-                        outbox.session(key, effect.what, now)
-                if effect.what == "final":
-                    tx.cdr = True
-                    for peer, spec in self.peers.items():
-                        acked = (peer, "cdr", str(effect.transaction_id)) in self.acks
-                        if spec.sees(tx.owner) and not acked:
-                            key = FamilyKey(peer, "session", str(effect.transaction_id))
-                            outbox.cdr_only(key, now)
+            owner = None
+            if isinstance(effect, SessionPush):
+                owner = self.world.txs[effect.transaction_id].owner
+            peers = self._recipients()
+            delivery.apply(outbox, delivery.fan_out(effect, peers, self.acks, owner), now)
+            if delivery.makes_cdr(effect):
+                assert isinstance(effect, SessionPush)
+                tx = effect.transaction_id
+                self.world.txs[tx].cdr = True  # the store makes it
+                cdrs = delivery.cdr_marks(effect, peers, self.acks, owner, str(tx))
+                delivery.apply(outbox, cdrs, now)
             elif isinstance(effect, TriggerStatus):
                 self.triggers.append(Logged(next(self._seq), now, self.gen, effect))
                 sid = effect.station_id
@@ -561,50 +579,59 @@ class PushDay:
     # ------------------------------------------------------------------ pushes
 
     def _dispatch(self) -> bool:
-        """As Pusher._dispatch; True when it did something."""
+        """As Pusher._dispatch (delivery.dispatch); True when it did something."""
         if self.core is None:
             return False
         effects = self.core.rules.tick(self.now)
         self._apply(effects)
-        progress = bool(effects)
-        for key in self.core.outbox.ready(self.now):
-            if self._in_flight[key.peer_id] >= self.concurrency:
-                self.held_by_limit += 1
-                continue
-            for push in self.core.outbox.take(key):
-                self._send(push)
-                progress = True
-        return progress
+        started = delivery.dispatch(self.core.outbox, self.core.in_flight, self.now)
+        self.held_by_limit += started.held
+        for push in started.pushes:
+            self._send(push)
+        return bool(effects) or bool(started.pushes)
 
     def _send(self, push: Push) -> None:
+        """As Pusher._prepare and _send: the policy says what the push carries (and what an
+        OK acknowledges), or that it is not sent; the record keeps the store's values."""
         assert self.core is not None
-        now, w, key = self.now, self.world, push.key
-        rec = Sent(next(self._seq), self.gen, key.peer_id, push.kind, key.object_id, None, now)
+        now, w, key, acks = self.now, self.world, push.key, self.acks
+        sid, peer = key.object_id, key.peer_id
+        rec = Sent(next(self._seq), self.gen, peer, push.kind, sid, None, now)
+        send: delivery.Send | None
         if key.kind == "location":
-            returned = self.core.rules.returned_at(key.object_id)
-            if push.kind in ("location_put", "location_touch"):
-                rec.location = w.location_updated(key.object_id, now, returned)
+            returned = self.core.rules.returned_at(sid)
             if push.kind == "location_put":
-                rec.evses = w.evses(key.object_id, now, returned)
-            elif push.kind == "evse_patch":
+                location = w.location_object(sid, now, returned)
+                connectors = w.stations[sid].connectors
+                send = delivery.location_put_send(acks, peer, sid, location, connectors)
+                rec.location = w.location_updated(sid, now, returned)
+                rec.evses = w.evses(sid, now, returned)
+            elif push.kind == "location_touch":
+                updated = w.location_updated(sid, now, returned)
+                send = delivery.location_touch_send(acks, peer, sid, ocpi_time(updated))
+                rec.location = updated
+            else:
                 assert push.connector_id is not None and push.state is not None
-                got = self.acks.get((key.peer_id, "evse", f"{key.object_id}/{push.connector_id}"))
-                if got is not None and _second(push.state.since) < _second(got.since):
-                    self.skipped.append(push)  # older than the peer's: not sent
-                    self.core.outbox.done(push, True, now)
-                    return
+                send = delivery.evse_patch_send(acks, push)
                 rec.connector_id = push.connector_id
                 rec.evses = {push.connector_id: push.state}
         elif push.kind == "cdr_post":
-            if (key.peer_id, "cdr", key.object_id) in self.acks:
-                self.skipped.append(push)  # POSTed once: again only when a POST failed
-                self.core.outbox.done(push, True, now)
-                return
+            send = delivery.cdr_post_send(acks, peer, sid, {"id": sid})
         else:
-            rec.session = w.session(int(key.object_id))
+            session = w.session_object(int(sid))
+            if push.kind == "session_put":
+                send = delivery.session_put_send(session, session)
+            else:
+                send = delivery.session_patch_send(acks, peer, session)
+            rec.session = w.session(int(sid))
+        if send is None:  # older than the peer's, or a CDR POSTed once: not sent
+            self.skipped.append(push)
+            self.core.outbox.done(push, True, now)
+            self.core.in_flight.ended(peer)
+            return
+        rec.acks = send.acks
         self.sent.append(rec)
-        spec = self.peers[key.peer_id]
-        self._in_flight[key.peer_id] += 1
+        spec = self.peers[peer]
         ok = not spec.down(now)
         self._at(now + spec.rtt(self.rng), self._answer, (rec, push, ok))
 
@@ -618,7 +645,7 @@ class PushDay:
         if ok:
             self._record(rec)
         self.core.outbox.done(push, ok, self.now, None if ok else "hub failed")
-        self._in_flight[rec.peer] -= 1
+        self.core.in_flight.ended(rec.peer)
         if push.key not in self.core.outbox.families:
             self.clean[(rec.peer, rec.obj)].append(self.now)
 
@@ -636,14 +663,7 @@ class PushDay:
 
     def _record(self, rec: Sent) -> None:
         """As Pusher._record: what the peer acknowledged, by object."""
-        if rec.location is not None:
-            self.acks[(rec.peer, "location", rec.obj)] = rec.location
-        for cid, state in rec.evses.items():
-            self.acks[(rec.peer, "evse", f"{rec.obj}/{cid}")] = state
-        if rec.session is not None:
-            self.acks[(rec.peer, "session", rec.obj)] = rec.session
-        if rec.kind == "cdr_post":
-            self.acks[(rec.peer, "cdr", rec.obj)] = "posted"
+        self.acks.record(rec.peer, rec.acks)
 
     # ------------------------------------------------------------------ for the tests
 

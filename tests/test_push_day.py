@@ -1,7 +1,8 @@
-"""A whole day of several stations through the pure push core (PushRules + Outbox), driven
-by a discrete-event simulation of the shell (tests/push_sim.py) on a virtual clock; each
-MOBI.E rule is checked by measuring the push timeline it produced. Then small focused tests
-of the Outbox and of PushRules.
+"""A whole day of several stations through the pure push core (PushRules, Outbox and the
+delivery policy), driven by a discrete-event simulation of the shell (tests/push_sim.py) on
+a virtual clock; each MOBI.E rule is checked by measuring the push timeline it produced.
+Then small focused tests of the Outbox and of PushRules (the delivery policy's own are in
+tests/test_delivery.py).
 
 Tests named ``test_bug_*`` (and the day tests whose docstring says BUG) show a bug in the
 code under test: they fail until it is fixed.
@@ -122,7 +123,11 @@ def run_day(seed: int = 7, concurrency: int = 8) -> PushDay:
         HUB: PeerSpec(
             rtt=lambda rng: timedelta(milliseconds=rng.uniform(10, 200)), outages=[OUTAGE]
         ),
-        EMSP: PeerSpec(rtt=lambda rng: timedelta(milliseconds=50), sees=lambda o: o == "PT/EDP"),
+        EMSP: PeerSpec(
+            rtt=lambda rng: timedelta(milliseconds=50),
+            is_hub=False,
+            parties=frozenset({("PT", "EDP")}),
+        ),
     }
     sim = PushDay(
         day_script(),
