@@ -170,17 +170,17 @@ class Api:
 
     async def list_stations(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        rows, total = await self.s.store.list_stations(limit, offset)
-        statuses = await self.s.store.connector_statuses([r["id"] for r in rows])
+        rows, total = await self.s.store.stations.page(limit, offset)
+        statuses = await self.s.store.status.of_stations([r["id"] for r in rows])
         items = [await self._station_view(r, statuses[r["id"]], False) for r in rows]
         return _page(items, total, limit, offset)
 
     async def get_station(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
-        row = await self.s.store.get_station(station_id)
+        row = await self.s.store.stations.get(station_id)
         if row is None:
             raise ApiError(404, "not_found", f"no station {station_id!r}")
-        statuses = await self.s.store.connector_statuses([station_id])
+        statuses = await self.s.store.status.of_stations([station_id])
         return json_response(await self._station_view(row, statuses[station_id], True))
 
     async def put_station(self, request: web.Request) -> web.Response:
@@ -190,15 +190,15 @@ class Api:
             created = await define_station(self.s, station_id, await _json_body(request))
         except Refused as e:
             raise _refusal(e) from None
-        row = await self.s.store.get_station(station_id)
+        row = await self.s.store.stations.get(station_id)
         assert row is not None
-        statuses = await self.s.store.connector_statuses([station_id])
+        statuses = await self.s.store.status.of_stations([station_id])
         view = await self._station_view(row, statuses[station_id], True)
         return json_response(view, status=201 if created else 200)
 
     async def unknown_stations(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        rows, total = await self.s.store.list_unknown_stations(limit, offset)
+        rows, total = await self.s.store.unknown_stations.page(limit, offset)
         items = [
             {
                 "charge_point_id": r["charge_point_id"],
@@ -209,18 +209,15 @@ class Api:
             }
             for r in rows
         ]
-        store = self.s.store
+        unknown = self.s.store.unknown_stations
         # ids forgotten to keep the list bounded (ocpp.max_unknown_stations), since start
-        forgotten = {
-            "ids": getattr(store, "unknown_stations_dropped", 0),
-            "attempts": getattr(store, "unknown_attempts_dropped", 0),
-        }
+        forgotten = {"ids": unknown.dropped_ids, "attempts": unknown.dropped_attempts}
         return _page(items, total, limit, offset, forgotten=forgotten)
 
     async def send_command(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
         action = request.match_info["action"]
-        if await self.s.store.station_auth(station_id) is None:
+        if await self.s.store.stations.auth(station_id) is None:
             raise ApiError(404, "not_found", f"no station {station_id!r}")
         payload = await _json_body(request) if request.can_read_body else {}
         if not isinstance(payload, dict):
@@ -254,14 +251,14 @@ class Api:
 
     async def list_commands(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        rows, total = await self.s.store.list_commands(request.query.get("station"), limit, offset)
+        rows, total = await self.s.store.commands.page(request.query.get("station"), limit, offset)
         for r in rows:
             r["sent_at"] = _iso(r["sent_at"])
             r["finished_at"] = _iso(r["finished_at"])
         return _page(rows, total, limit, offset)
 
     async def list_anomalies(self, request: web.Request) -> web.Response:
-        rows = await self.s.store.anomalies(request.query.get("station"))
+        rows = await self.s.store.anomalies.find(request.query.get("station"))
         for r in rows:
             r["received_at"] = _iso(r["received_at"])
         return _page(rows, len(rows), len(rows), 0)
@@ -285,24 +282,24 @@ class Api:
             created = await put_id_tag(self.s.store, id_tag, await _json_body(request))
         except Refused as e:
             raise _refusal(e) from None
-        row = await self.s.store.get_id_tag(id_tag)
+        row = await self.s.store.id_tags.get(id_tag)
         assert row is not None
         return json_response(self._tag_view(row), status=201 if created else 200)
 
     async def get_id_tag(self, request: web.Request) -> web.Response:
-        row = await self.s.store.get_id_tag(request.match_info["id_tag"])
+        row = await self.s.store.id_tags.get(request.match_info["id_tag"])
         if row is None:
             raise ApiError(404, "not_found", "no such id tag")
         return json_response(self._tag_view(row))
 
     async def delete_id_tag(self, request: web.Request) -> web.Response:
-        if not await self.s.store.delete_id_tag(request.match_info["id_tag"]):
+        if not await self.s.store.id_tags.delete(request.match_info["id_tag"]):
             raise ApiError(404, "not_found", "no such id tag")
         return web.Response(status=204)
 
     async def list_id_tags(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        rows, total = await self.s.store.list_id_tags(limit, offset)
+        rows, total = await self.s.store.id_tags.page(limit, offset)
         return _page([self._tag_view(r) for r in rows], total, limit, offset)
 
     # ------------------------------------------------------------------ transactions
@@ -348,7 +345,7 @@ class Api:
                 since = parse_api_time(q["since"])
             except ValueError as e:
                 raise ApiError(400, "invalid_query", f"since: {e}") from None
-        rows, total = await self.s.store.list_transactions(
+        rows, total = await self.s.store.transactions.page(
             q.get("station"), active, since, limit, offset
         )
         return _page([self._tx_view(r) for r in rows], total, limit, offset)
@@ -375,11 +372,11 @@ class Api:
         ``?offset=``): ``meter_values_total`` says how many there are in all."""
         tx_id = _transaction_id(request)
         limit, offset = _paging(request, DEFAULT_METER_VALUES)
-        row = await self.s.store.get_transaction(tx_id, count_meter_values=True)
+        row = await self.s.store.transactions.get(tx_id, count_meter_values=True)
         if row is None:
             raise ApiError(404, "not_found", f"no transaction {tx_id}")
         view = self._tx_view(row)
-        rows = await self.s.store.meter_values_of(tx_id, limit, offset)
+        rows = await self.s.store.transactions.meter_values_of(tx_id, limit, offset)
         view["meter_values"] = [self._meter_view(m) for m in rows]
         view["meter_values_total"] = row["meter_values_count"]
         view["meter_values_limit"] = limit
@@ -390,8 +387,8 @@ class Api:
         """A transaction's meter values, a page at a time, in time order."""
         tx_id = _transaction_id(request)
         limit, offset = _paging(request)
-        row = await self.s.store.get_transaction(tx_id, count_meter_values=True)
+        row = await self.s.store.transactions.get(tx_id, count_meter_values=True)
         if row is None:
             raise ApiError(404, "not_found", f"no transaction {tx_id}")
-        rows = await self.s.store.meter_values_of(tx_id, limit, offset)
+        rows = await self.s.store.transactions.meter_values_of(tx_id, limit, offset)
         return _page([self._meter_view(m) for m in rows], row["meter_values_count"], limit, offset)

@@ -119,10 +119,6 @@ class CentralSystem:
         self.metrics = Metrics()
         self.bus = EventBus()
         self.store = Store.for_settings(settings, self.clock)
-        # the store keeps at most this many unknown charge point ids (see its docstring)
-        self.store.max_unknown_stations = settings.ocpp.max_unknown_stations
-        # read by Store.add_meter_values/stop_transaction once they cap (see the issue note)
-        self.store.max_meter_values_per_transaction = settings.ocpp.max_meter_values_per_transaction
         self.authorizer = Authorizer(self.store, self.clock, settings.id_tags.accept_unknown)
         self.services = Services(
             settings, self.store, self.bus, self.clock, self.metrics, self.authorizer
@@ -256,14 +252,14 @@ class CentralSystem:
         while True:
             await asyncio.sleep(SEEN_FLUSH_SECONDS)
             try:
-                await self.store.flush_seen()
+                await self.store.stations.flush_seen()
             except Exception:
                 log.exception("could not store last-seen times")
             now = self.clock.now()
             if pruned_at is None or now - pruned_at >= STATUS_PRUNE_EVERY:
                 pruned_at = now
                 try:
-                    n = await self.store.prune_status_log(now - STATUS_HISTORY)
+                    n = await self.store.status.prune_log(now - STATUS_HISTORY)
                     if n:
                         log.info("status history pruned", rows=n, kept_days=STATUS_HISTORY.days)
                 except Exception:

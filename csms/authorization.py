@@ -49,7 +49,7 @@ class Authorizer:
         self.sources.append(source)
 
     async def authorize(self, id_tag: str, station_id: str) -> IdTagInfo:
-        row = await self.store.get_id_tag(id_tag)
+        row = await self.store.id_tags.get(id_tag)
         if row is not None:
             expiry = from_db(row["expiry_date"])
             status = row["status"]

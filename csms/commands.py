@@ -121,12 +121,12 @@ class CommandPort:
         timeout = timeout if timeout is not None else s.settings.ocpp.call_timeout
         conn = self.registry.get(station_id)
         # what is kept of the request and its answer has secret values masked (csms.redact)
-        command_id = await s.store.command_started(
+        command_id = await s.store.commands.started(
             station_id, action, redact_payload(action, payload), origin
         )
         bound = log.bind(station_id=station_id, action=action, command_id=command_id, origin=origin)
         if conn is None:
-            await s.store.command_finished(command_id, "offline", None)
+            await s.store.commands.finished(command_id, "offline", None)
             s.metrics.calls_sent.labels(action, "offline").inc()
             bound.info("command not sent: station offline")
             raise StationOffline(f"station {station_id} is not connected")
@@ -145,11 +145,11 @@ class CommandPort:
             # a GetConfiguration answer that holds a secret (the station should not send
             # AuthorizationKey's value at all) is masked for every reader, caller included
             answer = redact_payload(action, answer)
-            await s.store.command_finished(command_id, "ok", answer)
+            await s.store.commands.finished(command_id, "ok", answer)
             s.metrics.calls_sent.labels(action, "ok").inc()
             bound.debug("command answered")
             return answer
-        await s.store.command_finished(command_id, outcome, result)
+        await s.store.commands.finished(command_id, outcome, result)
         s.metrics.calls_sent.labels(action, outcome).inc()
         bound.warning("command failed", outcome=outcome, error=str(error))
         raise error

@@ -126,7 +126,7 @@ class StationConnection:
 
     async def _receive(self, message: str | bytes) -> None:
         received_at = self.services.clock.now()
-        self.services.store.touch_seen(self.station_id, received_at)
+        self.services.store.stations.touch_seen(self.station_id, received_at)
         try:
             frame = ocppj.parse_frame(message)
         except ocppj.FrameError as e:

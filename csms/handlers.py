@@ -140,7 +140,7 @@ class OcppHandlers:
         self, conn: StationConnection, payload: dict[str, Any], received_at: datetime
     ) -> dict[str, Any]:
         s = self.services
-        status, first = await s.store.record_boot(conn.station_id, payload, received_at)
+        status, first = await s.store.stations.record_boot(conn.station_id, payload, received_at)
         s.bus.publish(
             StationBooted(
                 conn.station_id,
@@ -180,7 +180,7 @@ class OcppHandlers:
     ) -> dict[str, Any]:
         s = self.services
         ts = _parse_time(payload.get("timestamp"), received_at, "StatusNotification.timestamp")
-        await s.store.record_status(conn.station_id, payload, ts, received_at)
+        await s.store.status.record(conn.station_id, payload, ts, received_at)
         s.bus.publish(
             StatusChanged(
                 conn.station_id,
@@ -203,7 +203,7 @@ class OcppHandlers:
     async def diagnostics_status(
         self, conn: StationConnection, payload: dict[str, Any], received_at: datetime
     ) -> dict[str, Any]:
-        await self.services.store.set_station_field(
+        await self.services.store.stations.set_field(
             conn.station_id, "diagnostics_status", payload["status"]
         )
         log.info("diagnostics status", status=payload["status"])
@@ -212,7 +212,7 @@ class OcppHandlers:
     async def firmware_status(
         self, conn: StationConnection, payload: dict[str, Any], received_at: datetime
     ) -> dict[str, Any]:
-        await self.services.store.set_station_field(
+        await self.services.store.stations.set_field(
             conn.station_id, "firmware_status", payload["status"]
         )
         log.info("firmware status", status=payload["status"])
@@ -226,7 +226,7 @@ class OcppHandlers:
             answer: dict[str, Any] = {"status": "UnknownVendorId"}
         else:
             answer = await handler(conn.station_id, payload)
-        await self.services.store.record_data_transfer(
+        await self.services.store.data_transfers.record(
             conn.station_id, payload, answer["status"], received_at
         )
         log.info(
@@ -261,7 +261,7 @@ class OcppHandlers:
         repaired = _repaired(conn, "StartTransaction")
         if repaired is not None:
             flags.extend(repaired["flags"])
-        result = await s.store.start_transaction(
+        result = await s.store.transactions.start(
             conn.station_id,
             payload["connectorId"],
             id_tag,
@@ -306,7 +306,7 @@ class OcppHandlers:
         samples = _meter_values(
             payload.get("transactionData") or [], received_at, "StopTransaction.transactionData"
         )
-        result = await s.store.stop_transaction(
+        result = await s.store.transactions.stop(
             conn.station_id,
             payload["transactionId"],
             payload["meterStop"],
@@ -356,7 +356,7 @@ class OcppHandlers:
         connector_id = payload["connectorId"]
         reported = payload.get("transactionId")
         samples = _meter_values(payload["meterValue"], received_at, "MeterValues.timestamp")
-        result = await s.store.add_meter_values(
+        result = await s.store.transactions.add_meter_values(
             conn.station_id,
             connector_id,
             reported,

@@ -4,7 +4,8 @@ An extension imports this module and no other of csms. It gets, from :class:`Csm
 
 - frozen read models of csms's data (:class:`StationSnapshot`, :class:`TransactionView`,
   :class:`MeterReading`, :class:`StatusLogEntry`), from one query method per need; csms's
-  tables stay csms's, so their shape can change without an extension noticing;
+  tables stay csms's, so their shape can change without an extension noticing (the SQL is
+  in csms's repositories, :mod:`csms.repositories`; this module only builds the models);
 - the event bus (``bus``: subscribe/unsubscribe) and the event classes, re-exported;
 - the command port (``send_command``), the clock, the settings, the HTTP app, the web
   interface's provider registry and the token sources of the authorizer;
@@ -18,7 +19,6 @@ API's error type, the web interface's pieces) are re-exported at the end, each o
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +50,7 @@ from .events import (
 )
 from .http import dumps
 from .meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
+from .repositories.rows import json_or
 from .store import Store
 from .timeparse import from_db, parse_api_time, to_db, to_iso, to_ocpp
 from .traffic import Measured, TrafficMonitor, judge
@@ -118,10 +119,6 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     "SessionFilter",  # the web interface's filter of a session list
     "like_pattern",  # a search text as a LIKE pattern (escaped, with \\)
 ]
-
-
-def _json(text: str | None, default: Any = None) -> Any:
-    return json.loads(text) if text else default
 
 
 def _time(text: str | None) -> datetime | None:
@@ -237,14 +234,8 @@ def _transaction(r: dict[str, Any]) -> TransactionView:
         stop_id_tag=r["stop_id_tag"],
         stop_received_at=_time(r["stop_received_at"]),
         updated_at=_must_time(r["updated_at"] or r["stop_received_at"] or r["start_received_at"]),
-        flags=tuple(_json(r["flags"], [])),
+        flags=tuple(r["flags"]),
     )
-
-
-STATION_COLUMNS = (
-    "id, location_id, defined, defined_at, last_seen_at, first_boot_at, definition, vendor, "
-    "model, serial_number, firmware_version, boot_info, config_snapshot"
-)
 
 
 # ---------------------------------------------------------------------------- own tables
@@ -391,16 +382,16 @@ class CsmsPort:
 
     def last_seen(self, station_id: str) -> datetime | None:
         """The latest frame's arrival as kept in memory (None: none since start)."""
-        return self._store.last_seen(station_id)
+        return self._store.stations.last_seen(station_id)
 
     async def persist_seen(self, station_id: str) -> None:
         """Return once the station's latest frame time is committed (before it leaves)."""
-        await self._store.persist_seen(station_id)
+        await self._store.stations.persist_seen(station_id)
 
     def _station(
         self, r: dict[str, Any], connectors: Iterable[ConnectorStatus] = ()
     ) -> StationSnapshot:
-        seen = self._store.last_seen(r["id"])
+        seen = self._store.stations.last_seen(r["id"])
         return StationSnapshot(
             id=r["id"],
             location_id=r["location_id"],
@@ -408,42 +399,37 @@ class CsmsPort:
             defined_at=_time(r["defined_at"]),
             last_seen_at=seen if seen is not None else _time(r["last_seen_at"]),
             first_boot_at=_time(r["first_boot_at"]),
-            definition=_json(r["definition"]),
+            definition=json_or(r["definition"]),
             vendor=r["vendor"],
             model=r["model"],
             serial_number=r["serial_number"],
             firmware_version=r["firmware_version"],
-            boot_info=_json(r["boot_info"], {}),
-            config_snapshot=_json(r["config_snapshot"]),
+            boot_info=json_or(r["boot_info"], {}),
+            config_snapshot=json_or(r["config_snapshot"]),
             connectors=tuple(connectors),
         )
 
     async def _with_connectors(self, rows: list[dict[str, Any]]) -> list[StationSnapshot]:
-        statuses = await self._store.connector_statuses([r["id"] for r in rows])
+        statuses = await self._store.status.of_stations([r["id"] for r in rows])
         return [self._station(r, map(_connector, statuses[r["id"]])) for r in rows]
 
     async def defined_stations(self) -> list[StationSnapshot]:
         """Every defined station with its connectors, oldest first."""
-        rows = await self._store.read(
-            f"SELECT {STATION_COLUMNS} FROM stations WHERE defined = 1 ORDER BY created_at, id"
-        )
-        return await self._with_connectors(rows)
+        return await self._with_connectors(await self._store.stations.snapshot_rows_defined())
 
     async def station(self, station_id: str) -> StationSnapshot | None:
         """One station, defined or not, with its connectors."""
-        row = await self._store.read_one(
-            f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?", (station_id,)
-        )
+        row = await self._store.stations.snapshot_row(station_id)
         return (await self._with_connectors([row]))[0] if row else None
 
     async def defined_station(self, station_id: str) -> StationSnapshot | None:
         """A defined station and its connectors, in one read (once per Location push)."""
-        found = await self._store.station_and_connectors(station_id)
+        found = await self._store.stations.with_connectors(station_id)
         if found is None:
             return None
         # (the store's light read: identity and definition, none of the boot info)
         row, connectors = found
-        seen = self._store.last_seen(station_id)
+        seen = self._store.stations.last_seen(station_id)
         return StationSnapshot(
             id=row["id"],
             location_id=row["location_id"],
@@ -465,57 +451,32 @@ class CsmsPort:
         self, station_ids: Iterable[str], *, connectors: bool = False
     ) -> dict[str, StationSnapshot]:
         """These stations (those that exist), by id; with their connectors if asked."""
-        ids = sorted(set(station_ids))
-        if not ids:
-            return {}
-        rows = await self._store.read(
-            f"SELECT {STATION_COLUMNS} FROM stations WHERE id IN "
-            f"({self._store.dialect.json_values('?')})",
-            (json.dumps(ids),),
-        )
+        rows = await self._store.stations.snapshot_rows(station_ids)
         found = await self._with_connectors(rows) if connectors else map(self._station, rows)
         return {s.id: s for s in found}
 
     async def station_by_location(self, location_id: str) -> StationSnapshot | None:
         """The defined station whose Location id this is (case-insensitive)."""
-        row = await self._store.read_one(
-            f"SELECT {STATION_COLUMNS} FROM stations "
-            "WHERE location_id = ? COLLATE NOCASE AND defined = 1",
-            (location_id,),
-        )
+        row = await self._store.stations.snapshot_row_by_location(location_id)
         return (await self._with_connectors([row]))[0] if row else None
 
     async def station_ids(self, search: str, limit: int, offset: int) -> tuple[list[str], int]:
         """A page of station ids in id order, those whose id or Location id contains
         ``search`` (case-insensitive) when given; and how many in all."""
-        where: str = ""
-        params: list[Any] = []
-        if search:
-            d = self._store.dialect
-            where = f"WHERE {d.ilike('id')} OR {d.ilike('location_id')}"
-            params = [like_pattern(search)] * 2
-        rows = await self._store.read(
-            f"SELECT id FROM stations {where} ORDER BY id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        total = await self._store.read_one(f"SELECT COUNT(*) AS n FROM stations {where}", params)
-        return [r["id"] for r in rows], int(total["n"] if total else 0)
+        like = like_pattern(search) if search else None
+        return await self._store.stations.ids(like, limit, offset)
 
     async def stations_first_booted_since(self, since: datetime) -> list[StationSnapshot]:
         """Stations whose first accepted boot is at or after ``since``, in that order."""
-        rows = await self._store.read(
-            f"SELECT {STATION_COLUMNS} FROM stations "
-            "WHERE first_boot_at IS NOT NULL AND first_boot_at >= ? ORDER BY first_boot_at",
-            (to_db(since),),
-        )
+        rows = await self._store.stations.snapshot_rows_first_booted_since(since)
         return [self._station(r) for r in rows]
 
     async def status_log_since(
         self, station_ids: list[str], after: datetime
     ) -> list[StatusLogEntry]:
         """The StatusNotifications received after ``after``, each connector's previous one
-        first (see :meth:`csms.store.Store.status_log_since`)."""
-        rows = await self._store.status_log_since(station_ids, after)
+        first (see :meth:`csms.repositories.status.StatusRepository.log_since`)."""
+        rows = await self._store.status.log_since(station_ids, after)
         return [
             StatusLogEntry(
                 r["station_id"], int(r["connector_id"]), r["status"], _must_time(r["received_at"])
@@ -526,22 +487,11 @@ class CsmsPort:
     # ------------------------------------------------------------------ transactions
 
     async def transaction(self, transaction_id: int) -> TransactionView | None:
-        if not -(1 << 63) <= transaction_id < (1 << 63):
-            return None  # no database holds it: no such transaction
-        row = await self._store.read_one(
-            "SELECT * FROM transactions WHERE id = ?", (transaction_id,)
-        )
+        row = await self._store.transactions.get(transaction_id)
         return _transaction(row) if row else None
 
     async def transactions_by_id(self, ids: Iterable[int]) -> dict[int, TransactionView]:
-        wanted = sorted({int(i) for i in ids})
-        if not wanted:
-            return {}
-        rows = await self._store.read(
-            "SELECT * FROM transactions WHERE id IN "
-            f"({self._store.dialect.json_values('?', integer=True)})",
-            (json.dumps(wanted),),
-        )
+        rows = await self._store.transactions.by_ids(ids)
         return {int(r["id"]): _transaction(r) for r in rows}
 
     async def transactions(
@@ -556,62 +506,34 @@ class CsmsPort:
         """A page (by id) of the transactions on defined stations, updated in
         [updated_from, updated_to), whose token owner is one of ``owners`` (None: any);
         and how many in all."""
-        clause = "WHERE 1 = 1"
-        params: list[Any] = []
-        if updated_from is not None:
-            clause += " AND t.updated_at >= ?"
-            params.append(to_db(updated_from))
-        if updated_to is not None:
-            clause += " AND t.updated_at < ?"
-            params.append(to_db(updated_to))
-        if owners is not None:
-            clause += f" AND t.tag_owner IN ({self._store.dialect.json_values('?')})"
-            params.append(json.dumps(sorted(owners)))
-        where = (
-            "FROM transactions t JOIN stations s ON s.id = t.station_id AND s.defined = 1 " + clause
+        rows, total = await self._store.transactions.page_on_defined_stations(
+            owners, updated_from, updated_to, offset, limit
         )
-        total = await self._store.read_one(f"SELECT COUNT(*) AS n {where}", params)
-        rows = await self._store.read(
-            f"SELECT t.* {where} ORDER BY t.id LIMIT ? OFFSET ?", [*params, limit, offset]
-        )
-        return [_transaction(r) for r in rows], int(total["n"]) if total else 0
+        return [_transaction(r) for r in rows], total
 
     async def open_transactions(self) -> list[TransactionView]:
-        rows = await self._store.read(
-            "SELECT * FROM transactions WHERE stop_received_at IS NULL ORDER BY id"
-        )
+        rows = await self._store.transactions.in_progress()
         return [_transaction(r) for r in rows]
 
     async def transactions_updated_since(self, since: datetime) -> list[TransactionView]:
-        rows = await self._store.read(
-            "SELECT * FROM transactions WHERE updated_at >= ? ORDER BY id", (to_db(since),)
-        )
+        rows = await self._store.transactions.updated_since(since)
         return [_transaction(r) for r in rows]
 
     async def stopped_transaction_ids(self, after_id: int, limit: int) -> list[int]:
         """Ids of finished transactions above ``after_id``, in order (a page of them)."""
-        rows = await self._store.read(
-            "SELECT id FROM transactions WHERE stop_received_at IS NOT NULL AND id > ? "
-            "ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
-        return [int(r["id"]) for r in rows]
+        return await self._store.transactions.stopped_ids(after_id, limit)
 
     async def active_transaction_on(
         self, station_id: str, connector_id: int
     ) -> TransactionView | None:
-        row = await self._store.active_transaction_on(station_id, connector_id)
+        row = await self._store.transactions.active_on(station_id, connector_id)
         return _transaction(row) if row else None
 
     async def last_stopped_transaction_on(
         self, station_id: str, connector_id: int
     ) -> TransactionView | None:
         """The connector's most recently ended transaction."""
-        row = await self._store.read_one(
-            "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
-            "AND stop_received_at IS NOT NULL ORDER BY stop_time DESC LIMIT 1",
-            (station_id, connector_id),
-        )
+        row = await self._store.transactions.last_stopped_on(station_id, connector_id)
         return _transaction(row) if row else None
 
     async def first_transaction_started(
@@ -624,11 +546,8 @@ class CsmsPort:
     ) -> TransactionView | None:
         """The first transaction on that connector with that id tag (case-insensitive)
         whose StartTransaction arrived within [received_from, received_to]."""
-        row = await self._store.read_one(
-            "SELECT * FROM transactions WHERE station_id = ? AND connector_id = ? "
-            "AND id_tag = ? COLLATE NOCASE AND start_received_at >= ? "
-            "AND start_received_at <= ? ORDER BY id LIMIT 1",
-            (station_id, connector_id, id_tag, to_db(received_from), to_db(received_to)),
+        row = await self._store.transactions.first_started(
+            station_id, connector_id, id_tag, received_from, received_to
         )
         return _transaction(row) if row else None
 
@@ -636,17 +555,7 @@ class CsmsPort:
         self, transaction_ids: list[int], measurands: Iterable[str]
     ) -> list[MeterReading]:
         """The numeric samples of these measurands of these transactions, in arrival order."""
-        ids = sorted({int(i) for i in transaction_ids})
-        wanted = sorted(set(measurands))
-        if not ids or not wanted:
-            return []
-        d = self._store.dialect
-        rows = await self._store.read(
-            "SELECT transaction_id, timestamp, measurand, phase, value FROM meter_values "
-            f"WHERE transaction_id IN ({d.json_values('?', integer=True)}) "
-            f"AND value IS NOT NULL AND measurand IN ({d.json_values('?')}) ORDER BY id",
-            (json.dumps(ids), json.dumps(wanted)),
-        )
+        rows = await self._store.transactions.meter_series(transaction_ids, measurands)
         return [
             MeterReading(
                 int(r["transaction_id"]),

@@ -97,7 +97,7 @@ async def provision(conn: StationConnection, services: Services, commands: Comma
         log.warning("configuration read-back failed", error=str(e))
         snapshot = None
     compliant, reasons = evaluate(wanted, answers, snapshot, settings.mobie_mode)
-    await services.store.save_configuration_check(
+    await services.store.stations.save_configuration_check(
         conn.station_id, compliant, reasons, snapshot, services.clock.now()
     )
     if compliant:

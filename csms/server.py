@@ -123,14 +123,14 @@ class OcppServer:
             metrics.handshakes_refused.labels("bad_path").inc()
             log.warning("handshake refused: path", path=request.path, remote=remote)
             return connection.respond(HTTPStatus.NOT_FOUND, "Not an OCPP endpoint\n")
-        station = await store.station_auth(cp_id)
+        station = await store.stations.auth(cp_id)
         if station is None:
             if not cfg.accept_unknown_stations:
-                await store.record_unknown_station(cp_id, remote)
+                await store.unknown_stations.record(cp_id, remote)
                 metrics.handshakes_refused.labels("unknown_station").inc()
                 log.warning("handshake refused: unknown station", station_id=cp_id, remote=remote)
                 return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
-            await store.ensure_undefined_station(cp_id)
+            await store.stations.ensure_undefined(cp_id)
             log.info("unknown station accepted (accept_unknown_stations)", station_id=cp_id)
         elif station["password_hash"] or cfg.require_password:
             # guessing limits, rehash of old hashes, require_password: csms.guard

@@ -74,7 +74,7 @@ async def define_station(
     an id that exists. Returns whether the station was created."""
     check_station_id(station_id)
     store = services.store
-    current = await store.station_auth(station_id)
+    current = await store.stations.auth(station_id)
     if new and current is not None:
         message = f"station {station_id} exists already"
         raise Refused(409, "exists", message, [{"field": "station_id", "message": message}])
@@ -98,7 +98,7 @@ async def define_station(
     if station.password is not None:  # slow on purpose: off the event loop
         password_hash = await asyncio.to_thread(hash_password, station.password)
     try:
-        created = await store.put_station(
+        created = await store.stations.put(
             station_id,
             station.location.id,
             station.definition(),
@@ -150,6 +150,6 @@ async def put_id_tag(
         if fields[0]["field"] == "id_tag":
             raise Refused(422, "invalid_id", ID_TAG_RULE, fields)
         raise Refused(422, "invalid_body", "the id tag is invalid", fields)
-    created = await store.put_id_tag(id_tag, tag.status, expiry, tag.parent_id_tag)
+    created = await store.id_tags.put(id_tag, tag.status, expiry, tag.parent_id_tag)
     log.info("id tag saved", id_tag=id_tag, status=tag.status, created=created, user=user)
     return created

@@ -243,9 +243,9 @@ async def row(store: Store, station_id: str = "PT-LSB-0001") -> dict[str, Any]:
 
 async def first_boot(store: Store, station_id: str, at: datetime) -> None:
     """A station as csms records its first accepted BootNotification."""
-    await store.ensure_undefined_station(station_id)
+    await store.stations.ensure_undefined(station_id)
     payload = {"chargePointVendor": "Wallbox", "chargePointModel": "Commander 2"}
-    status, first = await store.record_boot(station_id, payload, at)
+    status, first = await store.stations.record_boot(station_id, payload, at)
     assert (status, first) == ("Accepted", True)
 
 
@@ -764,14 +764,14 @@ async def test_end_to_end_station_boots_against_the_central_system(
 
         await eventually(one_message)
         await asyncio.wait_for(notices.wait_idle(), WAIT)
-        station = await system.store.get_station("PT-LSB-0001")
+        station = await system.store.stations.get("PT-LSB-0001")
         assert station is not None and station["first_boot_at"] is not None
 
         # the station reboots: not a commissioning any more
         await asyncio.wait_for(st.boot(), WAIT)
 
         async def two_boots() -> bool:
-            row = await system.store.get_station("PT-LSB-0001")
+            row = await system.store.stations.get("PT-LSB-0001")
             return row is not None and row["last_boot_at"] != row["first_boot_at"]
 
         await eventually(two_boots)

@@ -355,10 +355,6 @@ async def test_a_transaction_s_meter_values_come_a_page_at_a_time(csms: Running)
 
 
 async def test_meter_values_of_one_transaction_are_capped(tmp_path: Path) -> None:
-    from csms.store import Store
-
-    if "max_meter_values_per_transaction" not in vars(Store):
-        pytest.skip("needs the cap in Store.add_meter_values (patch given to the lead)")
     system, session, csms = await start_system(
         tmp_path, ocpp__max_meter_values_per_transaction="250"
     )

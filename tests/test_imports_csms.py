@@ -195,7 +195,7 @@ def test_csms_imports_no_csms_module_inside_a_function() -> None:
     assert found == [], "csms modules imported inside functions: " + _listed(found)
 
 
-@pytest.mark.parametrize("module", ["csms.web.queries", "csms.store"])
+@pytest.mark.parametrize("module", ["csms.web.queries", "csms.repositories.transactions"])
 def test_the_graph_sees_real_edges(module: str) -> None:
     """A guard against a checker that finds nothing because it reads nothing."""
     graph = build_graph(ROOT, "csms")

@@ -143,7 +143,7 @@ async def test_events_follow_the_commit(csms: Running) -> None:
     assert len(stopped) == 1 and stopped[0].reason == "EVDisconnected"
     assert stopped[0].connector_id == 1 and stopped[0].meter_stop_wh == 100
     # the event is emitted after the commit: the store already shows the stop
-    assert (await csms.system.store.get_transaction(tx))["stop_reason"] == "EVDisconnected"
+    assert (await csms.system.store.transactions.get(tx))["stop_reason"] == "EVDisconnected"
     await client.close()
 
 

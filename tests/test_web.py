@@ -176,9 +176,9 @@ async def test_viewer_cannot_post_to_any_admin_route(site: Any) -> None:
         status, _, _ = await viewer.post(f"/stations/PT-W-1/commands/{action}", {})
         assert status == 403
     # nothing changed
-    assert await system.store.get_id_tag("VIEWER-TAG") is None
-    assert await system.store.station_auth("PT-NEW") is None
-    rows, _ = await system.store.list_commands("PT-W-1", 10, 0)
+    assert await system.store.id_tags.get("VIEWER-TAG") is None
+    assert await system.store.stations.auth("PT-NEW") is None
+    rows, _ = await system.store.commands.page("PT-W-1", 10, 0)
     assert rows == []
 
 
@@ -193,10 +193,10 @@ async def test_csrf_missing_or_wrong_is_refused(site: Any) -> None:
     other = await logged_in(make, ADMIN)  # another session's token is not this one's
     status, _, _ = await admin.post("/id-tags", {**data, "csrf": other.csrf}, csrf=False)
     assert status == 403
-    assert await running.system.store.get_id_tag("CSRF-TAG") is None
+    assert await running.system.store.id_tags.get("CSRF-TAG") is None
     status, _, headers = await admin.post("/id-tags", data)
     assert status == 303 and headers["Location"].startswith("/id-tags")
-    assert (await running.system.store.get_id_tag("CSRF-TAG"))["status"] == "Accepted"
+    assert (await running.system.store.id_tags.get("CSRF-TAG"))["status"] == "Accepted"
     # logout is a form too
     status, _, _ = await admin.post("/logout", {}, csrf=False)
     assert status == 403
@@ -539,7 +539,7 @@ async def test_admin_command_and_station_page(site: Any) -> None:
         measured = running.system.traffic.measured("PT-W-1")
         assert measured.heartbeat_samples == 1
         # the commands list shows what was sent from the web
-        rows, _ = await running.system.store.list_commands("PT-W-1", 20, 0)
+        rows, _ = await running.system.store.commands.page("PT-W-1", 20, 0)
         assert any(r["origin"] == "web" and r["action"] == "UnlockConnector" for r in rows)
     finally:
         await st.disconnect()
@@ -566,7 +566,7 @@ async def test_station_definition_form(site: Any) -> None:
     assert status == 303 and headers["Location"] == "/stations/PT-W-1"
     event = events.get_nowait()
     assert type(event).__name__ == "StationDefined" and event.station_id == "PT-W-1"
-    row = await running.system.store.get_station("PT-W-1")
+    row = await running.system.store.stations.get("PT-W-1")
     assert row["definition"]["location"]["time_zone"] == "Atlantic/Azores"
     # a new station; its id must be new
     body = station_body("PT-W-2", 1)
@@ -595,7 +595,7 @@ async def test_id_tag_form(site: Any) -> None:
         {"id_tag": "TAG-1", "status": "Blocked", "expiry_date": "2026-07-01T12:00"},
     )
     assert status == 303
-    row = await running.system.store.get_id_tag("TAG-1")
+    row = await running.system.store.id_tags.get("TAG-1")
     # typed in Lisbon summer time (UTC+1), stored in UTC
     assert row["status"] == "Blocked" and row["expiry_date"].startswith("2026-07-01T11:00:00")
     status, page = await admin.get("/id-tags?edit=TAG-1")

@@ -268,7 +268,7 @@ class Pages:
             (number - 1) * self.size,
         )
         ids = [r["id"] for r in rows]
-        statuses = await self.system.store.connector_statuses(ids)
+        statuses = await self.system.store.status.of_stations(ids)
         traffic = self.system.traffic
         for r in rows:
             r["connectors"] = [c for c in statuses[r["id"]] if c["connector_id"] > 0]
@@ -314,7 +314,7 @@ class Pages:
         sid = row["id"]
         definition = row["definition"] or {}
         tz = (definition.get("location") or {}).get("time_zone") or self.ui.settings.time_zone
-        connectors = (await self.system.store.connector_statuses([sid]))[sid]
+        connectors = (await self.system.store.status.of_stations([sid]))[sid]
         registry = self.system.registry
         state = (
             "connected"
@@ -333,7 +333,7 @@ class Pages:
         }
 
     async def _station_row(self, request: web.Request) -> dict[str, Any] | None:
-        return await self.system.store.get_station(request.match_info["station_id"])
+        return await self.system.store.stations.get(request.match_info["station_id"])
 
     async def station(self, request: web.Request) -> web.StreamResponse:
         row = await self._station_row(request)
@@ -375,7 +375,7 @@ class Pages:
 
     async def send_command(self, request: web.Request) -> web.StreamResponse:
         sid, action = request.match_info["station_id"], request.match_info["action"]
-        if await self.system.store.station_auth(sid) is None:
+        if await self.system.store.stations.auth(sid) is None:
             return self.ui.error(request, 404, "error.no_station", station=sid)
         if action not in BY_ACTION:
             return self.ui.error(request, 404, "error.unknown_command", action=action)
@@ -451,7 +451,7 @@ class Pages:
 
     async def save_station(self, request: web.Request) -> web.StreamResponse:
         sid = request.match_info["station_id"]
-        if await self.system.store.station_auth(sid) is None:
+        if await self.system.store.stations.auth(sid) is None:
             return self.ui.error(request, 404, "error.no_station", station=sid)
         return await self._save(request, sid, creating=False)
 
@@ -557,7 +557,7 @@ class Pages:
             form = {"id_tag": "", "status": "Accepted", "expiry_date": "", "parent_id_tag": ""}
             editing = q.get("edit")
             if editing:
-                row = await self.system.store.get_id_tag(editing)
+                row = await self.system.store.id_tags.get(editing)
                 if row is not None:
                     form = {
                         "id_tag": row["id_tag"],

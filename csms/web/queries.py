@@ -219,7 +219,7 @@ class WebQueries:
         )
         total = await self.store.read_one(f"SELECT COUNT(*) AS n FROM stations s {where}", params)
         for r in rows:
-            seen = self.store.last_seen(r["id"])
+            seen = self.store.stations.last_seen(r["id"])
             if seen is not None:
                 r["last_seen_at"] = to_db(seen)
         return rows, int(total["n"] if total else 0)
