@@ -7,6 +7,7 @@ is logged and recorded; the caller gets the station's answer or one clear error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -99,11 +100,16 @@ class CommandPort:
         *,
         timeout: float | None = None,
         origin: str = "api",
+        on_answer: Callable[[Any], None] | None = None,
     ) -> Any:
         """Send ``action`` to the station and return its answer payload.
 
         Raises UnknownAction, InvalidCommand, StationOffline, CommandTimeout or
         StationRejected (each a CommandError with the HTTP status the API answers with).
+        ``on_answer`` is called with the answer payload as soon as it arrives, before it is
+        stored and this returns: a station often sends its next request (a StopTransaction
+        after RemoteStopTransaction.conf) at once, and a caller that judges that request
+        knows the answer came first.
         """
         if action not in ocppj.CS_ACTIONS:
             raise UnknownAction(
@@ -145,6 +151,8 @@ class CommandPort:
             # a GetConfiguration answer that holds a secret (the station should not send
             # AuthorizationKey's value at all) is masked for every reader, caller included
             answer = redact_payload(action, answer)
+            if on_answer is not None:
+                on_answer(answer)
             await s.store.commands.finished(command_id, "ok", answer)
             s.metrics.calls_sent.labels(action, "ok").inc()
             bound.debug("command answered")

@@ -367,10 +367,15 @@ class CsmsPort:
         *,
         timeout: float | None = None,
         origin: str,
+        on_answer: Callable[[Any], None] | None = None,
     ) -> Any:
-        """Send an OCPP call to a connected station; its answer payload, or CommandError."""
+        """Send an OCPP call to a connected station; its answer payload, or CommandError.
+        ``on_answer`` hears the answer the moment it arrives, before it is stored (see
+        :meth:`csms.commands.CommandPort.send`)."""
         commands = self._need(self._commands, "command port")
-        return await commands.send(station_id, action, payload, timeout=timeout, origin=origin)
+        return await commands.send(
+            station_id, action, payload, timeout=timeout, origin=origin, on_answer=on_answer
+        )
 
     def is_connected(self, station_id: str) -> bool:
         return self._need(self._registry, "connection registry").is_connected(station_id)

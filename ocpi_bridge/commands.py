@@ -102,6 +102,8 @@ class CommandService(BackgroundService):
         self.grants: dict[tuple[str, str], Grant] = {}
         self._delivering: set[str] = set()
         self._calls: dict[str, asyncio.Event] = {}  # OCPP requests of commands in flight
+        # their answers heard but not yet stored (status; None: an answer without one)
+        self._answers: dict[str, str | None] = {}
 
     # ------------------------------------------------------------------ life cycle
 
@@ -346,6 +348,13 @@ class CommandService(BackgroundService):
     async def _call(self, command_id: str, station_id: str, action: str, payload: dict) -> None:
         conf: str | None
         answered = self._calls[command_id] = asyncio.Event()
+
+        def heard(answer: Any) -> None:
+            # the answer is known before it is stored: a Start/StopTransaction that the
+            # station sends right after it is judged with it (see _evaluate)
+            self._answers[command_id] = _status(answer)
+            answered.set()
+
         try:
             answer = await self.bridge.csms.send_command(
                 station_id,
@@ -353,8 +362,9 @@ class CommandService(BackgroundService):
                 payload,
                 timeout=self.timeout.total_seconds(),
                 origin=f"ocpi:{command_id}",
+                on_answer=heard,
             )
-            conf = str(answer.get("status")) if isinstance(answer, dict) else None
+            conf = _status(answer)
         except StationRejected as e:
             conf = f"CallError:{e.error.code}"
         except CommandError as e:  # offline or no answer: no confirmation
@@ -372,6 +382,7 @@ class CommandService(BackgroundService):
             await self.bridge.csms.db.write(job)
         answered.set()
         self._calls.pop(command_id, None)
+        self._answers.pop(command_id, None)
         await self._evaluate(command_id, self.clock.now())
 
     # ------------------------------------------------------------------ deciding
@@ -394,36 +405,45 @@ class CommandService(BackgroundService):
                 count += 1
         return count
 
+    async def _conf(self, command_id: str) -> str | None:
+        """The station's answer to the command's OCPP request: heard (not yet stored), or
+        stored; None when there is none. An answer still on the wire gets a moment before
+        it is deemed lost."""
+        heard = self._answers.get(command_id)
+        if heard is not None:
+            return heard
+        answered = self._calls.get(command_id)
+        if answered is not None and not answered.is_set():
+            with contextlib.suppress(TimeoutError):
+                grace = min(ANSWER_GRACE, self.timeout.total_seconds() / 10)
+                await asyncio.wait_for(answered.wait(), grace)
+            heard = self._answers.get(command_id)
+            if heard is not None:
+                return heard
+        row = await self.bridge.csms.db.read_one(
+            "SELECT conf FROM ocpi_commands WHERE id = ?", (command_id,)
+        )
+        return row["conf"] if row else None
+
     async def _evaluate(self, command_id: str, now: datetime) -> None:
         """Decide the CommandResult if the facts now allow it; store it and deliver it."""
         store = self.bridge.csms.db
         cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
         if cmd is None or cmd["decided_at"] is not None:
             return
-        answered = self._calls.get(command_id)
-        if cmd["conf"] is None and answered is not None and not answered.is_set():
-            # The station's answer may be on its way: a station answers, then at once sends
-            # its StartTransaction/StopTransaction, and that can be evaluated before the
-            # answer is stored. Give the answer a moment before deciding it was lost.
-            with contextlib.suppress(TimeoutError):
-                grace = min(ANSWER_GRACE, self.timeout.total_seconds() / 10)
-                await asyncio.wait_for(answered.wait(), grace)
-            cmd = await store.read_one("SELECT * FROM ocpi_commands WHERE id = ?", (command_id,))
-            if cmd is None or cmd["decided_at"] is not None:
-                return
         deadline = from_db(cmd["deadline"])
         timed_out = deadline is not None and now >= deadline
-        conf = cmd["conf"]
-        if conf is not None and conf.startswith("CallError:"):
-            conf = "Rejected"  # an answer that refuses, in MOBI.E's tables' terms
         decision: rules.Decision | None
         transaction_id = cmd["transaction_id"]
+        # the station's facts first, then its answer: a station answers before it starts or
+        # stops, so a start or stop seen here has its answer already heard (_conf)
         if cmd["command"] == "START_SESSION":
             created, deadline_at = from_db(cmd["created_at"]), from_db(cmd["deadline"])
             assert created is not None and deadline_at is not None
             started = await self.bridge.csms.first_transaction_started(
                 cmd["station_id"], cmd["connector_id"], cmd["id_tag"], created, deadline_at
             )
+            conf = _as_table_answer(await self._conf(command_id))
             facts: dict[str, bool] = {}
             if started is None and conf is not None and conf != "Accepted":
                 facts = await self._evse_facts(cmd)
@@ -435,10 +455,12 @@ class CommandService(BackgroundService):
         elif cmd["command"] == "STOP_SESSION":
             tx = await self.bridge.csms.transaction(cmd["transaction_id"])
             stopped = tx is not None and tx.stop_received_at is not None
+            conf = _as_table_answer(await self._conf(command_id))
             decision = rules.stop_result(conf, stopped, tx.stop_reason if tx else None, timed_out)
         else:
-            decision = rules.unlock_result(cmd["conf"] if cmd["conf"] else None, timed_out)
-            if cmd["conf"] and cmd["conf"].startswith("CallError:"):
+            raw = await self._conf(command_id)
+            decision = rules.unlock_result(raw or None, timed_out)
+            if raw and raw.startswith("CallError:"):
                 decision = rules.Decision("FAILED")
         if decision is None:
             return
@@ -665,3 +687,13 @@ def _ci(field: str, value: Any) -> Any:
 def _iso(text: str | None) -> str | None:
     value = from_db(text)
     return ocpi_time(value) if value else None
+
+
+def _status(answer: Any) -> str | None:
+    """The ``status`` of a station's answer (None: an answer without one)."""
+    return str(answer.get("status")) if isinstance(answer, dict) else None
+
+
+def _as_table_answer(conf: str | None) -> str | None:
+    """A CallError answer refuses, in MOBI.E's tables' terms."""
+    return "Rejected" if conf is not None and conf.startswith("CallError:") else conf
