@@ -601,10 +601,15 @@ class Pusher(BackgroundService):
                 ("R7", pid, sid),
                 *(("R6", pid, sid, cid) for cid in connectors),
             )
-            if all(e["status"] == "PLANNED" for e in location["evses"]):
+            planned = all(e["status"] == "PLANNED" for e in location["evses"])
+            if planned or not self.acks.has_location(pid, sid):
+                # R1: the Location of a station defined while the peer was registered, PUT
+                # while it has reported nothing yet or for the first time (its statuses may
+                # have come before the PUT went out); not a new peer's catching up
                 defined = await self.bridge.csms.station(sid)
                 since = defined.defined_at if defined else None
-                if since is not None:
+                registered = from_db(await self._peer_since(pid))
+                if since is not None and (registered is None or since >= registered):
                     prepared.covers.append(("R1", ("R1", pid, sid), since))
             return prepared
         tx_id = int(push.key.object_id)
