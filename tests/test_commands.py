@@ -1107,8 +1107,14 @@ async def test_start_session_survives_a_restart(tmp_path: Path, ems: EmspPeer) -
         assert await result_of(ems, uid) == outcome("ACCEPTED")
         [tx] = await transactions(cpo)
         assert tx["tag_owner"] == "PT/EMS" and tx["id_tag"] == TOKEN["uid"]
-        [cmd] = await admin_commands(cpo)
-        assert cmd["transaction_id"] == tx["id"] and cmd["delivered_at"]
+
+        async def delivered() -> dict[str, Any] | None:
+            # the peer has the result before our record of its acknowledgement is committed
+            [cmd] = await admin_commands(cpo)
+            return cmd if cmd["delivered_at"] else None
+
+        cmd = await eventually(delivered, "the delivery recorded")
+        assert cmd["transaction_id"] == tx["id"]
         assert cmd["delivery_attempts"] == 1
     finally:
         await st.disconnect()

@@ -828,7 +828,9 @@ async def test_end_to_end_through_the_push_rules_hook(tmp_path: Path) -> None:
         directory = system.settings.data_dir / "notices"
 
         async def written() -> list[Path]:
-            return sorted(directory.glob("*.eml")) if directory.exists() else []
+            # a notice is written to a hidden temporary file, then renamed: only the result
+            found = directory.glob("*.eml") if directory.exists() else []
+            return sorted(p for p in found if not p.name.startswith("."))
 
         [path] = await eventually(written)
         assert path.name.endswith("-PT-PDL-0003.eml")

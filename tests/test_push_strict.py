@@ -242,8 +242,10 @@ async def test_r7_many_stations_falling_silent_within_ms_all_become_unknown(
     never came)."""
     clock = FakeClock()
     offline = 20
+    # the clock stands still between its steps, so a push that failed would never be
+    # retried: a push timeout that a loaded machine (two suites at once) cannot exceed
     system, session, cpo = await start_system(
-        tmp_path, clock=clock, ocpi={"offline_after": offline, **FAST}
+        tmp_path, clock=clock, ocpi={"offline_after": offline, **FAST, "push_timeout": 10}
     )
     stations: list[Station] = []
     try:
