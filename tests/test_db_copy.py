@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 from tests import dbs
 from tests.conftest import OCPI_CONFIG, start_system
 from tests.raw_client import RawClient
+from tests.test_cli_db import _csms
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -35,18 +34,6 @@ def _config(tmp_path: Path) -> Path:
     config = tmp_path / "csms.toml"
     config.write_text("\n".join(lines) + "\n")
     return config
-
-
-def _csms(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CSMS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "csms.cli", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=config.parent,
-    )
 
 
 async def _make_traffic(tmp_path: Path) -> None:
