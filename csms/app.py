@@ -39,6 +39,7 @@ from .http import (
     raise_fd_limit,
 )
 from .metrics import Metrics
+from .outbox import EventRelay
 from .passwords import hash_password, is_password_hash
 from .ports import CsmsPort
 from .provisioning import provision
@@ -117,12 +118,13 @@ class CentralSystem:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
-        self.bus = EventBus()
         self.store = Store.for_settings(settings, self.clock)
+        # the events as committed (csms.outbox), read back and published by the relay
+        self.bus = EventBus()
+        self.relay = EventRelay(self.store.db, self.bus)
+        self.store.db.add_commit_hook(self.relay.wake)
         self.authorizer = Authorizer(self.store, self.clock, settings.id_tags.accept_unknown)
-        self.services = Services(
-            settings, self.store, self.bus, self.clock, self.metrics, self.authorizer
-        )
+        self.services = Services(settings, self.store, self.clock, self.metrics, self.authorizer)
         self.registry = ConnectionRegistry()
         self.traffic = self.services.traffic
         self.commands = CommandPort(self.services, self.registry)
@@ -215,6 +217,7 @@ class CentralSystem:
             max_connections_per_address=h.max_connections_per_address,
             fd_limit=limit,
         )
+        await self.relay.start()
         # extensions start once the HTTP port is known, before stations are let in
         for ext in self.extensions:
             await ext.start()
@@ -235,6 +238,7 @@ class CentralSystem:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.relay.stop()
         for ext in reversed(self.extensions):
             try:
                 await ext.stop()
@@ -255,6 +259,10 @@ class CentralSystem:
                 await self.store.stations.flush_seen()
             except Exception:
                 log.exception("could not store last-seen times")
+            try:
+                await self.store.outbox.prune(self.relay.cursor)
+            except Exception:
+                log.exception("could not prune the published events")
             now = self.clock.now()
             if pruned_at is None or now - pruned_at >= STATUS_PRUNE_EVERY:
                 pruned_at = now

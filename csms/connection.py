@@ -25,7 +25,6 @@ from .redact import redact_payload
 
 if TYPE_CHECKING:
     from .clock import Clock
-    from .events import EventBus
     from .metrics import Metrics
     from .store import Store
     from .traffic import TrafficMonitor
@@ -38,7 +37,6 @@ class ConnectionServices(Protocol):
 
     clock: Clock
     store: Store
-    bus: EventBus
     metrics: Metrics
     traffic: TrafficMonitor
 
@@ -157,7 +155,7 @@ class StationConnection:
         except Exception:
             log.exception("traffic monitor failed on a frame", frame=message)
         self.services.metrics.frames_received.labels(label).inc()
-        self.services.bus.publish(StationSeen(self.station_id, received_at, action))
+        self.services.store.outbox.stage(StationSeen(self.station_id, received_at, action))
 
     async def _answer_invalid(self, e: ocppj.FrameError, message: str | bytes) -> None:
         if e.unique_id is None:

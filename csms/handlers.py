@@ -21,7 +21,6 @@ from .authorization import Authorizer
 from .clock import Clock
 from .config import Settings
 from .events import (
-    EventBus,
     MeterSample,
     StationBooted,
     StatusChanged,
@@ -49,7 +48,6 @@ class Services:
 
     settings: Settings
     store: Store
-    bus: EventBus
     clock: Clock
     metrics: Metrics
     authorizer: Authorizer
@@ -140,18 +138,22 @@ class OcppHandlers:
         self, conn: StationConnection, payload: dict[str, Any], received_at: datetime
     ) -> dict[str, Any]:
         s = self.services
-        status, first = await s.store.stations.record_boot(conn.station_id, payload, received_at)
-        s.bus.publish(
-            StationBooted(
-                conn.station_id,
-                received_at,
-                status,
-                payload["chargePointVendor"],
-                payload["chargePointModel"],
-                payload.get("chargePointSerialNumber") or payload.get("chargeBoxSerialNumber"),
-                payload.get("firmwareVersion"),
-                first,
-            )
+        status, first = await s.store.stations.record_boot(
+            conn.station_id,
+            payload,
+            received_at,
+            events=lambda result: [
+                StationBooted(
+                    conn.station_id,
+                    received_at,
+                    result[0],
+                    payload["chargePointVendor"],
+                    payload["chargePointModel"],
+                    payload.get("chargePointSerialNumber") or payload.get("chargeBoxSerialNumber"),
+                    payload.get("firmwareVersion"),
+                    result[1],
+                )
+            ],
         )
         log.info(
             "boot",
@@ -180,17 +182,17 @@ class OcppHandlers:
     ) -> dict[str, Any]:
         s = self.services
         ts = _parse_time(payload.get("timestamp"), received_at, "StatusNotification.timestamp")
-        await s.store.status.record(conn.station_id, payload, ts, received_at)
-        s.bus.publish(
-            StatusChanged(
-                conn.station_id,
-                payload["connectorId"],
-                payload["status"],
-                payload["errorCode"],
-                payload.get("info"),
-                ts.value,
-                received_at,
-            )
+        changed = StatusChanged(
+            conn.station_id,
+            payload["connectorId"],
+            payload["status"],
+            payload["errorCode"],
+            payload.get("info"),
+            ts.value,
+            received_at,
+        )
+        await s.store.status.record(
+            conn.station_id, payload, ts, received_at, events=lambda _: [changed]
         )
         log.info(
             "status",
@@ -273,21 +275,24 @@ class OcppHandlers:
             received_at,
             tag_owner=info.owner,
             repaired=repaired,
+            events=lambda r: (
+                [
+                    TransactionStarted(
+                        r.transaction_id,
+                        conn.station_id,
+                        payload["connectorId"],
+                        id_tag,
+                        info.status,
+                        payload["meterStart"],
+                        start.value,
+                        received_at,
+                        info.owner,
+                    )
+                ]
+                if r.created
+                else []
+            ),
         )
-        if result.created:
-            s.bus.publish(
-                TransactionStarted(
-                    result.transaction_id,
-                    conn.station_id,
-                    payload["connectorId"],
-                    id_tag,
-                    info.status,
-                    payload["meterStart"],
-                    start.value,
-                    received_at,
-                    info.owner,
-                )
-            )
         log.info(
             "transaction started" if result.created else "transaction start replayed",
             transaction_id=result.transaction_id,
@@ -317,20 +322,24 @@ class OcppHandlers:
             payload,
             received_at,
             repaired=_repaired(conn, "StopTransaction"),
+            events=lambda r: (
+                [
+                    TransactionStopped(
+                        r.transaction_id,
+                        conn.station_id,
+                        r.connector_id,
+                        payload["meterStop"],
+                        stop.value,
+                        payload.get("reason"),
+                        received_at,
+                    )
+                ]
+                if r.outcome == "stopped"
+                and r.transaction_id is not None
+                and r.connector_id is not None
+                else []
+            ),
         )
-        if result.outcome == "stopped":
-            assert result.transaction_id is not None and result.connector_id is not None
-            s.bus.publish(
-                TransactionStopped(
-                    result.transaction_id,
-                    conn.station_id,
-                    result.connector_id,
-                    payload["meterStop"],
-                    stop.value,
-                    payload.get("reason"),
-                    received_at,
-                )
-            )
         log_fn = log.info if result.outcome == "stopped" else log.warning
         log_fn(
             {
@@ -363,23 +372,23 @@ class OcppHandlers:
             samples,
             received_at,
             repaired=_repaired(conn, "MeterValues"),
-        )
-        if result.unknown_transaction:
-            log.warning(
-                "meter values for an unknown transaction stored and flagged",
-                transaction_id=reported,
-            )
-        for ts, values in samples:
-            s.bus.publish(
+            events=lambda r: [
                 MeterSample(
                     conn.station_id,
                     connector_id,
-                    result.transaction_id,
+                    r.transaction_id,
                     ts.value,
                     energy_register_wh(values),
                     power_w(values),
                     tuple(values),
                     received_at,
                 )
+                for ts, values in samples
+            ],
+        )
+        if result.unknown_transaction:
+            log.warning(
+                "meter values for an unknown transaction stored and flagged",
+                transaction_id=reported,
             )
         return {}

@@ -169,7 +169,7 @@ class OcppServer:
             task = asyncio.create_task(old.close(1000, "replaced by a newer connection"))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        s.bus.publish(StationConnected(cp_id, s.clock.now(), remote))
+        s.store.outbox.stage(StationConnected(cp_id, s.clock.now(), remote))
         log.info("station connected", remote=remote, subprotocol=ws.subprotocol)
         try:
             await conn.serve()
@@ -179,7 +179,7 @@ class OcppServer:
             reason = _close_reason(ws)
             log.info("station disconnected", reason=reason, replaced=not current)
             if current:
-                s.bus.publish(StationDisconnected(cp_id, s.clock.now(), reason))
+                s.store.outbox.stage(StationDisconnected(cp_id, s.clock.now(), reason))
 
 
 def _remote(connection: ServerConnection) -> str | None:

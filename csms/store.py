@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from .clock import Clock
 from .config import Settings
 from .db import Database, Dialect, Job, JobSuspended, Tx, open_database
+from .outbox import EventOutbox
 from .repositories import (
     AnomalyRepository,
     CommandRepository,
@@ -57,6 +58,8 @@ class Store:
         self.unknown_stations = UnknownStationRepository(self.db, clock)
         self.commands = CommandRepository(self.db, clock)
         self.data_transfers = DataTransferRepository(self.db)
+        # every domain event, committed with its state change (see csms.outbox)
+        self.outbox = EventOutbox(self.db)
 
     @classmethod
     def for_settings(cls, settings: Settings, clock: Clock) -> Store:
@@ -92,9 +95,11 @@ class Store:
         await self.db.open()
 
     async def close(self) -> None:
-        """Write the last-seen times still in memory, then close the database."""
+        """Write the last-seen times and the staged events still in memory, then close the
+        database."""
         if self.db.is_open:
             await self.stations.flush_seen()
+            await self.outbox.flush()
         await self.db.close()
 
     def add_migrations(self, component: str, package: str) -> None:

@@ -106,12 +106,12 @@ async def define_station(
             password_hash,
             keep_password,
             station.boot_status,
+            events=lambda created: [StationDefined(station_id, services.clock.now(), created)],
         )
     except ValueError as e:  # a Location id or an EVSE uid of another station
         raise Refused(
             409, "conflict", str(e), [{"field": "location.id / evses.uid", "message": str(e)}]
         ) from None
-    services.bus.publish(StationDefined(station_id, services.clock.now(), created))
     log.info("station defined", station_id=station_id, created=created, user=user)
     return created
 

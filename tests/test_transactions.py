@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from csms.events import TransactionStarted, TransactionStopped
@@ -134,15 +135,19 @@ async def test_events_follow_the_commit(csms: Running) -> None:
     tx = (await client.ok("StartTransaction", start()))["transactionId"]
     await client.ok("StartTransaction", start())  # replay: no second event
     await client.ok("StopTransaction", stop(tx, 100, reason="EVDisconnected"))
-    events = []
-    while (e := sub.get_nowait()) is not None:
-        events.append(e)
+    events: list[Any] = []
+    # (published by the relay once committed: read until the stop, bounded)
+    while not any(isinstance(e, TransactionStopped) for e in events):
+        events.append(await asyncio.wait_for(sub.get(), 5))
     started = [e for e in events if isinstance(e, TransactionStarted)]
     stopped = [e for e in events if isinstance(e, TransactionStopped)]
     assert len(started) == 1 and started[0].transaction_id == tx
     assert len(stopped) == 1 and stopped[0].reason == "EVDisconnected"
     assert stopped[0].connector_id == 1 and stopped[0].meter_stop_wh == 100
-    # the event is emitted after the commit: the store already shows the stop
+    # the event is committed with the stop, in the outbox, after the start's
+    rows = await csms.system.store.read("SELECT kind, body FROM events ORDER BY id")
+    kinds = [r["kind"] for r in rows if r["kind"].startswith("Transaction")]
+    assert kinds == ["TransactionStarted", "TransactionStopped"]
     assert (await csms.system.store.transactions.get(tx))["stop_reason"] == "EVDisconnected"
     await client.close()
 

@@ -3,6 +3,7 @@ seam, `csms user`, and the traffic measurements behind the R3/R4 verdicts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -564,7 +565,7 @@ async def test_station_definition_form(site: Any) -> None:
     events = running.system.bus.subscribe("test")
     status, _, headers = await admin.post("/stations/PT-W-1/edit", {"definition": json.dumps(good)})
     assert status == 303 and headers["Location"] == "/stations/PT-W-1"
-    event = events.get_nowait()
+    event = await asyncio.wait_for(events.get(), 5)  # (once committed, from the outbox)
     assert type(event).__name__ == "StationDefined" and event.station_id == "PT-W-1"
     row = await running.system.store.stations.get("PT-W-1")
     assert row["definition"]["location"]["time_zone"] == "Atlantic/Azores"

@@ -155,6 +155,8 @@ class Database(ABC):
         self._writer_task: asyncio.Task[None] | None = None
         self.commits = 0
         self.jobs = 0
+        self._batch_hooks: list[Callable[[], Job[Any] | None]] = []
+        self._commit_hooks: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ life cycle
 
@@ -162,6 +164,15 @@ class Database(ABC):
         """Let a component version its own tables; call before open(). ``package`` holds
         one sub-package of ``NNNN_name.sql`` files per engine."""
         self._components[component] = package
+
+    def add_batch_hook(self, hook: Callable[[], Job[Any] | None]) -> None:
+        """``hook()`` is asked, as each batch forms, for a job to run first in it (None: none);
+        what it returns commits with the batch (the outbox's staged events)."""
+        self._batch_hooks.append(hook)
+
+    def add_commit_hook(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs after each commit (the event relay's wake-up)."""
+        self._commit_hooks.append(hook)
 
     @property
     def components(self) -> dict[str, str]:
@@ -245,11 +256,20 @@ class Database(ABC):
                     stop = True
                     break
                 batch.append(nxt)
+            first = [job for job in (hook() for hook in self._batch_hooks) if job is not None]
             try:
-                outcomes = await self._run_batch([job for job, _ in batch])
+                outcomes = await self._run_batch([*first, *(job for job, _ in batch)])
             except Exception as e:  # the writer itself failed: nothing was committed
                 log.exception("writer failed", jobs=len(batch))
-                outcomes = [(False, e)] * len(batch)
+                outcomes = [(False, e)] * (len(first) + len(batch))
+            for ok, value in outcomes[: len(first)]:
+                if not ok:
+                    log.error("staged events not written", error=str(value))
+            committed = any(ok for ok, _ in outcomes)
+            outcomes = outcomes[len(first) :]
+            if committed:
+                for hook in self._commit_hooks:
+                    hook()
             for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
                 if fut.done():
                     continue

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from ..clock import Clock
 from ..db import Database, Tx
+from ..events import Event
+from ..outbox import with_events
 from ..timeparse import to_db
 from .rows import count, json_or
 
@@ -50,6 +52,7 @@ class StationRepository:
         password_hash: str | None,
         keep_password: bool,
         boot_status: str,
+        events: Callable[[bool], Iterable[Event]] | None = None,
     ) -> bool:
         """Create or replace a station's definition. Returns True when it was created.
 
@@ -94,7 +97,7 @@ class StationRepository:
             )
             return created
 
-        return await self.db.write(job)
+        return await self.db.write(with_events(job, events))
 
     async def ensure_undefined(self, station_id: str) -> None:
         """Record a station that connected while ``accept_unknown_stations`` is on."""
@@ -112,7 +115,11 @@ class StationRepository:
     # ------------------------------------------------------------------ what stations say
 
     async def record_boot(
-        self, station_id: str, payload: dict[str, Any], at: datetime
+        self,
+        station_id: str,
+        payload: dict[str, Any],
+        at: datetime,
+        events: Callable[[tuple[str, bool]], Iterable[Event]] | None = None,
     ) -> tuple[str, bool]:
         """Store a BootNotification. Returns the station's boot status setting (Accepted,
         Pending or Rejected) and whether this is its first accepted boot (commissioning)."""
@@ -143,7 +150,7 @@ class StationRepository:
             )
             return status, first
 
-        return await self.db.write(job)
+        return await self.db.write(with_events(job, events))
 
     async def set_field(self, station_id: str, column: str, value: str | None) -> None:
         """Set the diagnostics or firmware status a station reported."""

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from ..db import Database, Tx
+from ..events import Event
+from ..outbox import with_events
 from ..timeparse import ParsedTime, to_db
 
 
@@ -20,6 +23,7 @@ class StatusRepository:
         payload: dict[str, Any],
         timestamp: ParsedTime,
         at: datetime,
+        events: Callable[[None], Iterable[Event]] | None = None,
     ) -> None:
         """Store a StatusNotification: the connector's latest, and one more log entry."""
 
@@ -59,7 +63,7 @@ class StatusRepository:
                 ),
             )
 
-        await self.db.write(job)
+        await self.db.write(with_events(job, events))
 
     async def of_stations(self, station_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Each station's connectors' latest status, by connector id."""

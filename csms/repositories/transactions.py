@@ -11,13 +11,15 @@ read here has ``flags`` decoded (a list).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..db import Database, Tx
+from ..events import Event
 from ..meter import Sample
+from ..outbox import with_events
 from ..timeparse import ParsedTime, to_db
 from . import anomalies
 from .rows import count, json_or
@@ -75,6 +77,7 @@ class TransactionRepository:
         at: datetime,
         tag_owner: str | None = None,
         repaired: dict[str, Any] | None = None,
+        events: Callable[[StartResult], Iterable[Event]] | None = None,
     ) -> StartResult:
         """Store a StartTransaction; the same start replayed gets the same id. ``repaired``
         (what had to be clamped or replaced to store it) is kept as an anomaly."""
@@ -114,7 +117,7 @@ class TransactionRepository:
                 await anomalies.record_repaired(db, station_id, int(row[0]), repaired, to_db(at))
             return StartResult(int(row[0]), created=True)
 
-        return await self.db.write(job)
+        return await self.db.write(with_events(job, events))
 
     async def stop(
         self,
@@ -128,6 +131,7 @@ class TransactionRepository:
         payload: dict[str, Any],
         at: datetime,
         repaired: dict[str, Any] | None = None,
+        events: Callable[[StopResult], Iterable[Event]] | None = None,
     ) -> StopResult:
         """Store a StopTransaction and its transactionData. Never refuses: a stop for a
         transaction we do not know is kept as an anomaly, a replayed stop changes nothing.
@@ -199,7 +203,7 @@ class TransactionRepository:
                 flags = await _flags_of(db, transaction_id)
             return StopResult(transaction_id, connector_id, "stopped", tuple(flags))
 
-        return await self.db.write(job)
+        return await self.db.write(with_events(job, events))
 
     async def add_meter_values(
         self,
@@ -209,6 +213,7 @@ class TransactionRepository:
         samples: Samples,
         at: datetime,
         repaired: dict[str, Any] | None = None,
+        events: Callable[[MeterResult], Iterable[Event]] | None = None,
     ) -> MeterResult:
         """Store a MeterValues; ``repaired`` (what had to be clamped or replaced to store
         it) is kept as an anomaly."""
@@ -255,7 +260,7 @@ class TransactionRepository:
                 await anomalies.record_repaired(db, station_id, ours, repaired, t_at)
             return MeterResult(ours, unknown)
 
-        return await self.db.write(job)
+        return await self.db.write(with_events(job, events))
 
     # ------------------------------------------------------------------ reads
 

@@ -1,0 +1,281 @@
+"""csms's transactional outbox: every domain event is a row of ``events``, committed with
+the state change it describes, and read back in commit order by a relay that publishes it.
+
+    handler ──write job + its events (one commit)──▶ events table ──relay──▶ EventBus
+
+- A frame that changes state (a status, a transaction, a boot) hands its events to the
+  repository's write job (:func:`with_events`): they are inserted in the same savepoint, so
+  the events exist exactly when the state does, and a station is answered only after both
+  are committed.
+- An event without a write of its own (a frame seen, a connection opened or closed) is
+  *staged* (:meth:`EventOutbox.stage`) and inserted at the head of the writer's next batch,
+  before the jobs that follow it; when no write comes within ``FLUSH_DELAY``, the outbox
+  makes one.
+- :class:`EventRelay` reads the rows after each commit (in-process, woken by the writer;
+  another process polls) and publishes them on the bus, in id order. Ids are assigned in
+  commit order by the one writer of a database.
+
+Rows are kept ``RETENTION`` and never pruned past what the relay has published; a consumer
+that falls behind gets the bus's :class:`csms.events.Overflow` and resynchronises from the
+state, as it always could.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import structlog
+
+from .db import Database, Job, Tx
+from .events import (
+    Event,
+    EventBus,
+    MeterSample,
+    StationBooted,
+    StationConnected,
+    StationDefined,
+    StationDisconnected,
+    StationSeen,
+    StatusChanged,
+    TransactionStarted,
+    TransactionStopped,
+)
+from .meter import Sample
+from .timeparse import from_db, to_db
+
+log = structlog.get_logger("csms.outbox")
+
+T = TypeVar("T")
+
+# how long a staged event waits for a write to ride along with before one is made for it
+FLUSH_DELAY = 0.01
+# how long published events are kept (a consumer further behind resynchronises)
+RETENTION = timedelta(minutes=10)
+# rows a relay reads at once
+RELAY_BATCH = 2000
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        StationSeen,
+        StationConnected,
+        StationDisconnected,
+        StationBooted,
+        StationDefined,
+        StatusChanged,
+        TransactionStarted,
+        MeterSample,
+        TransactionStopped,
+    )
+}
+_TIME_FIELDS = frozenset({"at", "timestamp", "start_time", "stop_time"})
+_SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
+
+INSERT = "INSERT INTO events (kind, station_id, body, created_at) VALUES (?, ?, ?, ?)"
+
+
+# ---------------------------------------------------------------------------- codec
+
+
+def encode(event: Event) -> tuple[str, str | None, str, str]:
+    """An event as an ``events`` row: (kind, station_id, body, created_at)."""
+    body: dict[str, Any] = {}
+    for f in fields(event):  # type: ignore[arg-type]
+        value = getattr(event, f.name)
+        if f.name in _TIME_FIELDS:
+            value = to_db(value)
+        elif f.name == "samples":
+            value = [[getattr(s, n) for n in _SAMPLE_FIELDS] for s in value]
+        body[f.name] = value
+    return (
+        type(event).__name__,
+        getattr(event, "station_id", None),
+        json.dumps(body, separators=(",", ":")),
+        to_db(event.at),
+    )
+
+
+def decode(kind: str, body: str) -> Event:
+    """The event an ``events`` row holds. Raises ValueError for a kind this csms does not
+    know (a row written by a newer version)."""
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}")
+    data = json.loads(body)
+    for name in _TIME_FIELDS.intersection(data):
+        data[name] = from_db(data[name])
+    if "samples" in data:
+        data["samples"] = tuple(Sample(*s) for s in data["samples"])
+    return cls(**data)  # type: ignore[no-any-return]
+
+
+def with_events(job: Job[T], events: Callable[[T], Iterable[Event]] | None) -> Job[T]:
+    """``job``, then the events it caused (from its result), in the same savepoint."""
+    if events is None:
+        return job
+
+    async def both(tx: Tx) -> T:
+        result = await job(tx)
+        rows = [encode(e) for e in events(result)]
+        if rows:
+            await tx.executemany(INSERT, rows)
+        return result
+
+    return both
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+class EventOutbox:
+    """The events that have no write of their own, inserted with the writer's next batch
+    (ahead of its jobs), and the pruning of published rows."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._staged: list[tuple[str, str | None, str, str]] = []
+        self._flush: asyncio.TimerHandle | None = None
+        self._marks: deque[tuple[float, int]] = deque()  # (monotonic time, max id then)
+        db.add_batch_hook(self._take)
+
+    def stage(self, event: Event) -> None:
+        """Record ``event`` with the next commit (within ``FLUSH_DELAY``)."""
+        self._staged.append(encode(event))
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(FLUSH_DELAY, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush = None
+        if self._staged and self.db.is_open:
+            task = asyncio.ensure_future(self.db.write(_nothing))
+            task.add_done_callback(_quiet)
+
+    async def flush(self) -> None:
+        """Write what is staged now (before the database closes)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._staged:
+            await self.db.write(_nothing)
+
+    def _take(self) -> Job[None] | None:
+        """The writer's batch hook: a job inserting what is staged, or None."""
+        if not self._staged:
+            return None
+        rows, self._staged = self._staged, []
+
+        async def insert(tx: Tx) -> None:
+            await tx.executemany(INSERT, rows)
+
+        return insert
+
+    async def prune(self, published: int) -> int:
+        """Delete rows older than ``RETENTION`` that the relay has published (id <=
+        ``published``). Call it regularly: it marks the newest id at each call and deletes up
+        to the newest mark older than the retention."""
+        row = await self.db.read_one("SELECT MAX(id) AS m FROM events")
+        now = time.monotonic()
+        self._marks.append((now, int(row["m"] or 0) if row else 0))
+        horizon = 0
+        while self._marks and now - self._marks[0][0] >= RETENTION.total_seconds():
+            horizon = self._marks.popleft()[1]
+        upto = min(horizon, published)
+        if upto <= 0:
+            return 0
+
+        async def job(tx: Tx) -> int:
+            cur = await tx.execute("DELETE FROM events WHERE id <= ?", (upto,))
+            return int(cur.rowcount or 0)
+
+        return await self.db.write(job)
+
+
+async def _nothing(tx: Tx) -> None:
+    """A write for the staged events to ride along with."""
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("staged events not written", error=str(task.exception()))
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+class EventRelay:
+    """Publishes the committed events on ``bus``, in id order, from where the table ended
+    when it started. Woken by :meth:`wake` (the writer's commit hook in csms's process);
+    ``poll`` seconds bound the wait when the writer is in another process."""
+
+    def __init__(self, db: Database, bus: EventBus, poll: float | None = None) -> None:
+        self.db = db
+        self.bus = bus
+        self.poll = poll
+        self.cursor = 0
+        self.published = 0
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        row = await self.db.read_one("SELECT MAX(id) AS m FROM events")
+        self.cursor = int(row["m"] or 0) if row else 0
+        self._task = asyncio.create_task(self._run(), name="event-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    async def drain(self) -> None:
+        """Publish everything committed so far (tests, shutdown)."""
+        while await self._step():
+            pass
+
+    async def _run(self) -> None:
+        while True:
+            if self.poll is None:
+                await self._woken.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self.poll)
+            self._woken.clear()
+            try:
+                while await self._step():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the database is away: try again at the next wake
+                log.warning("events not read", error=str(e))
+                await asyncio.sleep(0.5)
+                self._woken.set()
+
+    async def _step(self) -> bool:
+        """Publish the next rows; True when there may be more."""
+        rows = await self.db.read(
+            "SELECT id, kind, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (self.cursor, RELAY_BATCH),
+        )
+        for r in rows:
+            self.cursor = int(r["id"])
+            try:
+                event = decode(r["kind"], r["body"])
+            except (ValueError, TypeError) as e:
+                log.error("event row not understood, skipped", id=r["id"], error=str(e))
+                continue
+            self.bus.publish(event)
+            self.published += 1
+        return len(rows) == RELAY_BATCH
