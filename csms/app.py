@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
+import json
 import os
 import secrets
 import signal
 import sqlite3
 import tempfile
 import time
+from collections.abc import Awaitable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -22,6 +26,14 @@ from . import ocppj
 from .api import Api
 from .authorization import Authorizer
 from .clock import Clock, SystemClock
+from .cluster import (
+    NODE_URL_ENV,
+    READY_FD_ENV,
+    SECRET_ENV,
+    WAKE_FD_ENV,
+    Link,
+    command_routes,
+)
 from .commands import CommandPort, ConnectionRegistry
 from .config import ConfigError, Settings
 from .connection import StationConnection
@@ -45,7 +57,9 @@ from .ports import CsmsPort
 from .provisioning import provision
 from .server import OcppServer
 from .store import Store
+from .supervisor import DeliverySupervisor
 from .web import WebUI
+from .worker import run_delivery
 
 log = structlog.get_logger("csms.app")
 
@@ -114,8 +128,12 @@ class CentralSystem:
         clock: Clock | None = None,
         admin_password_hash: str | None = None,
         extensions: list[tuple[Extension, Any]] | None = None,
+        delivery: DeliverySupervisor | None = None,
     ) -> None:
+        """``delivery``: the extensions' background work runs in that child process (this
+        is then an OCPP node, role ``ocpp``); without it, everything runs here."""
         self.settings = settings
+        self.delivery = delivery
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.store = Store.for_settings(settings, self.clock)
@@ -145,7 +163,11 @@ class CentralSystem:
             self.metrics.registry,
             self.http_guard,
             metrics_token=settings.metrics_token,
+            more_metrics=self._delivery_metrics if delivery is not None else None,
         )
+        if delivery is not None:
+            self.http_app.add_routes(command_routes(self.commands, delivery.secret))
+            self.store.db.add_commit_hook(delivery.wake)
         self.web = WebUI(self)
         if settings.web.enabled:
             self.web.mount(self.http_app)
@@ -176,6 +198,8 @@ class CentralSystem:
             token_sources=self.authorizer.add_source,
             metrics_registry=self.metrics.registry,
             http_port=lambda: self.http_port,
+            role="all" if delivery is None else "ocpp",
+            delivery=(lambda: delivery.link) if delivery is not None else None,
         )
         for ext, config in extensions or []:
             ext.attach(self.port, config)
@@ -221,6 +245,9 @@ class CentralSystem:
         # extensions start once the HTTP port is known, before stations are let in
         for ext in self.extensions:
             await ext.start()
+        if self.delivery is not None:  # (before stations are let in)
+            self.delivery.node_url = f"http://{_loopback(h.host)}:{self.http_port}"
+            await self.delivery.start()
         await self.ocpp_server.start()
         self._tasks.append(asyncio.create_task(self._flush_seen_loop(), name="flush-seen"))
         self.started = True
@@ -231,6 +258,8 @@ class CentralSystem:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        if self.delivery is not None:
+            await self.delivery.stop()
         await self.ocpp_server.stop()
         for task in self._tasks:
             task.cancel()
@@ -283,13 +312,44 @@ class CentralSystem:
             versions, db = {}, f"error: {e}"
         writer = await self.writer_health() if self.started else dict(self.writer_state)
         ok = db == "ok" and self.started and writer["status"] == "ok"
-        return {
+        report: dict[str, object] = {
             "status": "ok" if ok else "unavailable",
             "database": db,
             "writer": writer,
             "schema_versions": versions,
             "stations_connected": len(self.registry),
         }
+        if self.delivery is not None:
+            delivery = await self._delivery_health()
+            report["delivery"] = delivery
+            if delivery["status"] != "ok":
+                report["status"] = "unavailable"
+        return report
+
+    async def _delivery_health(self) -> dict[str, Any]:
+        """The delivery process as its supervisor and its own health route see it."""
+        assert self.delivery is not None
+        d = self.delivery
+        out: dict[str, Any] = {"status": "down", "pid": d.pid, "restarts": d.restarts}
+        if d.link is not None:
+            try:
+                _, body = await d.link.request("GET", "/healthz", timeout=5)
+                out.update(json.loads(body))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                out["error"] = str(e)
+        return out
+
+    async def _delivery_metrics(self) -> bytes:
+        """The delivery process's metrics, appended to ours (nothing while it is down)."""
+        assert self.delivery is not None
+        link = self.delivery.link
+        if link is None:
+            return b""
+        try:
+            status, body = await link.request("GET", "/metrics", timeout=5)
+        except (aiohttp.ClientError, TimeoutError):
+            return b""
+        return body if status == 200 else b""
 
     async def writer_health(self) -> dict[str, Any]:
         """Whether the store can commit: a real write through the writer (group-committed
@@ -373,32 +433,107 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def run(settings: Settings, extensions: list[tuple[Extension, Any]] | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
-    soft, hard = raise_fd_limit()
-    log.info("file descriptor limit", soft=soft, hard=hard)
-    system = CentralSystem(
-        settings,
-        admin_password_hash=resolve_admin_password(settings),
-        extensions=extensions,
-    )
+def _loopback(host: str) -> str:
+    """Where this machine's other processes reach a server listening on ``host``."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+async def run(
+    settings: Settings,
+    extensions: list[tuple[Extension, Any]] | None = None,
+    role: str = "auto",
+    config_path: Path | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code.
+
+    ``role``: ``auto`` runs the OCPP node here and, when an extension is enabled, its
+    delivery in a child process (:mod:`csms.supervisor`); ``all`` runs everything in this
+    process; ``delivery`` is that child."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(LoopErrorFilter(loop.get_exception_handler()))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if role == "delivery":
+        return await _run_delivery(settings, extensions or [], stop)
+    soft, hard = raise_fd_limit()
+    log.info("file descriptor limit", soft=soft, hard=hard)
+    enabled = any(config is not None for _, config in extensions or [])
+    supervisor = None
+    if role == "auto" and enabled:
+        if config_path is None:
+            raise ValueError("a delivery process needs the configuration file's path")
+        supervisor = DeliverySupervisor(config_path, node_url="")
+    system = CentralSystem(
+        settings,
+        admin_password_hash=resolve_admin_password(settings),
+        extensions=extensions,
+        delivery=supervisor,
+    )
     try:
         await system.start()
     except DataDirError as e:
         log.error("could not start", error=str(e))
         await system.stop()
         return 2
-    except (OSError, sqlite3.Error, DatabaseError) as e:
+    except (OSError, sqlite3.Error, DatabaseError, RuntimeError, TimeoutError) as e:
         log.error("could not start", error=str(e))
         await system.stop()
         return 2 if isinstance(e, sqlite3.Error | PermissionError | DatabaseError) else 1
     tune_gc()
-    log.info("central system running", data_dir=str(settings.data_dir))
+    log.info(
+        "central system running",
+        data_dir=str(settings.data_dir),
+        delivery="child process" if supervisor is not None else "in this process",
+    )
     await stop.wait()
     await system.stop()
     return 0
+
+
+async def _run_delivery(
+    settings: Settings, extensions: list[tuple[Extension, Any]], stop: asyncio.Event
+) -> int:
+    """The delivery process (started by an OCPP node's supervisor, which hands it, in the
+    environment, the node's URL, a secret and two pipes)."""
+    try:
+        node = Link(os.environ[NODE_URL_ENV], os.environ[SECRET_ENV])
+        wake_fd, ready_fd = int(os.environ[WAKE_FD_ENV]), int(os.environ[READY_FD_ENV])
+    except (KeyError, ValueError):
+        log.error("the delivery role is started by `csms run` itself, not by hand")
+        return 2
+    for name in (SECRET_ENV, NODE_URL_ENV, WAKE_FD_ENV, READY_FD_ENV):
+        os.environ.pop(name, None)  # (not inherited by anything this process starts)
+    with _single_delivery(settings.data_dir, stop) as acquired:
+        if not await acquired:
+            return 0
+        return await run_delivery(settings, extensions, node, wake_fd, ready_fd, stop)
+
+
+@contextlib.contextmanager
+def _single_delivery(data_dir: Path, stop: asyncio.Event) -> Iterator[Awaitable[bool]]:
+    """One delivery process per data directory: a lock on ``delivery.lock``, waited for
+    while an older one (whose node died) notices and stops. The awaitable says whether it
+    was taken (False: told to stop first)."""
+    fd = os.open(data_dir / "delivery.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    async def acquire() -> bool:
+        warned = False
+        while not stop.is_set():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if not warned:
+                    log.warning("another delivery process is still running: waiting for it")
+                    warned = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        return False
+
+    try:
+        yield acquire()
+    finally:
+        os.close(fd)

@@ -46,6 +46,14 @@ def _parser(extensions: list[Extension]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the central system")
     run.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    run.add_argument(
+        "--role",
+        choices=("auto", "all", "delivery"),
+        default="auto",
+        help="auto (default): the OCPP node here, the extensions' delivery (OCPI pushes) in "
+        "a child process on another core; all: everything in this one process; delivery: "
+        "that child (started by csms run itself)",
+    )
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", "-c", required=True)
     full = sub.add_parser(
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             except DataDirError as e:
                 print(f"csms: {e}", file=sys.stderr)
                 return EXIT_CONFIG
-        if args.command == "run":
+        if args.command == "run" and args.role != "delivery":
             resolve_admin_password(settings)  # fail on a bad hash before anything starts
     except ConfigError as e:
         print(f"csms: configuration error in {args.config}:\n{e}", file=sys.stderr)
@@ -306,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     if args.command == "run":
         try:
-            return asyncio.run(run(settings, configured))
+            return asyncio.run(run(settings, configured, args.role, Path(args.config)))
         except KeyboardInterrupt:
             return 0
     if args.command == "user":

@@ -192,6 +192,15 @@ class EventBus:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
+    def wanted(self) -> set[str] | None:
+        """The names of the event types some subscriber takes (None: every type)."""
+        names: set[str] = set()
+        for sub in self._subscriptions:
+            if sub.kinds is None:
+                return None
+            names.update(k.__name__ for k in sub.kinds)
+        return names
+
     def publish(self, event: Event) -> None:
         for sub in self._subscriptions:
             sub._offer(event)

@@ -658,6 +658,7 @@ def build_app(
     registry_metrics: CollectorRegistry,
     guard: ConnectionGuard | None = None,
     metrics_token: str | None = None,
+    more_metrics: Callable[[], Awaitable[bytes]] | None = None,
 ) -> web.Application:
     middlewares: list[Any] = [
         errors_middleware,
@@ -672,6 +673,6 @@ def build_app(
         return json_response(report, status=200 if report.get("status") == "ok" else 503)
 
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_handler(registry_metrics, metrics_token))
+    app.router.add_get("/metrics", metrics_handler(registry_metrics, metrics_token, more_metrics))
     app.add_routes(api.routes())
     return app

@@ -100,9 +100,12 @@ def metrics_authorized(authorization: str | None, token: str | None) -> bool:
 
 
 def metrics_handler(
-    registry: CollectorRegistry, token: str | None = None
+    registry: CollectorRegistry,
+    token: str | None = None,
+    more: Callable[[], Awaitable[bytes]] | None = None,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The ``GET /metrics`` handler, closed by ``token`` when one is set (401 otherwise)."""
+    """The ``GET /metrics`` handler, closed by ``token`` when one is set (401 otherwise);
+    ``more`` gives text appended to ours (the delivery process's metrics)."""
 
     async def metrics(request: web.Request) -> web.Response:
         if not metrics_authorized(request.headers.get("Authorization"), token):
@@ -112,7 +115,10 @@ def metrics_handler(
             )
             resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return resp
-        resp = web.Response(body=generate_latest(registry))
+        body = generate_latest(registry)
+        if more is not None:
+            body += await more()
+        resp = web.Response(body=body)
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 

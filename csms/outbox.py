@@ -216,10 +216,17 @@ class EventRelay:
     when it started. Woken by :meth:`wake` (the writer's commit hook in csms's process);
     ``poll`` seconds bound the wait when the writer is in another process."""
 
-    def __init__(self, db: Database, bus: EventBus, poll: float | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        poll: float | None = None,
+        before: Callable[[Event], None] | None = None,
+    ) -> None:
         self.db = db
         self.bus = bus
         self.poll = poll
+        self.before = before  # sees each event before the bus does
         self.cursor = 0
         self.published = 0
         self._woken = asyncio.Event()
@@ -240,11 +247,6 @@ class EventRelay:
     def wake(self) -> None:
         self._woken.set()
 
-    async def drain(self) -> None:
-        """Publish everything committed so far (tests, shutdown)."""
-        while await self._step():
-            pass
-
     async def _run(self) -> None:
         while True:
             if self.poll is None:
@@ -264,11 +266,30 @@ class EventRelay:
                 self._woken.set()
 
     async def _step(self) -> bool:
-        """Publish the next rows; True when there may be more."""
-        rows = await self.db.read(
-            "SELECT id, kind, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-            (self.cursor, RELAY_BATCH),
-        )
+        """Publish the next rows, of the kinds someone subscribed to (an OCPP node whose
+        pushes are in another process reads only what its commands follow); True when
+        there may be more."""
+        wanted = self.bus.wanted()
+        passed_to = 0
+        if wanted is None:
+            rows = await self.db.read(
+                "SELECT id, kind, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (self.cursor, RELAY_BATCH),
+            )
+        else:
+            # up to the newest row now: the rows of other kinds are passed over, not read
+            row = await self.db.read_one("SELECT MAX(id) AS m FROM events")
+            top = int(row["m"] or 0) if row else 0
+            kinds = sorted(wanted)
+            rows = []
+            if kinds:
+                rows = await self.db.read(
+                    f"SELECT id, kind, body FROM events WHERE id > ? AND id <= ? AND kind IN "
+                    f"({', '.join('?' * len(kinds))}) ORDER BY id LIMIT ?",
+                    (self.cursor, top, *kinds, RELAY_BATCH),
+                )
+            if len(rows) < RELAY_BATCH:
+                passed_to = top
         for r in rows:
             self.cursor = int(r["id"])
             try:
@@ -276,6 +297,9 @@ class EventRelay:
             except (ValueError, TypeError) as e:
                 log.error("event row not understood, skipped", id=r["id"], error=str(e))
                 continue
+            if self.before is not None:
+                self.before(event)
             self.bus.publish(event)
             self.published += 1
+        self.cursor = max(self.cursor, passed_to)
         return len(rows) == RELAY_BATCH

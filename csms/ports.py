@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from .api import DEFAULT_LIMIT, MAX_LIMIT, ApiError
 from .authorization import IdTagInfo, TokenSource
 from .clock import Clock, SystemClock
+from .cluster import Link, RemoteCommands
 from .commands import CommandError, CommandPort, ConnectionRegistry, StationRejected
 from .config import ConfigError, Settings
 from .db import Dialect, Job, Tx
@@ -64,6 +65,7 @@ T = TypeVar("T")
 __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     # --- the port and its read models
     "CsmsPort",  # what csms hands each extension at attach()
+    "Link",  # how an OCPP node reaches its delivery process (port.delivery_link)
     "ExtensionDb",  # an extension's own tables: read, write, migrations, dialect
     "standalone_db",  # the same, opened without a running csms (command-line tools)
     "StationSnapshot",  # a station: identity, definition, boot info, connector states
@@ -288,7 +290,14 @@ async def standalone_db(
 
 class CsmsPort:
     """What csms hands an extension. Built by csms (:mod:`csms.app`); a test can build one
-    over a store alone, then only the queries, ``db`` and ``clock`` are there."""
+    over a store alone, then only the queries, ``db`` and ``clock`` are there.
+
+    ``role`` says which process the extension is in: ``all`` (everything in one process),
+    ``ocpp`` (an OCPP node: stations, API, web, its HTTP endpoints; background delivery is in
+    another process, reached through ``delivery_link``) or ``delivery`` (the delivery
+    process: events from the outbox, commands through the node, ``http_app`` only for
+    internal routes on loopback, no web interface and no token sources).
+    """
 
     def __init__(
         self,
@@ -297,7 +306,7 @@ class CsmsPort:
         settings: Settings | None = None,
         *,
         bus: EventBus | None = None,
-        commands: CommandPort | None = None,
+        commands: CommandPort | RemoteCommands | None = None,
         registry: ConnectionRegistry | None = None,
         traffic: TrafficMonitor | None = None,
         http_app: aiohttp_web.Application | None = None,
@@ -305,8 +314,12 @@ class CsmsPort:
         token_sources: Callable[[TokenSource], None] | None = None,
         metrics_registry: CollectorRegistry | None = None,
         http_port: Callable[[], int] | None = None,
+        role: str = "all",
+        delivery: Callable[[], Link | None] | None = None,
     ) -> None:
         self._store = store
+        self.role = role
+        self._delivery = delivery
         self.clock = clock
         self.db = ExtensionDb(store)
         self._settings = settings
@@ -319,6 +332,13 @@ class CsmsPort:
         self._token_sources = token_sources
         self._metrics_registry = metrics_registry
         self._http_port = http_port
+
+    @property
+    def delivery_link(self) -> Link | None:
+        """In an OCPP node whose delivery runs in another process (role ``ocpp``): how to
+        reach that process's internal routes (see :mod:`csms.cluster`); None otherwise or
+        while it is not up."""
+        return self._delivery() if self._delivery is not None else None
 
     @staticmethod
     def _need(value: T | None, what: str) -> T:

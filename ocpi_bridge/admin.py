@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from csms.ports import ApiError
+from csms.ports import ApiError, to_iso
 
 from .client import OcpiCallFailed
 from .credentials import new_token
@@ -127,7 +127,20 @@ class OcpiAdminApi:
 
     async def pushes(self, request: web.Request) -> web.Response:
         """What each peer has not acknowledged yet, per object, and what is failing."""
-        items = self.bridge.pusher.pending()
+        items = [
+            {
+                "peer_id": p.peer_id,
+                "object": p.kind,
+                "id": p.object_id,
+                "pending_since": to_iso(p.dirty_since),
+                "in_flight": p.in_flight,
+                "attempts": p.attempts,
+                "failing_since": to_iso(p.failing_since),
+                "next_attempt": to_iso(p.next_attempt),
+                "last_error": p.last_error,
+            }
+            for p in await self.bridge.delivery.pending()
+        ]
         failing = sum(1 for i in items if i["failing_since"])
         return web.json_response({"items": items, "total": len(items), "failing": failing})
 
@@ -144,7 +157,8 @@ class OcpiAdminApi:
             raise ApiError(400, "invalid_query", str(e)) from None
         until = until or now
         since = since or until - timedelta(hours=24)
-        items = await self.bridge.pusher.compliance.report(since, until)
+        await self.bridge.delivery.flush_compliance()
+        items = await self.bridge.compliance.report(since, until)
         return web.json_response(
             {"since": _iso(since), "until": _iso(until), "items": items, "total": len(items)}
         )

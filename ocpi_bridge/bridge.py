@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from csms.ports import CsmsPort
+from csms.ports import CsmsPort, from_db
 
 from .client import OcpiClient
 from .commands import CommandService
 from .commissioning import CommissioningNotices
+from .compliance import ComplianceRecorder, limits_for
 from .config import OcpiSettings
 from .credentials import CredentialsService
+from .deliveryview import LocalDelivery, RemoteDelivery
 from .locations import LocationBuilder
 from .pusher import Pusher
 from .sessions import SessionBuilder
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
     from .transport import Page
 
 log = structlog.get_logger("ocpi.bridge")
+
+# role "ocpp": the stations' return times are read again at most this often (seconds)
+RETURNS_FRESH = 1.0
 
 # (identifier, role) of the modules we serve, as listed in our version details
 MODULES: list[tuple[str, str]] = [
@@ -63,15 +69,36 @@ class Bridge:
         # (see location_touch_of_station)
         self._touch_basis: dict[str, tuple[str, datetime]] = {}
         self.public_url = (settings.public_url or "").rstrip("/")
-        self.pusher = Pusher(self)
-        self.locations.returned_at = self.pusher.rules.returned_at
+        # where csms runs this bridge: "all" (one process), "ocpp" (an OCPP node: endpoints,
+        # commands, pages; the pushes are in the delivery process) or "delivery" (pushes,
+        # R7's timers, notices, CDRs; no endpoints)
+        self.role = csms.role
         self.notices = CommissioningNotices(
             csms,
             settings.business_name,
             settings.notices,
             csms.settings.data_dir,
         )
-        self.pusher.on_commissioned = self.notices.on_commissioned
+        self.pusher: Pusher | None = None
+        self.delivery: LocalDelivery | RemoteDelivery
+        # per station, when it spoke again after its last silence, as the pusher stored it
+        # (role "ocpp": read from the database, see fresh_returns)
+        self._returns: dict[str, datetime] = {}
+        self._returns_at = -RETURNS_FRESH
+        if self.role == "ocpp":
+            self.delivery = RemoteDelivery(csms)
+            self.locations.returned_at = self._returns.get
+            self.compliance = ComplianceRecorder(
+                csms.db, limits_for(settings.session_update_interval, settings.offline_after)
+            )
+        else:
+            self.pusher = Pusher(self)
+            self.delivery = LocalDelivery(
+                self.pusher.pending_pushes, self.pusher.compliance.flush, self._peers_changed_here
+            )
+            self.locations.returned_at = self.pusher.rules.returned_at
+            self.compliance = self.pusher.compliance
+            self.pusher.on_commissioned = self.notices.on_commissioned
         self.commands = CommandService(self)
         self.token_source.grants = self.commands.grant_for
         self._notices_task: asyncio.Task[None] | None = None
@@ -80,28 +107,34 @@ class Bridge:
 
     async def start(self, public_url: str) -> None:
         self.public_url = (self.settings.public_url or public_url).rstrip("/")
-        if self.settings.token_a:
-            await self.store.add_token_a(self.settings.token_a)
-        for tariff in self.settings.tariffs:
-            await self.store.put_tariff(
-                tariff.id, tariff.model_dump(mode="json", exclude_none=True)
-            )
+        if self.role != "delivery":  # (the node's, before its delivery process starts)
+            if self.settings.token_a:
+                await self.store.add_token_a(self.settings.token_a)
+            for tariff in self.settings.tariffs:
+                await self.store.put_tariff(
+                    tariff.id, tariff.model_dump(mode="json", exclude_none=True)
+                )
         await self.reload_peers()
-        await self.sessions.make_missing_cdrs(self.clock.now())
-        await self.notices.reconcile(self.clock.now())
-        self._notices_task = asyncio.create_task(self.notices.run(), name="ocpi-notices")
-        await self.pusher.start()
-        await self.commands.start()
+        if self.pusher is not None:
+            await self.sessions.make_missing_cdrs(self.clock.now())
+            await self.notices.reconcile(self.clock.now())
+            self._notices_task = asyncio.create_task(self.notices.run(), name="ocpi-notices")
+            await self.pusher.start()
+        if self.role != "delivery":
+            await self.commands.start()
         log.info(
             "OCPI bridge ready",
+            role=self.role,
             versions_url=self.versions_url,
             party=f"{self.settings.country_code}/{self.settings.party_id}",
             peers=len(self._peers_by_token),
         )
 
     async def stop(self) -> None:
-        await self.commands.stop()
-        await self.pusher.stop()
+        if self.role != "delivery":
+            await self.commands.stop()
+        if self.pusher is not None:
+            await self.pusher.stop()
         if self._notices_task is not None:
             self._notices_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -118,10 +151,32 @@ class Bridge:
         }
 
     async def _peers_changed(self) -> None:
-        """A peer registered, renewed or left: serve its new token, push it what it lacks."""
+        """A peer registered, renewed or left: serve its new token, push it what it lacks
+        (here, or in the delivery process)."""
+        if self.pusher is not None:
+            await self._peers_changed_here()
+        else:
+            await self.reload_peers()
+            await self.delivery.peers_changed()
+
+    async def _peers_changed_here(self) -> None:
         await self.reload_peers()
-        if self.pusher.running:  # a new peer gets every Location (R1) and more
-            await self.pusher.reconcile()
+        if self.pusher is not None and self.pusher.running:
+            await self.pusher.reconcile()  # a new peer gets every Location (R1) and more
+
+    async def fresh_returns(self) -> None:
+        """Role "ocpp": when each station spoke again after a silence (for its EVSEs'
+        status times), as the delivery process stored it; read at most every
+        RETURNS_FRESH seconds. Elsewhere the pusher's rules know it already."""
+        if self.pusher is not None or time.monotonic() - self._returns_at < RETURNS_FRESH:
+            return
+        rows = await self.csms.db.read("SELECT station_id, returned_at FROM ocpi_station_returns")
+        self._returns.clear()
+        for r in rows:
+            at = from_db(r["returned_at"])
+            if at is not None:
+                self._returns[r["station_id"]] = at
+        self._returns_at = time.monotonic()
 
     def peer_by_token(self, token: str) -> Peer | None:
         return self._peers_by_token.get(token)
@@ -170,6 +225,7 @@ class Bridge:
     # ------------------------------------------------------------------ locations
 
     async def all_locations(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        await self.fresh_returns()
         now = now or self.clock.now()
         stations = await self.csms.defined_stations()
         return [self.locations.location(s, now) for s in stations]
@@ -182,6 +238,7 @@ class Bridge:
         self, station_id: str
     ) -> tuple[dict[str, Any], tuple[int, ...]] | None:
         """The current Location of a station, and the OCPP connector id of each EVSE."""
+        await self.fresh_returns()
         station = await self.csms.defined_station(station_id)
         if station is None:
             self._touch_basis.pop(station_id, None)
@@ -228,6 +285,7 @@ class Bridge:
         self._touch_basis.pop(station_id, None)
 
     async def get_location(self, location_id: str) -> dict[str, Any] | None:
+        await self.fresh_returns()
         station = await self.csms.station_by_location(location_id)
         if station is None:
             return None

@@ -18,6 +18,7 @@ from .admin import OcpiAdminApi
 from .bridge import Bridge
 from .config import OcpiSettings, load_ocpi_settings
 from .credentials import new_token
+from .deliveryview import LocalDelivery
 from .server import OcpiHttp
 from .store import Grant, OcpiStore
 from .web import OcpiWebProvider
@@ -50,6 +51,10 @@ class OcpiExtension:
         self._port = port
         self.bridge = Bridge(config, port)
         self.bridge.client.allow_private = config.allow_private_peer_addresses
+        if port.role == "delivery":  # pushes only: its node serves the endpoints and pages
+            assert isinstance(self.bridge.delivery, LocalDelivery)
+            port.http_app.add_routes(self.bridge.delivery.internal_routes())
+            return
         port.add_token_source(self.bridge.token_source)
         port.http_app.add_subapp("/ocpi", OcpiHttp(self.bridge).app())
         port.http_app.add_routes(OcpiAdminApi(self.bridge).routes())
@@ -59,13 +64,17 @@ class OcpiExtension:
         if self.bridge is None or self._port is None:
             return
         host = _host(self._port.settings)
+        public_url = f"http://{host}:{self._port.http_port}"
+        if self._port.role == "delivery":  # (its node has prepared the tokens)
+            await self.bridge.start(public_url)
+            return
         store = self.bridge.store
         # databases from before issue 12 kept the tokens we check in clear
         await store.digest_clear_tokens()
         s = self.bridge.settings
         if s.token_a:  # with its grant, before the bridge adds it (which keeps this row)
             await store.add_token_a(s.token_a, s.token_a_role, s.token_a_parties)
-        await self.bridge.start(f"http://{host}:{self._port.http_port}")
+        await self.bridge.start(public_url)
 
     async def stop(self) -> None:
         if self.bridge is not None:

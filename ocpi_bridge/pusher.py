@@ -36,7 +36,6 @@ from csms.ports import (
     TransactionView,
     from_db,
     to_db,
-    to_iso,
 )
 from csms.ports import Tx as JobDb
 
@@ -55,6 +54,7 @@ from .delivery import (
     SessionFacts,
     session_state,
 )
+from .deliveryview import PendingPush
 from .locations import ConnectorState
 from .outbox import Outbox, Push
 from .rules import (
@@ -663,23 +663,22 @@ class Pusher(BackgroundService):
 
     # ------------------------------------------------------------------ for the API
 
-    def pending(self) -> list[dict[str, Any]]:
-        out = []
-        for fam in self.outbox.pending():
-            out.append(
-                {
-                    "peer_id": fam.key.peer_id,
-                    "object": fam.key.kind,
-                    "id": fam.key.object_id,
-                    "pending_since": _iso(fam.dirty_since),
-                    "in_flight": fam.in_flight.kind if fam.in_flight else None,
-                    "attempts": fam.attempts,
-                    "failing_since": _iso(fam.failing_since),
-                    "next_attempt": _iso(fam.next_attempt),
-                    "last_error": fam.last_error,
-                }
+    def pending_pushes(self) -> list[PendingPush]:
+        """What each peer has not acknowledged yet (for the admin API and the web pages)."""
+        return [
+            PendingPush(
+                fam.key.peer_id,
+                fam.key.kind,
+                str(fam.key.object_id),
+                fam.dirty_since,
+                fam.in_flight.kind if fam.in_flight else None,
+                fam.attempts,
+                fam.failing_since,
+                fam.next_attempt,
+                fam.last_error,
             )
-        return out
+            for fam in self.outbox.pending()
+        ]
 
 
 def _session_state(row: TransactionView) -> str:
@@ -687,7 +686,3 @@ def _session_state(row: TransactionView) -> str:
     return session_state(
         row.stop_received_at is not None, row.id_tag_status == "Accepted", row.updated_at
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return to_iso(value)

@@ -14,8 +14,9 @@ What MOBI.E's viewers and the operator see of the hub link:
 - ``/hub``: the peers and what each was granted, what peers tried and were refused, the
   pushes not acknowledged yet, and (admins) a new token A with its role and parties.
 
-Every hook reads a few indexed rows for the ids it is given (a page of the list), or the
-pusher's in-memory state. Nothing here writes, except the token A form and the compliance
+Every hook reads a few indexed rows for the ids it is given (a page of the list), or what
+the delivery has pending (``bridge.delivery``: the pusher, here or in csms's delivery
+process). Nothing here writes, except the token A form and the compliance
 recorder's flush of its counters before it is read (as the API does).
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,8 +48,8 @@ from csms.ports import (
 
 from .compliance import hour_of
 from .credentials import new_token
+from .deliveryview import PendingPush
 from .locations import MOBIE_NAMES
-from .outbox import Family, FamilyKey
 from .store import Grant, Peer
 
 if TYPE_CHECKING:
@@ -71,6 +73,8 @@ PUSHED_RULES = ("R1", "R5", "R6", "R7", "R8")
 MAX_PERIOD_DAYS = 31
 DEFAULT_PERIOD_DAYS = 7
 PENDING_SHOWN = 200
+# what is pending is asked of the delivery at most this often (seconds)
+PENDING_FRESH = 0.5
 SECURITY_EVENTS_SHOWN = 20
 
 
@@ -91,16 +95,16 @@ def _ack_state(state: str | None) -> tuple[str | None, str | None]:
     return status or None, updated or None
 
 
-def _family_view(fam: Family | None) -> dict[str, Any] | None:
-    if fam is None or not (fam.dirty or fam.in_flight is not None):
+def _family_view(p: PendingPush | None) -> dict[str, Any] | None:
+    if p is None:
         return None
     return {
-        "since": fam.dirty_since,
-        "in_flight": fam.in_flight.kind if fam.in_flight else None,
-        "attempts": fam.attempts,
-        "failing_since": fam.failing_since,
-        "next_attempt": fam.next_attempt,
-        "last_error": fam.last_error,
+        "since": p.dirty_since,
+        "in_flight": p.in_flight,
+        "attempts": p.attempts,
+        "failing_since": p.failing_since,
+        "next_attempt": p.next_attempt,
+        "last_error": p.last_error,
     }
 
 
@@ -119,6 +123,7 @@ class OcpiWebProvider:
         self.bridge = bridge
         self.csms = bridge.csms
         self.store = bridge.csms.db  # the bridge's own tables
+        self._pending_at: tuple[float, list[PendingPush], dict[Any, PendingPush]] | None = None
         self.messages = MESSAGES
         self.nav = [
             NavEntry("/compliance", {"pt": "Conformidade", "en": "Compliance"}),
@@ -155,12 +160,24 @@ class OcpiWebProvider:
         rows = await self.store.read(sql, (peer_id, kind, _ids_json(object_ids)))
         return {r["object_id"]: r for r in rows}
 
-    def _family(self, peer_id: int, kind: str, object_id: str) -> dict[str, Any] | None:
-        fam = self.bridge.pusher.outbox.families.get(FamilyKey(peer_id, kind, object_id))  # type: ignore[arg-type]
-        return _family_view(fam)
+    async def _pending(self) -> list[PendingPush]:
+        """What is pending, asked of the delivery at most once per PENDING_FRESH seconds
+        (a page shows it for many objects)."""
+        now = time.monotonic()
+        if self._pending_at is None or now - self._pending_at[0] > PENDING_FRESH:
+            pending = await self.bridge.delivery.pending()
+            index = {(p.peer_id, p.kind, p.object_id): p for p in pending}
+            self._pending_at = (now, pending, index)
+        return self._pending_at[1]
+
+    async def _family(self, peer_id: int, kind: str, object_id: str) -> dict[str, Any] | None:
+        await self._pending()
+        assert self._pending_at is not None
+        return _family_view(self._pending_at[2].get((peer_id, kind, str(object_id))))
 
     async def _stations(self, ids: list[str]) -> dict[str, StationSnapshot]:
         """The stations with their connectors (last frame as csms knows it now)."""
+        await self.bridge.fresh_returns()
         return await self.csms.stations(ids, connectors=True)
 
     def _evses(self, station: StationSnapshot, now: datetime) -> list[dict[str, Any]]:
@@ -187,7 +204,7 @@ class OcpiWebProvider:
     # ------------------------------------------------------------------ dashboard
 
     async def dashboard(self, request: web.Request) -> dict[str, Any]:
-        pending = self.bridge.pusher.outbox.pending()
+        pending = await self._pending()
         peers = await self.bridge.store.peers()
         created = {
             r["id"]: r
@@ -195,7 +212,7 @@ class OcpiWebProvider:
         }
         rows = []
         for p in peers:
-            mine = [f for f in pending if f.key.peer_id == p.id]
+            mine = [f for f in pending if f.peer_id == p.id]
             failing = [f for f in mine if f.failing_since is not None]
             last = None
             if p.status == "registered":
@@ -280,7 +297,7 @@ class OcpiWebProvider:
                 "defined": True,
                 "evses": evses[sid],
                 "hub": hub is not None,
-                "pending": self._family(hub.id, "location", sid) if hub else None,
+                "pending": await self._family(hub.id, "location", sid) if hub else None,
             }
         return out
 
@@ -325,7 +342,7 @@ class OcpiWebProvider:
                         loc_ack and loc_ack["state"] >= location["last_updated"]
                     ),
                     "evses": hub_evses,
-                    "pending": self._family(peer.id, "location", station_id),
+                    "pending": await self._family(peer.id, "location", station_id),
                 }
             )
         return {
@@ -362,7 +379,7 @@ class OcpiWebProvider:
                 "session_status": status,
                 "session_acked_at": sack["acked_at"] if sack else None,
                 "cdr_acked_at": cack["acked_at"] if cack else None,
-                "pending": self._family(hub.id, "session", key) if hub else None,
+                "pending": await self._family(hub.id, "session", key) if hub else None,
                 "token": tokens.get(tx),
             }
         return out
@@ -423,9 +440,9 @@ class OcpiWebProvider:
         """Per rule, over the period: pushes measured, late, failed, the largest delay and how
         many stations or sessions had a late or failed push (a range of whole hours on the
         primary key, whose first column is the hour)."""
-        await self.bridge.pusher.compliance.flush()
+        await self.bridge.delivery.flush_compliance()
         rows = await self.store.read(SUMMARY_SQL, (hour_of(since), to_db(until)))
-        limits = self.bridge.pusher.compliance.limits
+        limits = self.bridge.compliance.limits
         out = {}
         for rule in PUSHED_RULES:
             r = next((x for x in rows if x["rule"] == rule), None)
@@ -459,7 +476,7 @@ class OcpiWebProvider:
         self, ids: list[str], since: datetime, until: datetime
     ) -> list[dict[str, Any]]:
         stations = await self._stations(ids)
-        report = await self.bridge.pusher.compliance.report(since, until, "station", ids)
+        report = await self.bridge.compliance.report(since, until, "station", ids)
         measured: dict[str, dict[str, dict[str, Any]]] = {}
         for item in report:
             measured.setdefault(item["id"], {})[item["rule"]] = item
@@ -519,12 +536,12 @@ class OcpiWebProvider:
             SessionFilter(station or None, since, until), limit, offset
         )
         ids = [str(r["id"]) for r in rows]
-        report = await self.bridge.pusher.compliance.report(since, until, "session", ids)
+        report = await self.bridge.compliance.report(since, until, "session", ids)
         r5 = {item["id"]: item for item in report if item["rule"] == "R5"}
         hub = self.hub()
         session_acks = await self._acks(hub.id, "session", ids) if hub else {}
         cdr_acks = await self._acks(hub.id, "cdr", ids) if hub else {}
-        limit_r5 = self.bridge.pusher.compliance.limits.get("R5", math.inf)
+        limit_r5 = self.bridge.compliance.limits.get("R5", math.inf)
         now = self.bridge.clock.now()
         for r in rows:
             key = str(r["id"])
@@ -547,7 +564,7 @@ class OcpiWebProvider:
                     "session_status": status,
                     "session_acked_at": sack["acked_at"] if sack else None,
                     "cdr_acked_at": (cdr_acks.get(key) or {}).get("acked_at"),
-                    "pending": self._family(hub.id, "session", key) if hub else None,
+                    "pending": await self._family(hub.id, "session", key) if hub else None,
                 }
             )
             start = web_fmt.as_datetime(r["start_time"])
@@ -626,7 +643,7 @@ class OcpiWebProvider:
         data = await self.dashboard(request)
         events = await self.bridge.store.security_events(SECURITY_EVENTS_SHOWN)
         pending = sorted(
-            self.bridge.pusher.outbox.pending(),
+            await self._pending(),
             key=lambda f: (
                 f.failing_since is None,
                 f.dirty_since or datetime.max.replace(tzinfo=UTC),
@@ -638,9 +655,9 @@ class OcpiWebProvider:
                 "title": self.ui.t("ocpi.hub.title"),
                 "pending": [
                     {
-                        "peer": labels.get(f.key.peer_id, str(f.key.peer_id)),
-                        "kind": f.key.kind,
-                        "object_id": f.key.object_id,
+                        "peer": labels.get(f.peer_id, str(f.peer_id)),
+                        "kind": f.kind,
+                        "object_id": f.object_id,
                         **(_family_view(f) or {}),
                     }
                     for f in pending[:PENDING_SHOWN]

@@ -129,6 +129,28 @@ async def test_the_relay_publishes_what_is_committed_after_its_start_in_order(
         await relay.stop()
 
 
+async def test_the_relay_reads_only_the_kinds_its_subscribers_take(store: Store) -> None:
+    bus = EventBus()
+    few = bus.subscribe("few", kinds=(StationConnected,))
+    relay = EventRelay(store.db, bus)
+    store.db.add_commit_hook(relay.wake)
+    await relay.start()
+    try:
+        events = [StationSeen("A", T, None), StationConnected("B", T, None)]
+        await store.db.write(with_events(_nothing, lambda _: events))
+        assert await asyncio.wait_for(few.get(), 5) == events[1]
+        await asyncio.sleep(0.05)
+        assert few.get_nowait() is None and relay.published == 1
+        top = (await store.read("SELECT MAX(id) AS m FROM events"))[0]["m"]
+        assert relay.cursor == top  # the other kinds were passed over, not left behind
+        # a subscriber of every kind gets what comes next, of any kind
+        every = bus.subscribe("every")
+        await store.db.write(with_events(_nothing, lambda _: [StationSeen("C", T, None)]))
+        assert (await asyncio.wait_for(every.get(), 5)).station_id == "C"  # type: ignore[union-attr]
+    finally:
+        await relay.stop()
+
+
 async def test_a_relay_in_another_process_finds_the_rows_by_polling(store: Store) -> None:
     bus = EventBus()
     sub = bus.subscribe("test")
