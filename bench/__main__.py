@@ -98,6 +98,13 @@ def parser() -> argparse.ArgumentParser:
         help="database.synchronous of the server (default FULL, the product's default)",
     )
     p.add_argument(
+        "--role",
+        choices=("auto", "all"),
+        default="auto",
+        help="csms run --role: auto (default: the OCPP node and its delivery process, two "
+        "processes) or all (one process, as before issue 14)",
+    )
+    p.add_argument(
         "--database",
         choices=("sqlite", "postgresql"),
         default="sqlite",

@@ -183,8 +183,9 @@ def tree_cpu_times(pid: int) -> tuple[float, float]:
     return user, system
 
 
-# CpuMeter names measured as a process tree (a server and its children)
-TREES = frozenset({"database"})
+# CpuMeter names measured as a process tree (a server and its children): PostgreSQL, and
+# csms (its OCPP node and the delivery process it starts)
+TREES = frozenset({"database", "server"})
 
 
 def cpu_seconds(pid: int) -> float:

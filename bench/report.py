@@ -108,6 +108,9 @@ def _phase_figures(
     if "database" in window["cpu_seconds"]:
         # PostgreSQL's own processes: work the SQLite engine does inside the server process
         out["database_cpu"] = _cpu_block(window, "database", total, nproc)
+    if "delivery" in window["cpu_seconds"]:
+        # csms's delivery process (part of the server's figures: its process tree)
+        out["delivery_cpu"] = _cpu_block(window, "delivery", total, nproc)
     return out
 
 
@@ -172,6 +175,7 @@ def build(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_fingerprint(),
         "database": {"engine": args.database, "postgresql_version": p.get("postgresql")},
+        "csms_role": args.role,
         "server_config": p["config"],
         "setup": {
             "definitions": p["definitions"],
@@ -465,6 +469,12 @@ def table(r: dict[str, Any]) -> str:
         f"(user {_fmt(s['user_seconds'])} s, system {_fmt(s['system_seconds'])} s), "
         f"{_fmt(s['us_per_message'])} us/message",
     )
+    d = r.get("delivery_cpu")
+    if d:
+        row(
+            "  of which the delivery process",
+            f"{_fmt(d['cpu_cores'])} cores, {_fmt(d['us_per_message'])} us/message",
+        )
     d = r.get("database_cpu")
     if d:
         row(

@@ -526,7 +526,7 @@ async def _product_phase(
     from .target import Csms
 
     database_url, database_pid = database or (None, None)
-    csms = Csms(group, workdir, args.compression, args.synchronous, database_url)
+    csms = Csms(group, workdir, args.compression, args.synchronous, database_url, args.role)
     res["config"] = csms.settings
     log(f"starting csms (config {csms.config_path}, log {csms.log_path})")
     await csms.start()
@@ -572,6 +572,9 @@ async def _product_phase(
             others = {"hub": hub_child.pid}
             if database_pid is not None:
                 others["database"] = database_pid
+            delivery_pid = await csms.delivery_pid()
+            if delivery_pid is not None:  # (inside "server" too: csms's process tree)
+                others["delivery"] = delivery_pid
             res["play"] = await play(args, workers, csms.pid, others, csms)
         finally:
             res["workers"] = await workers.stop()

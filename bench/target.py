@@ -109,8 +109,10 @@ class Csms:
         k: float,
         synchronous: str,
         database_url: str | None = None,
+        role: str = "auto",
     ) -> None:
         self.group = group
+        self.role = role  # csms run --role: auto (node + delivery process) or all
         self.workdir = workdir
         self._k, self._synchronous = k, synchronous
         self._database_url = database_url
@@ -170,7 +172,7 @@ class Csms:
         env["CSMS_ADMIN_PASSWORD"] = self.password
         self.child = await self.group.start(
             "csms",
-            [*csms_command(), "run", "--config", str(self.config_path)],
+            [*csms_command(), "run", "--config", str(self.config_path), "--role", self.role],
             env=env,
             cwd=self.workdir,
             log_path=self.log_path,
@@ -193,6 +195,14 @@ class Csms:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"csms did not become healthy in {timeout:g} s")
             await asyncio.sleep(0.2)
+
+    async def delivery_pid(self) -> int | None:
+        """The pid of csms's delivery process (None: everything in one process)."""
+        assert self.session is not None
+        async with self.session.get(self.http + "/healthz") as r:
+            body = await r.json()
+        pid = (body.get("delivery") or {}).get("pid")
+        return int(pid) if pid else None
 
     async def stop(self) -> int:
         if self.session is not None:
