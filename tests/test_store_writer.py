@@ -189,3 +189,39 @@ async def test_an_older_database_is_migrated_with_its_data(
         assert await store.write(later) == 1
     finally:
         await store.close()
+
+
+@pytest.mark.sqlite_only
+async def test_a_write_waits_for_another_process_holding_the_lock_longer_than_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """csms's delivery process writes the same SQLite file; a batch that finds the write
+    lock taken longer than SQLite's busy_timeout waits its turn instead of failing."""
+    import sqlite3
+    import threading
+
+    from csms.db import sqlite as engine
+
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 50)
+    store = dbs.store_for_test(tmp_path, SystemClock())
+    await store.open()
+    try:
+        other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another process's writer, in the middle of a batch
+        release = threading.Timer(0.6, other.execute, ("COMMIT",))
+        release.start()
+
+        async def job(db: JobDb) -> int:
+            await db.execute(
+                "INSERT INTO id_tags (id_tag, status, created_at, updated_at) "
+                "VALUES ('WAITED', 'Accepted', 'x', 'x')"
+            )
+            return 1
+
+        assert await store.write(job) == 1  # (SQLite alone gives up after 50 ms)
+        release.join()
+        other.close()
+        rows = await store.read("SELECT id_tag FROM id_tags WHERE id_tag = 'WAITED'")
+        assert len(rows) == 1
+    finally:
+        await store.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,6 +28,11 @@ import aiosqlite
 from .base import Database, IntegrityError, Job, JobSuspended, Tx, log, migrations, split_sql
 
 T = TypeVar("T")
+
+# SQLite's own wait for a lock (each attempt), and how long a batch waits in all for the
+# write lock another process holds (see _begin)
+BUSY_TIMEOUT_MS = 5000
+LOCK_WAIT = 30.0
 
 
 class _SqliteCursor:
@@ -108,7 +114,7 @@ class SqliteDatabase(Database):
         self._r = await aiosqlite.connect(self.path, isolation_level=None)
         self._r.row_factory = sqlite3.Row
         await self._r.execute("PRAGMA query_only = ON")
-        await self._r.execute("PRAGMA busy_timeout = 5000")
+        await self._r.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     async def _disconnect(self) -> None:
         if self._r is not None:
@@ -154,7 +160,7 @@ class SqliteDatabase(Database):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._w = conn
 
     def _close_writer(self) -> None:
@@ -208,7 +214,7 @@ class SqliteDatabase(Database):
         view = _SqliteTx(db)
         outcomes: list[tuple[bool, Any]] = []
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._begin(db)
             for job in jobs:
                 db.execute("SAVEPOINT job")
                 try:
@@ -229,6 +235,27 @@ class SqliteDatabase(Database):
                 db.execute("ROLLBACK")
             outcomes = [(False, e)] * len(jobs)
         return outcomes
+
+    def _begin(self, db: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting up to LOCK_WAIT seconds for another process's writer
+        (csms's delivery process writes the same file): SQLite's busy handler gives up
+        after busy_timeout, and a writer that commits batch after batch can keep the other
+        from its turn that long under load. Nothing has run yet, so trying again is safe."""
+        deadline = time.monotonic() + LOCK_WAIT
+        waited = False
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                if waited:
+                    log.info("database lock obtained after waiting for another process")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                if not waited:
+                    log.warning("database locked by another process: waiting", error=str(e))
+                    waited = True
+                time.sleep(0.005)
 
     async def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         assert self._r is not None, "store is not open"
