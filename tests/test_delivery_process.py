@@ -70,6 +70,14 @@ async def test_pushes_come_from_a_child_process_and_survive_its_death(tmp_path: 
                 assert "csms_delivery_events_relayed" in text and "ocpi_pushes_total" in text
                 assert "csms_stations_connected" in text
                 assert text.count("# TYPE ocpi_pushes_total counter") == 1  # (the child's)
+                # the node's API asks the delivery process what is pending and measured
+                hub.mode = "error500"
+                await st.status(1, "Preparing")
+                await eventually(lambda: _failing(api, "D1"))
+                status, report = await api.get("/api/v1/ocpi/compliance")
+                assert status == 200
+                assert any(i["rule"] == "R6" and i["id"] == "D1" for i in report["items"])
+                hub.mode = "ok"
 
                 # killed, it is started again; what happened meanwhile still reaches the hub
                 os.kill(first, signal.SIGKILL)
@@ -92,6 +100,13 @@ async def test_pushes_come_from_a_child_process_and_survive_its_death(tmp_path: 
             assert await daemon.signal(signal.SIGTERM) == 0
         # a clean stop stops the child too
         await eventually(lambda: not _alive(second))
+
+
+async def _failing(api: Api, station: str) -> bool:
+    status, body = await api.get("/api/v1/ocpi/pushes")
+    return status == 200 and any(
+        str(i["id"]).startswith(station) and i["failing_since"] for i in body["items"]
+    )
 
 
 def _last(patches: list[tuple[str, str]]) -> tuple[str, Any]:
