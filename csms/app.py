@@ -51,7 +51,7 @@ from .http import (
     raise_fd_limit,
 )
 from .metrics import Metrics
-from .outbox import EventRelay
+from .outbox import EventRelay, latest_seen
 from .passwords import hash_password, is_password_hash
 from .ports import CsmsPort
 from .provisioning import provision
@@ -220,6 +220,10 @@ class CentralSystem:
         ocppj.prewarm_validators()
         prepare_data_dir(self.settings.data_dir)
         await self.store.open()
+        # the newest committed frame of each station (the events are ahead of the
+        # periodic write of last_seen_at), for R7's clock and R8's times after a restart
+        for station_id, at in (await latest_seen(self.store.db)).items():
+            self.store.stations.note_seen(station_id, at)
         h = self.settings.http
         self._runner = web.AppRunner(
             self.http_app,

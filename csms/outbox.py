@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -197,6 +197,21 @@ class EventOutbox:
             return int(cur.rowcount or 0)
 
         return await self.db.write(job)
+
+
+async def latest_seen(db: Database) -> dict[str, datetime]:
+    """Each station's newest committed frame among the kept events: newer than the
+    ``stations.last_seen_at`` that is written every few seconds."""
+    rows = await db.read(
+        "SELECT station_id, MAX(created_at) AS at FROM events "
+        "WHERE kind = 'StationSeen' GROUP BY station_id"
+    )
+    out = {}
+    for r in rows:
+        at = from_db(r["at"])
+        if r["station_id"] is not None and at is not None:
+            out[r["station_id"]] = at
+    return out
 
 
 async def _nothing(tx: Tx) -> None:

@@ -26,7 +26,7 @@ from .events import Event, EventBus, StationSeen
 from .extensions import Extension
 from .http import json_response
 from .metrics import metrics_handler
-from .outbox import EventRelay
+from .outbox import EventRelay, latest_seen
 from .ports import CsmsPort
 from .store import Store
 
@@ -95,10 +95,10 @@ class DeliveryProcess:
             self.on_node_gone()
 
     def _before(self, event: Event) -> None:
-        # the last frame of each station, for the extensions' reads (csms's repositories
-        # keep it in memory, and write it when an extension asks: persist_seen)
-        if isinstance(event, StationSeen):
-            self.store.stations.touch_seen(event.station_id, event.at)
+        # the last frame of each station, for the extensions' reads: from the events, so
+        # already committed (persist_seen has nothing to write, no lock to wait for)
+        if isinstance(event, StationSeen):  # (committed: nothing to persist)
+            self.store.stations.note_seen(event.station_id, event.at)
 
     @property
     def http_port(self) -> int:
@@ -112,6 +112,8 @@ class DeliveryProcess:
 
     async def start(self) -> None:
         await self.store.open()
+        for station_id, at in (await latest_seen(self.store.db)).items():
+            self.store.stations.note_seen(station_id, at)
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()

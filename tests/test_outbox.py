@@ -184,3 +184,15 @@ async def test_pruning_keeps_what_the_relay_has_not_published(
 
 async def _nothing(tx: Any) -> None:
     return None
+
+
+async def test_the_newest_committed_frame_of_each_station(store: Store) -> None:
+    later = T + outbox.timedelta(seconds=30)
+    events = [
+        StationSeen("A", T, None),
+        StationSeen("A", later, "Heartbeat"),
+        StationSeen("B", T, None),
+        StationConnected("C", later, None),  # not a frame
+    ]
+    await store.db.write(with_events(_nothing, lambda _: events))
+    assert await outbox.latest_seen(store.db) == {"A": later, "B": T}

@@ -198,6 +198,13 @@ class StationRepository:
             self._seen[station_id] = at
             self._seen_dirty.add(station_id)
 
+    def note_seen(self, station_id: str, at: datetime) -> None:
+        """A last-seen time already committed elsewhere (a StationSeen event of the
+        outbox): kept in memory, nothing to write."""
+        old = self._seen.get(station_id)
+        if old is None or at > old:
+            self._seen[station_id] = at
+
     def last_seen(self, station_id: str) -> datetime | None:
         return self._seen.get(station_id)
 
