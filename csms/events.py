@@ -192,6 +192,14 @@ class EventBus:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
+    def room(self) -> int:
+        """How many events every subscriber can still take without dropping any (the
+        relay publishes no more than that: what waits in the outbox is not lost)."""
+        return min(
+            (sub.maxsize - sub._queue.qsize() for sub in self._subscriptions if not sub._dropped),
+            default=1 << 30,
+        )
+
     def wanted(self) -> set[str] | None:
         """The names of the event types some subscriber takes (None: every type)."""
         names: set[str] = set()

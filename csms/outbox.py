@@ -61,6 +61,8 @@ FLUSH_DELAY = 0.01
 RETENTION = timedelta(minutes=10)
 # rows a relay reads at once
 RELAY_BATCH = 2000
+# how often a relay looks again when a subscriber's queue is full (seconds)
+ROOM_WAIT = 0.005
 
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
@@ -280,16 +282,26 @@ class EventRelay:
                 await asyncio.sleep(0.5)
                 self._woken.set()
 
+    async def _room(self) -> int:
+        """Wait until every subscriber can take some events; how many (the events wait
+        in the table meanwhile, instead of overflowing a subscriber's queue)."""
+        # (a look every few ms while a consumer drains its queue: the queues' get() is the
+        # hot path of every consumer, and stays free of any signalling for this)
+        while (room := self.bus.room()) <= 0:  # noqa: ASYNC110
+            await asyncio.sleep(ROOM_WAIT)
+        return min(room, RELAY_BATCH)
+
     async def _step(self) -> bool:
         """Publish the next rows, of the kinds someone subscribed to (an OCPP node whose
         pushes are in another process reads only what its commands follow); True when
         there may be more."""
+        limit = await self._room()
         wanted = self.bus.wanted()
         passed_to = 0
         if wanted is None:
             rows = await self.db.read(
                 "SELECT id, kind, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (self.cursor, RELAY_BATCH),
+                (self.cursor, limit),
             )
         else:
             # up to the newest row now: the rows of other kinds are passed over, not read
@@ -301,9 +313,9 @@ class EventRelay:
                 rows = await self.db.read(
                     f"SELECT id, kind, body FROM events WHERE id > ? AND id <= ? AND kind IN "
                     f"({', '.join('?' * len(kinds))}) ORDER BY id LIMIT ?",
-                    (self.cursor, top, *kinds, RELAY_BATCH),
+                    (self.cursor, top, *kinds, limit),
                 )
-            if len(rows) < RELAY_BATCH:
+            if len(rows) < limit:
                 passed_to = top
         for r in rows:
             self.cursor = int(r["id"])
@@ -317,4 +329,4 @@ class EventRelay:
             self.bus.publish(event)
             self.published += 1
         self.cursor = max(self.cursor, passed_to)
-        return len(rows) == RELAY_BATCH
+        return len(rows) == limit

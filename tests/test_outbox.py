@@ -196,3 +196,23 @@ async def test_the_newest_committed_frame_of_each_station(store: Store) -> None:
     ]
     await store.db.write(with_events(_nothing, lambda _: events))
     assert await outbox.latest_seen(store.db) == {"A": later, "B": T}
+
+
+async def test_a_slow_subscriber_makes_the_relay_wait_rather_than_drop(store: Store) -> None:
+    bus = EventBus()
+    slow = bus.subscribe("slow", maxsize=3)
+    relay = EventRelay(store.db, bus)
+    store.db.add_commit_hook(relay.wake)
+    await relay.start()
+    try:
+        events = [StationSeen(f"S{i}", T, None) for i in range(10)]
+        await store.db.write(with_events(_nothing, lambda _: events))
+        got = []
+        for _ in range(10):
+            await asyncio.sleep(0.01)  # (a consumer slower than the relay)
+            got.append(await asyncio.wait_for(slow.get(), 5))
+        # every event, in order, none dropped: they waited in the table
+        assert got == events
+        assert slow.get_nowait() is None
+    finally:
+        await relay.stop()
