@@ -211,3 +211,22 @@ async def test_a_command_without_the_secret_is_refused(csms: Running, node: str)
     finally:
         await remote.close()
         await station.close()
+
+
+async def test_a_malformed_internal_command_gets_a_clear_400(csms: Running, node: str) -> None:
+    """Even with the secret, what is not a command is refused and reaches no station."""
+    headers = Link(node, "s3cret-of-this-start").headers
+    bodies: list[Any] = [
+        b"not json",
+        b"[]",
+        b'{"station_id": "RC3"}',
+        b'{"station_id": 7, "action": "Reset", "payload": {}}',
+        b'{"station_id": "RC3", "action": "Reset", "payload": "soft"}',
+        b'{"station_id": "RC3", "action": "Reset", "payload": {}, "timeout": "soon"}',
+    ]
+    async with aiohttp.ClientSession() as s:
+        for body in bodies:
+            async with s.post(node + "/internal/v1/commands", data=body, headers=headers) as r:
+                answer = await r.json()
+                assert r.status == 400 and answer["error"] == "bad_request", (body, answer)
+    assert await csms.system.store.read("SELECT action FROM commands") == []
