@@ -33,6 +33,7 @@ from .cluster import (
     WAKE_FD_ENV,
     Link,
     command_routes,
+    loopback_host,
 )
 from .commands import CommandPort, ConnectionRegistry
 from .config import ConfigError, Settings
@@ -250,7 +251,7 @@ class CentralSystem:
         for ext in self.extensions:
             await ext.start()
         if self.delivery is not None:  # (before stations are let in)
-            self.delivery.node_url = f"http://{_loopback(h.host)}:{self.http_port}"
+            self.delivery.node_url = f"http://{loopback_host(h.host)}:{self.http_port}"
             await self.delivery.start()
         await self.ocpp_server.start()
         self._tasks.append(asyncio.create_task(self._flush_seen_loop(), name="flush-seen"))
@@ -293,7 +294,9 @@ class CentralSystem:
             except Exception:
                 log.exception("could not store last-seen times")
             try:
-                await self.store.outbox.prune(self.relay.cursor)
+                published = await self._published()
+                if published is not None:
+                    await self.store.outbox.prune(published)
             except Exception:
                 log.exception("could not prune the published events")
             now = self.clock.now()
@@ -329,6 +332,15 @@ class CentralSystem:
             if delivery["status"] != "ok":
                 report["status"] = "unavailable"
         return report
+
+    async def _published(self) -> int | None:
+        """The newest event every reader has published: ours, and the delivery process's
+        when there is one (None while it cannot say: nothing is pruned then, so that it
+        never misses an event it had not read)."""
+        if self.delivery is None:
+            return self.relay.cursor
+        cursor = (await self._delivery_health()).get("cursor")
+        return min(self.relay.cursor, cursor) if isinstance(cursor, int) else None
 
     async def _delivery_health(self) -> dict[str, Any]:
         """The delivery process as its supervisor and its own health route see it."""
@@ -435,13 +447,6 @@ def tune_gc() -> None:
     frees almost everything at once, the collector is only for cycles."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-
-
-def _loopback(host: str) -> str:
-    """Where this machine's other processes reach a server listening on ``host``."""
-    if host in ("", "0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
 
 
 async def run(

@@ -62,6 +62,14 @@ _ERRORS: dict[str, type[CommandError]] = {
 }
 
 
+def loopback_host(host: str) -> str:
+    """How this machine's other processes write the host of a server listening on
+    ``host`` in a URL (any address: loopback; IPv6 in brackets)."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 @dataclass(frozen=True)
 class Link:
     """How to reach the other process: its base URL and the shared secret."""

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from .api import DEFAULT_LIMIT, MAX_LIMIT, ApiError
 from .authorization import IdTagInfo, TokenSource
 from .clock import Clock, SystemClock
-from .cluster import Link, RemoteCommands
+from .cluster import Link, RemoteCommands, loopback_host
 from .commands import CommandError, CommandPort, ConnectionRegistry, StationRejected
 from .config import ConfigError, Settings
 from .db import Dialect, Job, Tx
@@ -66,6 +66,7 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     # --- the port and its read models
     "CsmsPort",  # what csms hands each extension at attach()
     "Link",  # how an OCPP node reaches its delivery process (port.delivery_link)
+    "loopback_host",  # a listening host as this machine's processes write it in a URL
     "ExtensionDb",  # an extension's own tables: read, write, migrations, dialect
     "standalone_db",  # the same, opened without a running csms (command-line tools)
     "StationSnapshot",  # a station: identity, definition, boot info, connector states

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from csms.ports import CsmsPort, Settings, SystemClock, standalone_db
+from csms.ports import CsmsPort, Settings, SystemClock, loopback_host, standalone_db
 
 from .admin import OcpiAdminApi
 from .bridge import Bridge
@@ -205,5 +205,4 @@ def _grant_arguments(parser: argparse.ArgumentParser, who: str) -> None:
 
 
 def _host(settings: Settings) -> str:
-    host = settings.http.host
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return loopback_host(settings.http.host)

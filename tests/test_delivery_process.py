@@ -13,9 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from csms.app import CentralSystem
 from csms.cluster import Link, RemoteCommands, command_routes
 from csms.commands import CommandError, StationOffline, UnknownAction
-from tests.conftest import Api, Running, station_body
+from csms.supervisor import DeliverySupervisor
+from tests.conftest import _ADMIN_HASH, Api, Running, make_settings, station_body
 from tests.daemon import Daemon
 from tests.flaky_hub import FlakyHub
 from tests.raw_client import RawClient
@@ -57,6 +59,16 @@ async def test_pushes_come_from_a_child_process_and_survive_its_death(tmp_path: 
             assert health["status"] == "ok" and delivery["status"] == "ok"
             first = delivery["pid"]
             assert first != daemon.proc.pid and _alive(first)
+            # its loopback port serves its node only: nothing without the start's secret
+            started = [ln for ln in daemon.lines if ln.get("event") == "delivery process started"]
+            internal = started[0]["internal_url"]
+            async with aiohttp.ClientSession() as s:
+                for path in ("/metrics", "/healthz", "/internal/ocpi/pending"):
+                    for headers in ({}, {"Authorization": "Bearer guessed"}):
+                        async with s.get(internal + path, headers=headers) as r:
+                            assert r.status == 401, (path, headers)
+                async with s.post(internal + "/internal/ocpi/peers-changed") as r:
+                    assert r.status == 401
             async with aiohttp.ClientSession() as s:
                 api = Api(daemon.http_url, s)
                 await register(hub, daemon.http_url, api)
@@ -230,3 +242,33 @@ async def test_a_malformed_internal_command_gets_a_clear_400(csms: Running, node
                 answer = await r.json()
                 assert r.status == 400 and answer["error"] == "bad_request", (body, answer)
     assert await csms.system.store.read("SELECT action FROM commands") == []
+
+
+async def test_events_are_pruned_only_as_far_as_the_delivery_process_has_read(
+    tmp_path: Path,
+) -> None:
+    """The node prunes the outbox; a row the delivery process has not read yet stays, and
+    while that process cannot tell how far it is, nothing is pruned."""
+    supervisor = DeliverySupervisor(None, node_url="")
+    system = CentralSystem(
+        make_settings(tmp_path), admin_password_hash=_ADMIN_HASH, delivery=supervisor
+    )
+    system.relay.cursor = 100  # (the node's own relay passes over most kinds)
+    assert await system._published() is None  # the delivery process is down
+
+    async def health(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == f"Bearer {supervisor.secret}"
+        return web.json_response({"status": "ok", "events_relayed": 7, "cursor": 40})
+
+    app = web.Application()
+    app.router.add_get("/healthz", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        supervisor.link = Link(f"http://127.0.0.1:{runner.addresses[0][1]}", supervisor.secret)
+        assert await system._published() == 40
+        system.relay.cursor = 30
+        assert await system._published() == 30
+    finally:
+        await runner.cleanup()
