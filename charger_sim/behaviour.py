@@ -88,6 +88,11 @@ class Behaviour:
         connection loss as it is.
     ``boot_on_reconnect``
         Send BootNotification (and report statuses) when reconnecting automatically.
+    ``retry_transaction_messages``
+        A transaction message answered with a CallError or not at all is sent again
+        (``TransactionMessageAttempts`` times, ``TransactionMessageRetryInterval`` apart), as
+        real chargers do, even while its caller waits. Off by default: a test then sees the
+        CallError itself (queued messages are always retried).
     ``reboot_delay``
         Seconds between closing the websocket and reconnecting on Reset / firmware install.
     ``step_delay``
@@ -115,6 +120,7 @@ class Behaviour:
     auto_reconnect: bool = False
     reconnect_delay: float = 1.0
     boot_on_reconnect: bool = True
+    retry_transaction_messages: bool = False
     reboot_delay: float = 0.2
     step_delay: float = 0.1
     boot_retries: int = 5

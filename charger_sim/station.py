@@ -1091,7 +1091,7 @@ class Station:
     async def _delivery_failed(self, item: _TxItem, exc: Exception) -> bool:
         """Handle a failed delivery; True when the item stays queued for a retry."""
         retryable = isinstance(exc, TimeoutError | CallErrorReceived | InvalidResponseError)
-        if item.detached and retryable:
+        if (item.detached or self.behaviour.retry_transaction_messages) and retryable:
             item.attempts += 1
             if item.attempts < max(1, self.config.get_int("TransactionMessageAttempts", 3)):
                 interval = self.config.get_int("TransactionMessageRetryInterval", 10)

@@ -39,6 +39,7 @@ from .commands import CommandPort, ConnectionRegistry
 from .config import ConfigError, Settings
 from .connection import StationConnection
 from .db import DatabaseError
+from .db.postgres import PostgresDatabase
 from .events import EventBus
 from .extensions import Extension
 from .handlers import OcppHandlers, Services
@@ -51,14 +52,16 @@ from .http import (
     fd_limit,
     raise_fd_limit,
 )
+from .members import ClusterNode, default_url
 from .metrics import Metrics
-from .outbox import EventRelay, latest_seen
+from .outbox import Cursor, EventRelay, latest_seen
 from .passwords import hash_password, is_password_hash
 from .ports import CsmsPort
 from .provisioning import provision
 from .server import OcppServer
 from .store import Store
 from .supervisor import DeliverySupervisor
+from .topics import Topics
 from .web import WebUI
 from .worker import run_delivery
 
@@ -130,9 +133,11 @@ class CentralSystem:
         admin_password_hash: str | None = None,
         extensions: list[tuple[Extension, Any]] | None = None,
         delivery: DeliverySupervisor | None = None,
+        delivery_elsewhere: bool = False,
     ) -> None:
         """``delivery``: the extensions' background work runs in that child process (this
-        is then an OCPP node, role ``ocpp``); without it, everything runs here."""
+        is then an OCPP node, role ``ocpp``); ``delivery_elsewhere``: in the delivery
+        workers of a PostgreSQL cluster; without either, everything runs here."""
         self.settings = settings
         self.delivery = delivery
         self.clock = clock or SystemClock()
@@ -151,6 +156,28 @@ class CentralSystem:
         self.ocpp_server = OcppServer(self.services, self.handlers, self.registry)
         if settings.ocpp.provision_on_boot:
             self.services.on_boot_accepted.append(self._provision)
+        # signals for every process ("the OCPI peers changed"), csms.topics
+        self.topics = Topics()
+        if delivery is not None:
+            self.topics.forward_to(lambda: delivery.link)
+        # on PostgreSQL: one node of a cluster, maybe of many (csms.members)
+        self.cluster: ClusterNode | None = None
+        if isinstance(self.store.db, PostgresDatabase):
+            # (a delivery process listens for itself)
+            wake = [self.relay.wake]
+            self.cluster = ClusterNode(
+                self.store.db,
+                self.clock,
+                "ocpp" if delivery is not None or delivery_elsewhere else "all",
+                url=self.advertise_url,
+                relay_cursor=lambda: self.relay.cursor[0],
+                wake=wake,
+                close_replaced=self.ocpp_server.close_replaced,
+                call_timeout=settings.ocpp.call_timeout,
+                topics=self.topics,
+            )
+            self.commands.router = self.cluster.router
+            self.ocpp_server.presence = self.cluster.presence
         self.api = Api(self.services, self.registry, self.commands)
         password_hash = admin_password_hash or settings.api.admin_password_hash
         if password_hash is None:
@@ -166,8 +193,9 @@ class CentralSystem:
             metrics_token=settings.metrics_token,
             more_metrics=self._delivery_metrics if delivery is not None else None,
         )
+        if delivery is not None or self.cluster is not None:
+            self.http_app.add_routes(command_routes(self.commands, self._internal_secrets))
         if delivery is not None:
-            self.http_app.add_routes(command_routes(self.commands, delivery.secret))
             self.store.db.add_commit_hook(delivery.wake)
         self.web = WebUI(self)
         if settings.web.enabled:
@@ -199,11 +227,34 @@ class CentralSystem:
             token_sources=self.authorizer.add_source,
             metrics_registry=self.metrics.registry,
             http_port=lambda: self.http_port,
-            role="all" if delivery is None else "ocpp",
-            delivery=(lambda: delivery.link) if delivery is not None else None,
+            role="ocpp" if delivery is not None or delivery_elsewhere else "all",
+            topics=self.topics,
+            delivery=self._delivery_link if delivery is not None or delivery_elsewhere else None,
         )
         for ext, config in extensions or []:
             ext.attach(self.port, config)
+
+    def _internal_secrets(self) -> list[str]:
+        """Who may call the node's internal routes: its delivery process, the cluster."""
+        out = [self.delivery.secret] if self.delivery is not None else []
+        if self.cluster is not None and self.started:
+            out.append(self.cluster.secret)
+        return out
+
+    def _delivery_link(self) -> Link | None:
+        """Where the delivery runs: on PostgreSQL, the process of the cluster that holds the
+        lease (maybe this node's child); else this node's child."""
+        if self.cluster is not None:
+            return self.cluster.membership.active_delivery
+        return self.delivery.link if self.delivery is not None else None
+
+    def advertise_url(self) -> str | None:
+        """How the other processes of a cluster reach this node's HTTP server."""
+        if self.settings.cluster.advertise_url:
+            return self.settings.cluster.advertise_url
+        if self._runner is None:
+            return None
+        return default_url(self.settings.http.host, self.http_port)
 
     def _provision(self, conn: StationConnection) -> None:
         conn.spawn(provision(conn, self.services, self.commands), "provisioning")
@@ -247,6 +298,8 @@ class CentralSystem:
             fd_limit=limit,
         )
         await self.relay.start()
+        if self.cluster is not None:
+            await self.cluster.start()
         # extensions start once the HTTP port is known, before stations are let in
         for ext in self.extensions:
             await ext.start()
@@ -272,6 +325,8 @@ class CentralSystem:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.relay.stop()
         for ext in reversed(self.extensions):
             try:
@@ -326,6 +381,8 @@ class CentralSystem:
             "schema_versions": versions,
             "stations_connected": len(self.registry),
         }
+        if self.cluster is not None:
+            report["cluster"] = await self.cluster.health()
         if self.delivery is not None:
             delivery = await self._delivery_health()
             report["delivery"] = delivery
@@ -333,14 +390,19 @@ class CentralSystem:
                 report["status"] = "unavailable"
         return report
 
-    async def _published(self) -> int | None:
-        """The newest event every reader has published: ours, and the delivery process's
-        when there is one (None while it cannot say: nothing is pruned then, so that it
-        never misses an event it had not read)."""
+    async def _published(self) -> Cursor | None:
+        """How far every reader has published: ours, and the delivery process's when there
+        is one (None while it cannot say: nothing is pruned then, so that it never misses
+        an event it had not read); on PostgreSQL, the slowest relay of the cluster."""
+        if self.cluster is not None:
+            oldest = await self.cluster.membership.oldest_cursor()
+            return (oldest, 0) if oldest is not None else None
         if self.delivery is None:
             return self.relay.cursor
         cursor = (await self._delivery_health()).get("cursor")
-        return min(self.relay.cursor, cursor) if isinstance(cursor, int) else None
+        if not (isinstance(cursor, list) and len(cursor) == 2):
+            return None
+        return min(self.relay.cursor, (int(cursor[0]), int(cursor[1])))
 
     async def _delivery_health(self) -> dict[str, Any]:
         """The delivery process as its supervisor and its own health route see it."""
@@ -467,6 +529,12 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
     if role == "delivery":
         return await _run_delivery(settings, extensions or [], stop)
+    if role == "ocpp" and not settings.database.url_is_postgres:
+        log.error(
+            "role ocpp (an OCPP node whose delivery runs in separate workers) needs "
+            "PostgreSQL (database.url); on SQLite, `csms run` starts its own delivery process"
+        )
+        return 2
     soft, hard = raise_fd_limit()
     log.info("file descriptor limit", soft=soft, hard=hard)
     enabled = any(config is not None for _, config in extensions or [])
@@ -480,6 +548,7 @@ async def run(
         admin_password_hash=resolve_admin_password(settings),
         extensions=extensions,
         delivery=supervisor,
+        delivery_elsewhere=role == "ocpp" and enabled,
     )
     try:
         await system.start()
@@ -505,16 +574,27 @@ async def run(
 async def _run_delivery(
     settings: Settings, extensions: list[tuple[Extension, Any]], stop: asyncio.Event
 ) -> int:
-    """The delivery process (started by an OCPP node's supervisor, which hands it, in the
-    environment, the node's URL, a secret and two pipes)."""
+    """The delivery process: started by an OCPP node's supervisor (which hands it, in the
+    environment, the node's URL, a secret and two pipes), or, on PostgreSQL, by hand as a
+    worker of the cluster."""
+    if NODE_URL_ENV not in os.environ:
+        if not settings.database.url_is_postgres:
+            log.error(
+                "on SQLite, the delivery process is started by `csms run` itself; a delivery "
+                "worker of its own needs PostgreSQL (database.url)"
+            )
+            return 2
+        return await run_delivery(settings, extensions, None, None, None, stop)
     try:
         node = Link(os.environ[NODE_URL_ENV], os.environ[SECRET_ENV])
         wake_fd, ready_fd = int(os.environ[WAKE_FD_ENV]), int(os.environ[READY_FD_ENV])
     except (KeyError, ValueError):
-        log.error("the delivery role is started by `csms run` itself, not by hand")
+        log.error("the delivery process's environment from its node is incomplete")
         return 2
     for name in (SECRET_ENV, NODE_URL_ENV, WAKE_FD_ENV, READY_FD_ENV):
         os.environ.pop(name, None)  # (not inherited by anything this process starts)
+    if settings.database.url_is_postgres:  # (the cluster's lease decides, not a file)
+        return await run_delivery(settings, extensions, node, wake_fd, ready_fd, stop)
     with _single_delivery(settings.data_dir, stop) as acquired:
         if not await acquired:
             return 0

@@ -48,11 +48,12 @@ def _parser(extensions: list[Extension]) -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, help="TOML configuration file")
     run.add_argument(
         "--role",
-        choices=("auto", "all", "delivery"),
+        choices=("auto", "all", "ocpp", "delivery"),
         default="auto",
         help="auto (default): the OCPP node here, the extensions' delivery (OCPI pushes) in "
-        "a child process on another core; all: everything in this one process; delivery: "
-        "that child (started by csms run itself)",
+        "a child process on another core; all: everything in this one process; on "
+        "PostgreSQL, ocpp: an OCPP node only, and delivery: a delivery worker (one of them "
+        "delivers, the others stand by)",
     )
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", "-c", required=True)

@@ -111,17 +111,20 @@ def refuse(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------- commands
 
 
-def command_routes(commands: CommandPort, secret: str) -> list[web.RouteDef]:
-    """The node's end of a command sent by another process: run it here, where the
-    station's websocket is."""
+def command_routes(commands: CommandPort, secrets: Callable[[], list[str]]) -> list[web.RouteDef]:
+    """The node's end of a command sent by another process: its delivery process (with the
+    supervisor's secret) or, on PostgreSQL, any process of the cluster (with the cluster's).
+    It runs here when the station's websocket is here; otherwise it is routed to the node
+    that holds it, unless it was routed here already (``routed``: never twice)."""
 
     async def handle(request: web.Request) -> web.Response:
-        if not authorized(request, secret):
+        if not any(authorized(request, secret) for secret in secrets()):
             return refuse(request)
         try:
             body = await request.json()
             station_id, action, payload = body["station_id"], body["action"], body["payload"]
             timeout, origin = body.get("timeout"), str(body.get("origin") or "internal")
+            routed = body.get("routed") is True
             if not (isinstance(station_id, str) and isinstance(action, str)):
                 raise TypeError("station_id and action must be text")
             if not isinstance(payload, dict):
@@ -134,7 +137,7 @@ def command_routes(commands: CommandPort, secret: str) -> list[web.RouteDef]:
             )
         try:
             answer = await commands.send(
-                station_id, action, payload, timeout=timeout, origin=origin
+                station_id, action, payload, timeout=timeout, origin=origin, route=not routed
             )
         except StationRejected as e:
             err = e.error
@@ -155,9 +158,10 @@ def command_routes(commands: CommandPort, secret: str) -> list[web.RouteDef]:
 class RemoteCommands:
     """The command port as another process sees it: each command goes to the node."""
 
-    def __init__(self, link: Link, default_timeout: float) -> None:
+    def __init__(self, link: Link, default_timeout: float, routed: bool = False) -> None:
         self.link = link
         self.default_timeout = default_timeout
+        self.routed = routed  # (to the node that holds the station: it must not route again)
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -184,6 +188,7 @@ class RemoteCommands:
             "payload": payload,
             "timeout": timeout,
             "origin": origin,
+            "routed": self.routed,
         }
         try:
             async with self._session.post(

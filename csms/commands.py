@@ -7,8 +7,9 @@ is logged and recorded; the caller gets the station's answer or one clear error.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -56,6 +57,22 @@ class StationRejected(CommandError):
         self.error = error
 
 
+class Router(Protocol):
+    """Sends a command to the node that holds the station (raises StationOffline when
+    none does)."""
+
+    async def send(
+        self,
+        station_id: str,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        origin: str = "internal",
+        on_answer: Callable[[Any], None] | None = None,
+    ) -> Any: ...
+
+
 class ConnectionRegistry:
     """Station id -> its current connection. A newer connection replaces an older one."""
 
@@ -91,6 +108,8 @@ class CommandPort:
     def __init__(self, services: Services, registry: ConnectionRegistry) -> None:
         self.services = services
         self.registry = registry
+        # on PostgreSQL, the nodes' commands for stations another node holds (csms.members)
+        self.router: Router | None = None
 
     async def send(
         self,
@@ -101,6 +120,7 @@ class CommandPort:
         timeout: float | None = None,
         origin: str = "api",
         on_answer: Callable[[Any], None] | None = None,
+        route: bool = True,
     ) -> Any:
         """Send ``action`` to the station and return its answer payload.
 
@@ -126,6 +146,12 @@ class CommandPort:
         s = self.services
         timeout = timeout if timeout is not None else s.settings.ocpp.call_timeout
         conn = self.registry.get(station_id)
+        if conn is None and route and self.router is not None:
+            # held by another node: sent there (and recorded there), when it is anywhere
+            with contextlib.suppress(StationOffline):
+                return await self.router.send(
+                    station_id, action, payload, timeout=timeout, origin=origin, on_answer=on_answer
+                )
         # what is kept of the request and its answer has secret values masked (csms.redact)
         command_id = await s.store.commands.started(
             station_id, action, redact_payload(action, payload), origin

@@ -103,6 +103,24 @@ class DatabaseSettings(_Section):
 
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
+    @property
+    def url_is_postgres(self) -> bool:
+        return bool(self.url and self.url.startswith(("postgresql://", "postgres://")))
+
+
+class ClusterSettings(_Section):
+    # how the other processes of a PostgreSQL cluster reach this one's HTTP server (its
+    # internal routes: commands for the stations it holds, a delivery worker's state), e.g.
+    # http://10.0.0.5:8080. Default: http://<http.host, or this machine's name>:<http.port>
+    advertise_url: str | None = None
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertise(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v else None
+
 
 class ApiSettings(_Section):
     admin_user: str = Field("admin", min_length=1)
@@ -179,6 +197,7 @@ class Settings(_Section):
     ocpp: OcppSettings = OcppSettings()
     http: HttpSettings = HttpSettings()
     database: DatabaseSettings = DatabaseSettings()
+    cluster: ClusterSettings = ClusterSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
     id_tags: IdTagSettings = IdTagSettings()

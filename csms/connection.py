@@ -89,6 +89,10 @@ class StationConnection:
         self.remote_address = remote_address
         self.services = handlers.services
         self.connected_at = self.services.clock.now()
+        # when it opened, as every machine of a cluster compares (wall clock), and whether a
+        # newer connection of the station on another node replaced it (csms.members)
+        self.opened_wall = time.time()
+        self.replaced_elsewhere = False
         self.booted = False
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._call_lock = asyncio.Lock()

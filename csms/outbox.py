@@ -54,6 +54,10 @@ from .timeparse import from_db, to_db
 log = structlog.get_logger("csms.outbox")
 
 T = TypeVar("T")
+# how far a relay has read: (transaction, id). On SQLite, one writer gives ids in commit
+# order and the transaction is always 0; on PostgreSQL, several writers do not, and a row is
+# read once every transaction older than its own has ended (see EventRelay).
+Cursor = tuple[int, int]
 
 # how long a staged event waits for a write to ride along with before one is made for it
 FLUSH_DELAY = 0.01
@@ -180,8 +184,8 @@ class EventOutbox:
 
         return insert
 
-    async def prune(self, published: int) -> int:
-        """Delete rows older than ``RETENTION`` that the relay has published (id <=
+    async def prune(self, published: Cursor) -> int:
+        """Delete rows older than ``RETENTION`` that every relay has published (before
         ``published``). Call it regularly: it marks the newest id at each call and deletes up
         to the newest mark older than the retention."""
         row = await self.db.read_one("SELECT MAX(id) AS m FROM events")
@@ -190,12 +194,20 @@ class EventOutbox:
         horizon = 0
         while self._marks and now - self._marks[0][0] >= RETENTION.total_seconds():
             horizon = self._marks.popleft()[1]
-        upto = min(horizon, published)
-        if upto <= 0:
-            return 0
+        tx, upto = published
+        if self.db.engine == "postgresql":
+            # (ids are not in commit order there: a row is behind every relay by its tx)
+            sql, params = "DELETE FROM events WHERE id <= ? AND tx < ?", (horizon, tx)
+            if horizon <= 0 or tx <= 0:
+                return 0
+        else:
+            upto = min(horizon, upto)
+            sql, params = "DELETE FROM events WHERE id <= ?", (upto,)
+            if upto <= 0:
+                return 0
 
-        async def job(tx: Tx) -> int:
-            cur = await tx.execute("DELETE FROM events WHERE id <= ?", (upto,))
+        async def job(tx_: Tx) -> int:
+            cur = await tx_.execute(sql, params)
             return int(cur.rowcount or 0)
 
         return await self.db.write(job)
@@ -244,15 +256,26 @@ class EventRelay:
         self.bus = bus
         self.poll = poll
         self.before = before  # sees each event before the bus does
-        self.cursor = 0
+        self.cursor: Cursor = (0, 0)
         self.published = 0
         self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        row = await self.db.read_one("SELECT MAX(id) AS m FROM events")
-        self.cursor = int(row["m"] or 0) if row else 0
+        self.cursor = await self._horizon()
         self._task = asyncio.create_task(self._run(), name="event-relay")
+
+    async def _horizon(self) -> Cursor:
+        """Below this, no row can appear any more: on SQLite, the newest id (one writer,
+        ids in commit order); on PostgreSQL, the oldest transaction still running (every
+        row of an older one is committed or never will be)."""
+        if self.db.engine == "postgresql":
+            row = await self.db.read_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x"
+            )
+            return (int(row["x"]) if row else 0, 0)
+        row = await self.db.read_one("SELECT MAX(id) AS m FROM events")
+        return (0, int(row["m"] or 0) if row else 0)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -297,28 +320,26 @@ class EventRelay:
         there may be more."""
         limit = await self._room()
         wanted = self.bus.wanted()
-        passed_to = 0
-        if wanted is None:
+        kinds = sorted(wanted) if wanted is not None else None
+        if kinds == []:
+            self.cursor = max(self.cursor, await self._horizon())
+            return False
+        horizon = await self._horizon()
+        only = f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds else ""
+        if self.db.engine == "postgresql":
             rows = await self.db.read(
-                "SELECT id, kind, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (self.cursor, limit),
+                "SELECT tx, id, kind, body FROM events WHERE (tx, id) > (?, ?) AND tx < ?"
+                f"{only} ORDER BY tx, id LIMIT ?",
+                (*self.cursor, horizon[0], *(kinds or ()), limit),
             )
         else:
-            # up to the newest row now: the rows of other kinds are passed over, not read
-            row = await self.db.read_one("SELECT MAX(id) AS m FROM events")
-            top = int(row["m"] or 0) if row else 0
-            kinds = sorted(wanted)
-            rows = []
-            if kinds:
-                rows = await self.db.read(
-                    f"SELECT id, kind, body FROM events WHERE id > ? AND id <= ? AND kind IN "
-                    f"({', '.join('?' * len(kinds))}) ORDER BY id LIMIT ?",
-                    (self.cursor, top, *kinds, limit),
-                )
-            if len(rows) < limit:
-                passed_to = top
+            rows = await self.db.read(
+                f"SELECT 0 AS tx, id, kind, body FROM events WHERE id > ? AND id <= ?{only} "
+                "ORDER BY id LIMIT ?",
+                (self.cursor[1], horizon[1], *(kinds or ()), limit),
+            )
         for r in rows:
-            self.cursor = int(r["id"])
+            self.cursor = (int(r["tx"]), int(r["id"]))
             try:
                 event = decode(r["kind"], r["body"])
             except (ValueError, TypeError) as e:
@@ -328,5 +349,6 @@ class EventRelay:
                 self.before(event)
             self.bus.publish(event)
             self.published += 1
-        self.cursor = max(self.cursor, passed_to)
+        if len(rows) < limit:  # (every row before the horizon is read: pass over the rest)
+            self.cursor = max(self.cursor, horizon)
         return len(rows) == limit

@@ -50,10 +50,12 @@ from .events import (
     TransactionStopped,
 )
 from .http import dumps
+from .members import RoutedCommands
 from .meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
 from .repositories.rows import json_or
 from .store import Store
 from .timeparse import from_db, parse_api_time, to_db, to_iso, to_ocpp
+from .topics import Topics
 from .traffic import Measured, TrafficMonitor, judge
 from .web import NavEntry, WebRoute, WebUI
 from .web import fmt as web_fmt
@@ -67,6 +69,7 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     "CsmsPort",  # what csms hands each extension at attach()
     "Link",  # how an OCPP node reaches its delivery process (port.delivery_link)
     "loopback_host",  # a listening host as this machine's processes write it in a URL
+    "Topics",  # signals for every process (port.topics): "reload what changed"
     "ExtensionDb",  # an extension's own tables: read, write, migrations, dialect
     "standalone_db",  # the same, opened without a running csms (command-line tools)
     "StationSnapshot",  # a station: identity, definition, boot info, connector states
@@ -307,7 +310,7 @@ class CsmsPort:
         settings: Settings | None = None,
         *,
         bus: EventBus | None = None,
-        commands: CommandPort | RemoteCommands | None = None,
+        commands: CommandPort | RemoteCommands | RoutedCommands | None = None,
         registry: ConnectionRegistry | None = None,
         traffic: TrafficMonitor | None = None,
         http_app: aiohttp_web.Application | None = None,
@@ -316,9 +319,11 @@ class CsmsPort:
         metrics_registry: CollectorRegistry | None = None,
         http_port: Callable[[], int] | None = None,
         role: str = "all",
+        topics: Topics | None = None,
         delivery: Callable[[], Link | None] | None = None,
     ) -> None:
         self._store = store
+        self._topics = topics
         self.role = role
         self._delivery = delivery
         self.clock = clock
@@ -356,6 +361,12 @@ class CsmsPort:
     @property
     def bus(self) -> EventBus:
         return self._need(self._bus, "event bus")
+
+    @property
+    def topics(self) -> Topics:
+        """Signals for every process of the installation (:mod:`csms.topics`): publish
+        what changed in the database so that the others read it again."""
+        return self._need(self._topics, "topics")
 
     @property
     def http_app(self) -> aiohttp_web.Application:

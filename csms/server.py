@@ -34,6 +34,7 @@ from .connection import StationConnection
 from .events import StationConnected, StationDisconnected
 from .guard import station_handshake
 from .handlers import OcppHandlers, Services
+from .members import Presence
 from .passwords import parse_basic_auth
 
 log = structlog.get_logger("csms.server")
@@ -69,6 +70,8 @@ class OcppServer:
         self.registry = registry
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # on PostgreSQL: which stations this node holds, for the cluster (csms.members)
+        self.presence: Presence | None = None
 
     @property
     def port(self) -> int:
@@ -170,6 +173,8 @@ class OcppServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         s.store.outbox.stage(StationConnected(cp_id, s.clock.now(), remote))
+        if self.presence is not None:
+            self.presence.connected(cp_id, conn.opened_wall)
         log.info("station connected", remote=remote, subprotocol=ws.subprotocol)
         try:
             await conn.serve()
@@ -177,9 +182,28 @@ class OcppServer:
             current = self.registry.unregister(conn)
             s.metrics.stations_connected.set(len(self.registry))
             reason = _close_reason(ws)
-            log.info("station disconnected", reason=reason, replaced=not current)
-            if current:
+            if conn.replaced_elsewhere:  # (the station is connected: to another node)
+                log.info("station disconnected: connected to another node", reason=reason)
+            else:
+                log.info("station disconnected", reason=reason, replaced=not current)
+            if current and not conn.replaced_elsewhere:
                 s.store.outbox.stage(StationDisconnected(cp_id, s.clock.now(), reason))
+                if self.presence is not None:
+                    self.presence.disconnected(cp_id)
+
+    def close_replaced(self, station_id: str, opened_at: float) -> None:
+        """Another node announced a connection of ``station_id`` opened at ``opened_at``:
+        close ours when it is older (the station has left it)."""
+        conn = self.registry.get(station_id)
+        if conn is None or conn.opened_wall >= opened_at or conn.replaced_elsewhere:
+            return
+        conn.replaced_elsewhere = True
+        log.info(
+            "station connected to another node: closing its connection here", station_id=station_id
+        )
+        task = asyncio.create_task(conn.close(1000, "replaced by a newer connection"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _remote(connection: ServerConnection) -> str | None:

@@ -35,6 +35,8 @@ log = structlog.get_logger("ocpi.bridge")
 # role "ocpp": the stations' return times are read again at most this often (seconds)
 RETURNS_FRESH = 1.0
 
+# what every process hears when the peers change (csms.topics)
+PEERS_TOPIC = "ocpi.peers"
 # (identifier, role) of the modules we serve, as listed in our version details
 MODULES: list[tuple[str, str]] = [
     ("credentials", "SENDER"),
@@ -93,14 +95,13 @@ class Bridge:
             )
         else:
             self.pusher = Pusher(self)
-            self.delivery = LocalDelivery(
-                self.pusher.pending_pushes, self.pusher.compliance.flush, self._peers_changed_here
-            )
+            self.delivery = LocalDelivery(self.pusher.pending_pushes, self.pusher.compliance.flush)
             self.locations.returned_at = self.pusher.rules.returned_at
             self.compliance = self.pusher.compliance
             self.pusher.on_commissioned = self.notices.on_commissioned
         self.commands = CommandService(self)
         self.token_source.grants = self.commands.grant_for
+        csms.topics.subscribe(PEERS_TOPIC, self._peers_changed_here)
         self._notices_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -151,13 +152,9 @@ class Bridge:
         }
 
     async def _peers_changed(self) -> None:
-        """A peer registered, renewed or left: serve its new token, push it what it lacks
-        (here, or in the delivery process)."""
-        if self.pusher is not None:
-            await self._peers_changed_here()
-        else:
-            await self.reload_peers()
-            await self.delivery.peers_changed()
+        """A peer registered, renewed or left: every process of csms hears it (the nodes
+        serve its new token, the delivery pushes it what it lacks), this one at once."""
+        await self.csms.topics.publish(PEERS_TOPIC)
 
     async def _peers_changed_here(self) -> None:
         await self.reload_peers()

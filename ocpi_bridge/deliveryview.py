@@ -58,9 +58,6 @@ class DeliveryView(Protocol):
     async def flush_compliance(self) -> None:
         """Store what the pusher measured of the rules so far (before a report)."""
 
-    async def peers_changed(self) -> None:
-        """A peer registered, renewed, was suspended or left."""
-
 
 class LocalDelivery:
     """The pusher in this process: what it has pending, its compliance recorder's flush,
@@ -70,20 +67,15 @@ class LocalDelivery:
         self,
         pending: Callable[[], list[PendingPush]],
         flush: Callable[[], Awaitable[None]],
-        on_peers_changed: Callable[[], Awaitable[None]],
     ) -> None:
         self._pending = pending
         self._flush = flush
-        self._on_peers_changed = on_peers_changed
 
     async def pending(self) -> list[PendingPush]:
         return self._pending()
 
     async def flush_compliance(self) -> None:
         await self._flush()
-
-    async def peers_changed(self) -> None:
-        await self._on_peers_changed()
 
     def internal_routes(self) -> list[web.RouteDef]:
         """Served by the delivery process to its node (csms checks the secret)."""
@@ -95,14 +87,9 @@ class LocalDelivery:
             await self.flush_compliance()
             return web.json_response({"status": "ok"})
 
-        async def changed(request: web.Request) -> web.Response:
-            await self.peers_changed()
-            return web.json_response({"status": "ok"})
-
         return [
             web.get("/internal/ocpi/pending", pending),
             web.post("/internal/ocpi/compliance/flush", flush),
-            web.post("/internal/ocpi/peers-changed", changed),
         ]
 
 
@@ -135,6 +122,3 @@ class RemoteDelivery:
 
     async def flush_compliance(self) -> None:
         await self._call("POST", "/internal/ocpi/compliance/flush")
-
-    async def peers_changed(self) -> None:
-        await self._call("POST", "/internal/ocpi/peers-changed")

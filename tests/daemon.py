@@ -18,8 +18,19 @@ STARTED: list[Daemon] = []
 
 
 class Daemon:
-    def __init__(self, workdir: Path, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        extra_config: str = "",
+        args: tuple[str, ...] = (),
+        ready: str = "central system running",
+    ) -> None:
+        """``args``: more of ``csms run``'s arguments (``--role``); ``ready``: the log
+        event that says it serves."""
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.args = args
+        self.ready = ready
         self.config = workdir / "csms.toml"
         if not self.config.exists():
             self.config.write_text(
@@ -43,6 +54,7 @@ class Daemon:
             "run",
             "--config",
             str(self.config),
+            *self.args,
             cwd=self.workdir,
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
@@ -65,7 +77,7 @@ class Daemon:
                 self.http_port = int(line["port"])
             if line.get("event") == "OCPP websocket server listening":
                 self.ocpp_port = int(line["port"])
-            if line.get("event") == "central system running" and not ready.done():
+            if line.get("event") == self.ready and not ready.done():
                 ready.set_result(None)
         if not ready.done():
             ready.set_exception(RuntimeError(f"csms exited: {self.lines[-5:]}"))

@@ -100,6 +100,34 @@ async def test_replayed_stop_changes_nothing_and_meter_backwards_is_flagged(csms
     await client.close()
 
 
+async def test_a_meter_values_sent_again_is_stored_once(csms: Running) -> None:
+    """Its answer was lost (a node died after the commit): the station sends it again."""
+    await csms.put_tag("TAG1")
+    client = await _station(csms)
+    tx = (await client.ok("StartTransaction", start()))["transactionId"]
+
+    def mv(value: str, ts: str = "2026-01-01T10:15:00Z") -> dict[str, Any]:
+        sampled = [
+            {"value": value, "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+            {"value": "7000", "measurand": "Power.Active.Import", "unit": "W"},
+        ]
+        return {
+            "connectorId": 1,
+            "transactionId": tx,
+            "meterValue": [{"timestamp": ts, "sampledValue": sampled}],
+        }
+
+    assert await client.ok("MeterValues", mv("1500")) == {}
+    assert await client.ok("MeterValues", mv("1500")) == {}  # the same, again
+    assert await client.ok("MeterValues", mv("1600")) == {}  # another reading, same time
+    assert await client.ok("MeterValues", mv("1500", "2026-01-01T10:16:00Z")) == {}
+    rows = await csms.system.store.read(
+        "SELECT value_raw FROM meter_values WHERE transaction_id = ? ORDER BY id", (tx,)
+    )
+    assert [r["value_raw"] for r in rows] == ["1500", "7000", "1600", "7000", "1500", "7000"]
+    await client.close()
+
+
 async def test_stop_before_start_is_stored_and_flagged(csms: Running) -> None:
     await csms.put_tag("TAG1")
     client = await _station(csms)

@@ -177,6 +177,22 @@ class PostgresDatabase(Database):
         self.url = url
         self._w: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
+        self._notify: str | None = None
+
+    def notify_on_commit(self, channel: str) -> None:
+        """``NOTIFY channel`` with every commit of this writer: the other processes'
+        listeners (:meth:`dedicated`) learn that there is something new to read."""
+        if not channel.isidentifier():
+            raise ValueError(f"not a channel name: {channel!r}")
+        self._notify = channel
+
+    async def dedicated(self) -> asyncpg.Connection:
+        """A connection of the caller's own (LISTEN, a session's advisory lock), outside
+        the writer and the pool; the caller closes it. Raises DatabaseUnavailable."""
+        try:
+            return await self._new_connection()
+        except _GONE as e:
+            raise _unavailable(e) from e
 
     def describe(self) -> str:
         return redact_url(self.url)
@@ -269,6 +285,8 @@ class PostgresDatabase(Database):
                 else:
                     await sp.commit()
                     outcomes.append((True, result))
+            if self._notify is not None:  # (sent by PostgreSQL at the commit, not before)
+                await db.execute(f"NOTIFY {self._notify}")
             await tr.commit()
             self.commits += 1
             self.jobs += len(jobs)

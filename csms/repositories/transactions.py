@@ -243,6 +243,9 @@ class TransactionRepository:
                         {"connectorId": connector_id},
                         t_at,
                     )
+            if ours is not None and await _replayed(db, ours, samples):
+                # sent again (its answer was lost: a node died, a link broke): stored once
+                return MeterResult(ours, unknown)
             kept = samples
             if ours is not None:
                 kept = await _cap_samples(db, station_id, ours, samples, cap, t_at)
@@ -445,6 +448,22 @@ class TransactionRepository:
             f"AND value IS NOT NULL AND measurand IN ({d.json_values('?')}) ORDER BY id",
             (json.dumps(ids), json.dumps(wanted)),
         )
+
+
+async def _replayed(db: Tx, transaction_id: int, samples: Samples) -> bool:
+    """Is this MeterValues one already stored for the transaction (its first sampled value
+    is there: same time, measurand and raw value)? A station sends a message again when its
+    answer never came, though the first one may have been committed."""
+    for ts, values in samples:
+        for s in values:
+            rows = await db.execute_fetchall(
+                "SELECT 1 FROM meter_values WHERE transaction_id = ? AND timestamp = ? "
+                "AND source = 'MeterValues' AND COALESCE(measurand, '') = ? AND value_raw = ? "
+                "LIMIT 1",
+                (transaction_id, to_db(ts.value), s.measurand or "", s.value_raw),
+            )
+            return bool(rows)
+    return False
 
 
 async def _cap_samples(

@@ -1,0 +1,2 @@
+-- Nothing on SQLite: a SQLite database has one OCPP node (and its delivery process) on one
+-- machine. PostgreSQL's 0007_cluster.sql holds what several nodes share.
