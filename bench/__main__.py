@@ -112,6 +112,23 @@ def parser() -> argparse.ArgumentParser:
         "starts on this machine (Debian's, durable: fsync and synchronous commits on), or the "
         "one CSMS_TEST_POSTGRES_URL names",
     )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="PostgreSQL only: N OCPP nodes (csms run --role ocpp) and one delivery worker "
+        "(--role delivery) instead of one csms run; the stations spread over the nodes "
+        "(station i on node i mod N)",
+    )
+    p.add_argument(
+        "--peers",
+        type=int,
+        default=1,
+        metavar="P",
+        help="OCPI peers (default 1: the hub, as MOBI.E); P > 1: the hub and P - 1 EMSPs, "
+        "each given every Location and EVSE push",
+    )
     p.add_argument("--api-concurrency", type=int, default=32, help="definition PUTs at once")
     p.add_argument("--check-transactions", action="store_true", help="also in the day scenario")
     p.add_argument("--storm-spread", type=float, default=60.0, help="reconnections within (s)")
@@ -157,6 +174,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.stations < 1 or args.connectors < 1 or args.compression <= 0:
         print("stations, connectors and compression must be positive", file=sys.stderr)
+        return 2
+    if args.nodes is not None:
+        if args.database != "postgresql":
+            print(
+                "--nodes needs --database postgresql: OCPP nodes and a delivery worker of "
+                "their own share a PostgreSQL database (on SQLite, csms runs as one node "
+                "with its own delivery process)",
+                file=sys.stderr,
+            )
+            return 2
+        if args.nodes < 1:
+            print("--nodes must be at least 1", file=sys.stderr)
+            return 2
+        if args.role != "auto":
+            print(
+                "--nodes runs --role ocpp nodes and a delivery worker: no --role", file=sys.stderr
+            )
+            return 2
+    if args.peers < 1:
+        print("--peers must be at least 1", file=sys.stderr)
         return 2
     if args.profile:
         if not args.py_spy:

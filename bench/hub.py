@@ -1,10 +1,12 @@
 """A local OCPI 2.2.1 hub, MOBI.E's role: the Receiver of Locations, Sessions and CDRs.
 
-``python -m bench.hub --port P --token-b TOKEN``. It serves its versions and version details
-(for the CPO's credentials handshake), acknowledges every push at once with OCPI status
-1000, and records the arrival time (``time.time()``) of every EVSE status it is given: each
-EVSE PATCH, and each EVSE inside a Location PUT. The harness matches those with the load
-generator's StatusNotification send times.
+``python -m bench.hub --port P --token-b TOKEN [--party-id MOB --role HUB]``. It serves its
+versions and version details (for the CPO's credentials handshake), acknowledges every push
+at once with OCPI status 1000, and records the arrival time (``time.time()``) of every EVSE
+status it is given: each EVSE PATCH, and each EVSE inside a Location PUT. The harness
+matches those with the load generator's StatusNotification send times. With ``--peers P``
+the harness starts P of them, the first a HUB (MOBI.E), the others EMSPs (``--role EMSP``,
+their own party ids), each given every Location and EVSE push.
 
 Harness-only endpoints (no OCPI): ``GET /bench/stats`` (counts per kind of push) and
 ``POST /bench/dump`` with ``{"path": FILE}`` (writes the records as a pickle).
@@ -31,9 +33,10 @@ OCPI_STATUS = {s: i for i, s in enumerate(model.OCPI_STATUSES)}
 
 
 class Hub:
-    def __init__(self, token_b: str, party_id: str = "MOB") -> None:
+    def __init__(self, token_b: str, party_id: str = "MOB", role: str = "HUB") -> None:
         self.token_b = token_b
         self.party_id = party_id
+        self.role = role  # HUB (MOBI.E's), or EMSP: a further peer (``--peers``)
         self.accepted = {
             f"Token {token_b}",
             f"Token {base64.b64encode(token_b.encode()).decode()}",
@@ -87,8 +90,12 @@ class Hub:
             "url": self.base + "/versions",
             "roles": [
                 {
-                    "role": "HUB",
-                    "business_details": {"name": "Bench Hub (MOBI.E role)"},
+                    "role": self.role,
+                    "business_details": {
+                        "name": "Bench Hub (MOBI.E role)"
+                        if self.role == "HUB"
+                        else f"Bench peer {self.party_id}"
+                    },
                     "party_id": self.party_id,
                     "country_code": "PT",
                 }
@@ -210,8 +217,8 @@ class Hub:
         return web.json_response({"error": "unknown"}, status=404)
 
 
-async def run(host: str, port: int, token_b: str) -> None:
-    hub = Hub(token_b)
+async def run(host: str, port: int, token_b: str, party_id: str, role: str) -> None:
+    hub = Hub(token_b, party_id, role)
     server = web.Server(hub.handle, access_log=None)
     runner = web.ServerRunner(server, shutdown_timeout=1.0, handle_signals=False)
     await runner.setup()
@@ -236,8 +243,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token-b", required=True)
+    parser.add_argument("--party-id", default="MOB", help="its party id (country PT)")
+    parser.add_argument("--role", choices=("HUB", "EMSP"), default="HUB")
     args = parser.parse_args()
-    asyncio.run(run(args.host, args.port, args.token_b))
+    asyncio.run(run(args.host, args.port, args.token_b, args.party_id.upper(), args.role))
 
 
 if __name__ == "__main__":

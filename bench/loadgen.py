@@ -501,8 +501,9 @@ class Station:
         attempt = 0
         while not w.stopping and not self.dropped:
             try:
+                port = w.port_of(self.idx)
                 self.proto = await connect(
-                    w.host, w.port, self.path, self.on_message, self.on_lost, timeout=30.0
+                    w.host, port, self.path, self.on_message, self.on_lost, timeout=30.0
                 )
                 w.connected += 1
                 break
@@ -750,6 +751,8 @@ class Worker:
         self.spec = spec
         self.host: str = spec["host"]
         self.port: int = spec["port"]
+        # --nodes: one port per node, station i on node i mod N (as a TCP load balancer)
+        self.ports: list[int] = list(spec.get("ports") or [])
         self.path_prefix: str = spec.get("path_prefix", "/ocpp")
         self.connectors: int = spec["connectors"]
         self.seed: int = spec.get("seed", 1)
@@ -783,6 +786,10 @@ class Worker:
         self._stop = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.boot_gate = asyncio.Semaphore(max(1, int(spec.get("boot_concurrency", 100))))
+
+    def port_of(self, idx: int) -> int:
+        """The port station ``idx`` connects to (and reconnects to, after a storm)."""
+        return self.ports[idx % len(self.ports)] if self.ports else self.port
 
     def spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)

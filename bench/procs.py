@@ -184,8 +184,20 @@ def tree_cpu_times(pid: int) -> tuple[float, float]:
 
 
 # CpuMeter names measured as a process tree (a server and its children): PostgreSQL, and
-# csms (its OCPP node and the delivery process it starts)
-TREES = frozenset({"database", "server"})
+# csms (its OCPP node and the delivery process it starts; with --nodes, every node and the
+# delivery worker), the OCPP nodes together ("nodes") and each ("node0", "node1", ...)
+TREES = frozenset({"database", "server", "nodes"})
+
+
+def is_tree(name: str) -> bool:
+    return name in TREES or (name.startswith("node") and name[4:].isdigit())
+
+
+Pids = int | tuple[int, ...]
+
+
+def _as_tuple(pids: Pids) -> tuple[int, ...]:
+    return pids if isinstance(pids, tuple) else (pids,)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -194,14 +206,16 @@ def cpu_seconds(pid: int) -> float:
     return user + system
 
 
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0]) * 1024
+def memory(pid: Pids) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) in bytes; of several processes (``--nodes``: the OCPP
+    nodes), the sums (the peaks of each, which need not have been at the same moment)."""
+    out: dict[str, int] = {}
+    for one in _as_tuple(pid):
+        with open(f"/proc/{one}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key] = out.get(key, 0) + int(value.split()[0]) * 1024
     return out
 
 
@@ -218,7 +232,8 @@ def machine_cpu() -> tuple[float, float]:
 class CpuMeter:
     """CPU used by some processes (and the whole machine) between two readings."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, Pids]) -> None:
+        # a name may stand for several processes (a tuple): their CPU is summed
         self.pids = pids
         self.t0 = 0.0
         self.start: dict[str, float] = {}
@@ -226,11 +241,14 @@ class CpuMeter:
 
     def _read(self) -> dict[str, float]:
         out = {}
-        for name, pid in self.pids.items():
-            try:
-                user, system = tree_cpu_times(pid) if name in TREES else cpu_times(pid)
-            except (FileNotFoundError, ProcessLookupError):
-                user = system = float("nan")
+        for name, pids in self.pids.items():
+            user = system = 0.0
+            for pid in _as_tuple(pids):
+                try:
+                    u, s = tree_cpu_times(pid) if is_tree(name) else cpu_times(pid)
+                except (FileNotFoundError, ProcessLookupError):
+                    u = s = float("nan")
+                user, system = user + u, system + s
             out[name] = user + system
             if name == "server":
                 out["server_user"], out["server_system"] = user, system

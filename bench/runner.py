@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import model, stats
-from .procs import Child, CpuMeter, ProcessGroup, load_pickle, memory
+from .procs import Child, CpuMeter, Pids, ProcessGroup, load_pickle, memory
 
 ROOT = Path(__file__).resolve().parent.parent  # where `python -m bench.*` runs
 
@@ -42,13 +42,16 @@ class Workers:
         args: argparse.Namespace,
         host: str,
         port: int,
+        ports: list[int] | None = None,
     ) -> None:
+        """``ports`` (``--nodes``): one per OCPP node, station i on node i mod N."""
         self.group = group
         self.workdir = workdir
         self.label = label
         self.args = args
         self.host = host
         self.port = port
+        self.ports = ports
         self.children: list[Child] = []
         self.progress: list[dict[str, Any]] = []
         self.snaps: list[asyncio.Queue[dict[str, Any]]] = []
@@ -63,6 +66,7 @@ class Workers:
             spec = {
                 "host": self.host,
                 "port": self.port,
+                **({"ports": self.ports} if self.ports else {}),
                 "path_prefix": "/ocpp",
                 "stations": list(range(i, a.stations, n)),
                 "total_stations": a.stations,
@@ -232,7 +236,7 @@ async def warm_up(args: argparse.Namespace, workers: Workers) -> None:
 class Sampler:
     """Push backlog and server memory every few seconds during a window."""
 
-    def __init__(self, csms: Any, pid: int, workers: Workers, every: float = 5.0) -> None:
+    def __init__(self, csms: Any, pid: Pids, workers: Workers, every: float = 5.0) -> None:
         self.csms = csms
         self.pid = pid
         self.workers = workers
@@ -272,12 +276,12 @@ class Sampler:
 class Profiler:
     """py-spy on the server for the window (``--profile``), summarised at the end."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path, label: str, pid: int) -> None:
+    def __init__(self, args: argparse.Namespace, workdir: Path, label: str, pid: Pids) -> None:
         self.exe = args.py_spy if args.profile else None
         self.only = args.profile_target
         self.gil = args.profile_gil
         self.label = label
-        self.pid = pid
+        self.pid = pid[0] if isinstance(pid, tuple) else pid  # --nodes: node 0 only
         self.raw = workdir / f"{label}-profile.txt"
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -329,17 +333,21 @@ class Profiler:
 async def play(
     args: argparse.Namespace,
     workers: Workers,
-    server_pid: int,
-    other_pids: dict[str, int],
+    server_pid: Pids,
+    other_pids: dict[str, Pids],
     csms: Any,
     ramp_plan: list[float] | None = None,
+    memory_pid: Pids | None = None,
 ) -> dict[str, Any]:
-    """Run the scenario's measured part. ``csms`` is None against the echo server."""
+    """Run the scenario's measured part. ``csms`` is None against the echo server.
+    ``server_pid``: every process of the server (their CPU summed); ``memory_pid``: those
+    whose memory is sampled (default the same)."""
     label = workers.label
+    memory_pid = server_pid if memory_pid is None else memory_pid
     pids = {"server": server_pid, **other_pids, **workers.pids}
     meter = CpuMeter(pids)
     out: dict[str, Any] = {}
-    sampler = Sampler(csms, server_pid, workers)
+    sampler = Sampler(csms, memory_pid, workers)
     profiler = Profiler(args, workers.workdir, label, server_pid)
     if args.scenario == "day":
         duration = args.duration if csms is not None else (args.echo_duration or args.duration)
@@ -469,7 +477,7 @@ async def play(
         out["server_side"] = stats.server_side(before, after, out["window"]["seconds"])
         out["backlog_end"] = await csms.pushes()
     with contextlib.suppress(OSError):
-        out["memory_end"] = memory(server_pid)
+        out["memory_end"] = memory(memory_pid)
     return out
 
 
@@ -523,31 +531,45 @@ async def _product_phase(
     res: dict[str, Any],
     database: tuple[str, int | None] | None,
 ) -> dict[str, Any]:
-    from .target import Csms
+    from .target import Cluster, Csms
 
     database_url, database_pid = database or (None, None)
-    csms = Csms(group, workdir, args.compression, args.synchronous, database_url, args.role)
-    res["config"] = csms.settings
-    log(f"starting csms (config {csms.config_path}, log {csms.log_path})")
+    csms: Csms | Cluster
+    if args.nodes:
+        assert database_url is not None  # (refused on SQLite by the command line)
+        csms = Cluster(group, workdir, args.compression, args.synchronous, database_url, args.nodes)
+        log(f"starting {args.nodes} csms OCPP nodes and a delivery worker (logs in {workdir})")
+    else:
+        csms = Csms(group, workdir, args.compression, args.synchronous, database_url, args.role)
+        log(f"starting csms (config {csms.config_path}, log {csms.log_path})")
     await csms.start()
-    hub_child = None
+    res["config"] = csms.settings
+    hubs: list[tuple[str, Child, str]] = []  # (party id, process, URL), the HUB first
     try:
-        token_b = secrets.token_urlsafe(24)
-        hub_child = await group.start(
-            "hub",
-            [sys.executable, "-m", "bench.hub", "--port", "0", "--token-b", token_b],
-            cwd=ROOT,
-            log_path=workdir / "hub.log",
-            stdout=True,
-        )
-        assert hub_child.proc.stdout is not None
-        line = await asyncio.wait_for(hub_child.proc.stdout.readline(), 30)
-        hub_info = json.loads(line)
-        hub_url = f"http://127.0.0.1:{hub_info['port']}"
-        started = time.monotonic()
-        await csms.register_hub(hub_info["credentials"])
-        res["hub_registration_seconds"] = round(time.monotonic() - started, 3)
-        log(f"hub registered ({hub_url}); defining {args.stations} stations and their id tags")
+        for i in range(args.peers):
+            party, role = peer_party(i), "HUB" if i == 0 else "EMSP"
+            token_b = secrets.token_urlsafe(24)
+            hub_child = await group.start(
+                "hub" if i == 0 else f"hub-{party}",
+                [
+                    *[sys.executable, "-m", "bench.hub", "--port", "0", "--token-b", token_b],
+                    *(["--party-id", party, "--role", role] if i else []),
+                ],
+                cwd=ROOT,
+                log_path=workdir / ("hub.log" if i == 0 else f"hub-{party}.log"),
+                stdout=True,
+            )
+            assert hub_child.proc.stdout is not None
+            line = await asyncio.wait_for(hub_child.proc.stdout.readline(), 30)
+            hub_info = json.loads(line)
+            hub_url = f"http://127.0.0.1:{hub_info['port']}"
+            hubs.append((party, hub_child, hub_url))
+            started = time.monotonic()
+            await csms.register_hub(hub_info["credentials"])
+            if i == 0:
+                res["hub_registration_seconds"] = round(time.monotonic() - started, 3)
+            log(f"peer {party} registered as {role} ({hub_url})")
+        log(f"defining {args.stations} stations and their id tags")
         res["definitions"] = await csms.define(
             args.stations, args.connectors, model.tag_count(args.stations), args.api_concurrency
         )
@@ -560,7 +582,12 @@ async def _product_phase(
         res["memory_before_connections"] = memory(csms.pid)
         ramp_up = args.ramp_up if args.ramp_up is not None else default_ramp_up(args.stations)
         res["ramp_up_seconds"] = ramp_up
-        workers = Workers(group, workdir, "csms", args, "127.0.0.1", csms.ocpp_port)
+        if isinstance(csms, Cluster):  # station i on node i mod N, as a TCP load balancer
+            ports: list[int] | None = csms.ocpp_ports
+            port = ports[0]
+        else:
+            ports, port = None, csms.ocpp_port
+        workers = Workers(group, workdir, "csms", args, "127.0.0.1", port, ports)
         await workers.start(time.time() + 0.5, ramp_up)
         try:
             res["ready"] = await wait_ready(
@@ -569,13 +596,25 @@ async def _product_phase(
             log(f"ready: {res['ready']}")
             res["memory_ready"] = memory(csms.pid)
             await warm_up(args, workers)
-            others = {"hub": hub_child.pid}
+            hub_pids = tuple(h[1].pid for h in hubs)
+            others: dict[str, Pids] = {"hub": hub_pids if len(hub_pids) > 1 else hub_pids[0]}
             if database_pid is not None:
                 others["database"] = database_pid
+            server: Pids = csms.pid
+            if isinstance(csms, Cluster):
+                # server: every csms process (each node and the delivery worker, each with
+                # its children); nodes: the OCPP nodes, together and one by one
+                server = csms.pids
+                others["nodes"] = csms.node_pids
+                others.update({n.name: n.pid for n in csms.nodes})
+                res["stations_per_node_ready"] = await csms.stations_per_node()
             delivery_pid = await csms.delivery_pid()
             if delivery_pid is not None:  # (inside "server" too: csms's process tree)
                 others["delivery"] = delivery_pid
-            res["play"] = await play(args, workers, csms.pid, others, csms)
+            res["play"] = await play(args, workers, server, others, csms, memory_pid=csms.pid)
+            if isinstance(csms, Cluster):
+                res["stations_per_node_end"] = await csms.stations_per_node()
+                res["memory_delivery_end"] = memory(delivery_pid) if delivery_pid else None
         finally:
             res["workers"] = await workers.stop()
         # the last pushes of the window reach the hub, then its records are taken
@@ -589,19 +628,33 @@ async def _product_phase(
             res["transactions"] = stats.transaction_check(res["workers"], rows, items or [])
         import aiohttp
 
-        dump = workdir / "hub.pickle"
+        res["peers"] = []
         async with aiohttp.ClientSession() as s:
-            async with s.get(hub_url + "/bench/stats") as r:
-                res["hub_stats"] = await r.json()
-            async with s.post(hub_url + "/bench/dump", json={"path": str(dump)}) as r:
-                await r.json()
-        res["hub"] = load_pickle(dump)
+            for i, (party, _, url) in enumerate(hubs):
+                dump = workdir / ("hub.pickle" if i == 0 else f"hub-{party}.pickle")
+                async with s.get(url + "/bench/stats") as r:
+                    hub_stats = await r.json()
+                async with s.post(url + "/bench/dump", json={"path": str(dump)}) as r:
+                    await r.json()
+                peer = {"party_id": party, "stats": hub_stats, "records": load_pickle(dump)}
+                res["peers"].append(peer)
+        # the first peer (MOBI.E's hub) where a single hub's figures always were
+        res["hub_stats"], res["hub"] = res["peers"][0]["stats"], res["peers"][0]["records"]
     finally:
-        if hub_child is not None:
-            res["hub_exit_code"] = await group.stop(hub_child)
+        for i, (_, hub_child, _) in enumerate(hubs):
+            code = await group.stop(hub_child)
+            if i == 0:
+                res["hub_exit_code"] = code
         res["csms_exit_code"] = await csms.stop()
+        if isinstance(csms, Cluster):
+            res["csms_exit_codes"] = csms.exit_codes
         log(f"csms stopped (exit code {res['csms_exit_code']})")
     return res
+
+
+def peer_party(i: int) -> str:
+    """The party id of peer ``i`` (``--peers``): MOB (MOBI.E's hub), then EM1, EM2, ..."""
+    return "MOB" if i == 0 else f"EM{i}"
 
 
 async def echo_phase(

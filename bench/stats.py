@@ -139,6 +139,46 @@ def status_to_patch(
     t1: float,
     connectors: int,
 ) -> dict[str, Any]:
+    """The latencies of :func:`status_latencies`, summarised (count, p50, p99, max in ms)."""
+    latencies, out = status_latencies(workers, hub, t0, t1, connectors)
+    return summary_ms(latencies) | out
+
+
+def status_to_patch_peers(
+    workers: list[dict[str, Any]],
+    hubs: dict[str, dict[str, Any]],
+    t0: float,
+    t1: float,
+    connectors: int,
+) -> dict[str, Any]:
+    """``--peers``: :func:`status_to_patch` for each peer (by party id), the worst peer (the
+    highest p99, then the most never pushed) and overall: every (StatusNotification, peer)
+    pair, pooled (its counts are summed over the peers)."""
+    per_peer: dict[str, dict[str, Any]] = {}
+    pooled: list[float] = []
+    totals = {"status_notifications": 0, "superseded": 0, "missing": 0}
+    examples: list[dict[str, Any]] = []
+    for name, hub in hubs.items():
+        latencies, out = status_latencies(workers, hub, t0, t1, connectors)
+        pooled.extend(latencies)
+        per_peer[name] = summary_ms(latencies) | out
+        for key in totals:
+            totals[key] += out[key]
+        examples.extend(dict(e, peer=name) for e in out["missing_examples"])
+    worst = max(
+        per_peer, key=lambda n: (per_peer[n]["p99"] or 0.0, per_peer[n]["missing"]), default=None
+    )
+    overall = summary_ms(pooled) | totals | {"missing_examples": examples[:5]}
+    return {"overall": overall, "per_peer": per_peer, "worst_peer": worst}
+
+
+def status_latencies(
+    workers: list[dict[str, Any]],
+    hub: dict[str, Any],
+    t0: float,
+    t1: float,
+    connectors: int,
+) -> tuple[list[float], dict[str, Any]]:
     """From each StatusNotification sent in [t0, t1) to the hub's acknowledgement of the EVSE
     update that carries it.
 
@@ -225,16 +265,12 @@ def status_to_patch(
         if was_superseded:
             superseded += 1
         latencies.append(worst)
-    out = summary_ms(latencies)
-    out.update(
-        {
-            "status_notifications": len(records),
-            "superseded": superseded,
-            "missing": missing,
-            "missing_examples": missing_examples,
-        }
-    )
-    return out
+    return latencies, {
+        "status_notifications": len(records),
+        "superseded": superseded,
+        "missing": missing,
+        "missing_examples": missing_examples,
+    }
 
 
 # ---------------------------------------------------------------------- transactions
@@ -337,6 +373,20 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         except ValueError:
             continue
     return out
+
+
+def merge_metrics(texts: Iterable[str]) -> str:
+    """Several processes' /metrics as one (each series summed over them), in the text form
+    :func:`parse_metrics` reads."""
+    sums: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+    for text in texts:
+        for key, value in parse_metrics(text).items():
+            sums[key] += value
+    lines = []
+    for (name, labels), value in sums.items():
+        inner = ",".join(f'{k}="{v}"' for k, v in labels)
+        lines.append(f"{name}{{{inner}}} {value!r}" if labels else f"{name} {value!r}")
+    return "\n".join(lines) + "\n"
 
 
 def server_side(before: str, after: str, seconds: float) -> dict[str, Any]:
