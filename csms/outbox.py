@@ -324,8 +324,11 @@ class EventRelay:
         if kinds == []:
             self.cursor = max(self.cursor, await self._horizon())
             return False
-        horizon = await self._horizon()
         only = f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds else ""
+        # (SQLite, every kind: each committed row is readable in id order, no bound needed;
+        # this runs after every commit of a process that delivers itself)
+        sqlite_all = self.db.engine != "postgresql" and kinds is None
+        horizon = self.cursor if sqlite_all else await self._horizon()
         if self.db.engine == "postgresql":
             rows = await self.db.read(
                 "SELECT tx, id, kind, body FROM events WHERE (tx, id) > (?, ?) AND tx < ?"
@@ -333,10 +336,11 @@ class EventRelay:
                 (*self.cursor, horizon[0], *(kinds or ()), limit),
             )
         else:
+            bound = "" if sqlite_all else f" AND id <= {int(horizon[1])}"
             rows = await self.db.read(
-                f"SELECT 0 AS tx, id, kind, body FROM events WHERE id > ? AND id <= ?{only} "
+                f"SELECT 0 AS tx, id, kind, body FROM events WHERE id > ?{bound}{only} "
                 "ORDER BY id LIMIT ?",
-                (self.cursor[1], horizon[1], *(kinds or ()), limit),
+                (self.cursor[1], *(kinds or ()), limit),
             )
         for r in rows:
             self.cursor = (int(r["tx"]), int(r["id"]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 import aiohttp
 import structlog
@@ -65,7 +66,7 @@ class Topics:
         link = self._forward() if self._forward is not None else None
         if link is not None:
             try:
-                await link.request("POST", f"{ROUTE}?topic={topic}")
+                await link.request("POST", f"{ROUTE}?topic={quote(topic, safe='')}")
             except (aiohttp.ClientError, TimeoutError) as e:
                 # (it reads everything again at its next start)
                 log.warning("delivery process not told", topic=topic, error=str(e))

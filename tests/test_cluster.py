@@ -302,11 +302,39 @@ async def test_kill_9_of_the_delivering_worker_the_standby_takes_over(tmp_path: 
                 # the node's API asks the worker that now delivers
                 status, body = await api.get("/api/v1/ocpi/pushes")
                 assert status == 200, body
+                await _worker_routes_need_the_cluster_secret(standby, s)
                 await st.disconnect()
         finally:
             for d in (node, *workers):
                 if d.proc is not None and d.proc.returncode is None:
                     assert await d.signal(signal.SIGTERM) == 0
+
+
+async def _worker_routes_need_the_cluster_secret(worker: Daemon, s: aiohttp.ClientSession) -> None:
+    """A worker started by hand serves its health to anyone and the rest to the cluster
+    only; a topic it cannot be is refused clearly."""
+    port = next(
+        ln["internal_port"] for ln in worker.lines if ln.get("event") == "delivery process serving"
+    )
+    base = f"http://127.0.0.1:{port}"
+    db = await _db()
+    try:
+        secret = await db.fetchval("SELECT secret FROM cluster_secret")
+    finally:
+        await db.close()
+    async with s.get(base + "/healthz") as r:
+        assert r.status == 200 and (await r.json())["delivering"] is True
+    for headers in ({}, {"Authorization": "Bearer guessed"}, {"Authorization": secret}):
+        async with s.get(base + "/internal/ocpi/pending", headers=headers) as r:
+            assert r.status == 401, headers
+        async with s.post(base + "/internal/v1/topics?topic=ocpi.peers", headers=headers) as r:
+            assert r.status == 401, headers
+    cluster = {"Authorization": f"Bearer {secret}"}
+    async with s.get(base + "/internal/ocpi/pending", headers=cluster) as r:
+        assert r.status == 200 and isinstance(await r.json(), list)
+    for topic in ("", "x" * 101):
+        async with s.post(base + f"/internal/v1/topics?topic={topic}", headers=cluster) as r:
+            assert r.status == 400 and (await r.json())["error"] == "bad_topic"
 
 
 def _delivering(worker: Daemon) -> bool:
