@@ -154,9 +154,11 @@ class MarkEvse:
 
 @dataclass(frozen=True, slots=True)
 class MarkTouch:
-    """PATCH the Location's newest ``last_updated``."""
+    """PATCH the Location's newest ``last_updated``; ``at``: the frame's time (None: no
+    frame, a resynchronisation)."""
 
     key: FamilyKey
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,7 @@ def apply(outbox: Outbox, marks: Iterable[Mark], now: datetime) -> None:
         elif isinstance(m, MarkEvse):
             outbox.evse(m.key, m.connector_id, m.state, now)
         elif isinstance(m, MarkTouch):
-            outbox.touch(m.key, now)
+            outbox.touch(m.key, now, m.at)
         elif isinstance(m, MarkSession):
             outbox.session(m.key, m.what, now)
         elif isinstance(m, MarkCdr):
@@ -230,7 +232,7 @@ def fan_out(
             elif isinstance(effect, EvseChange):
                 out.append(MarkEvse(key, effect.connector_id, effect.state))
             else:
-                out.append(MarkTouch(key))
+                out.append(MarkTouch(key, effect.at))
     elif isinstance(effect, SessionPush):
         object_id = str(effect.transaction_id)
         for peer in peers:
@@ -355,18 +357,23 @@ def location_put_send(
 
 def evse_patch_send(acks: Acks, push: Push) -> Send | None:
     """One EVSE status change, as it was when it happened (rule R6); None when the peer has
-    a newer status already (this one would be stale)."""
+    a newer status already (this one would be stale). One that carries the Location's
+    touches (``push.carries_touch``, rule R8) acknowledges the Location's time too: the
+    peer bumps a Location's ``last_updated`` with its EVSEs' (OCPI 2.2.1, Locations)."""
     sid, cid, state = push.key.object_id, push.connector_id, push.state
     assert cid is not None and state is not None
     delivered = acks.evse(push.key.peer_id, sid, cid)
     if delivered is not None and state.since.replace(microsecond=0) < delivered[1]:
         return None
     body = {"status": state.status, "last_updated": ocpi_time(state.since)}
-    return Send(
-        body,
-        [("evse", f"{sid}/{cid}", Ack(evse_state_text(state.status, body["last_updated"])))],
-        f"EVSE PATCH {state.status}",
-    )
+    records: list[AckRecord] = [
+        ("evse", f"{sid}/{cid}", Ack(evse_state_text(state.status, body["last_updated"])))
+    ]
+    if push.carries_touch:
+        acked = acks.get(push.key.peer_id, "location", sid)
+        if acked is None or body["last_updated"] > acked.state:
+            records.append(("location", sid, Ack(body["last_updated"])))
+    return Send(body, records, f"EVSE PATCH {state.status}")
 
 
 def session_put_send(session: dict[str, Any], body: dict[str, Any]) -> Send:

@@ -56,6 +56,10 @@ class Push:
     connector_id: int | None = None  # for evse_patch
     state: EvseState | None = None  # for evse_patch: the change it carries
     first: bool = False  # for location_put: before the EVSE changes
+    # for evse_patch: it also stands for the Location touches pending (rule R8): OCPI's
+    # receiver sets the Location's last_updated from an EVSE PATCH's, which is as new as
+    # the newest frame those touches were for
+    carries_touch: bool = False
 
 
 @dataclass
@@ -66,6 +70,9 @@ class Family:
     first: bool = False  # the PUT goes before the EVSE changes
     evses: dict[int, list[EvseState]] = field(default_factory=dict)  # changes, oldest first
     touch: bool = False
+    # the newest frame time among the touches pending; None with touch set: a touch of no
+    # known frame (a resynchronisation), which only a Location PATCH or PUT can carry
+    touch_at: datetime | None = None
     dropped: int = 0  # EVSE changes dropped beyond MAX_EVSE_BACKLOG
     # Session family
     session_full: bool = False
@@ -160,8 +167,26 @@ class Outbox:
         if plan.touch:
             self.touch(key, now)
 
-    def touch(self, key: FamilyKey, now: datetime) -> None:
-        self._family(key, now).touch = True
+    def touch(self, key: FamilyKey, now: datetime, at: datetime | None = None) -> None:
+        """PATCH the Location's newest last_updated (rule R8); ``at``: the frame's time."""
+        fam = self._family(key, now)
+        if at is None or (fam.touch and fam.touch_at is None):
+            fam.touch_at = None
+        elif not fam.touch or fam.touch_at is None or at > fam.touch_at:
+            fam.touch_at = at
+        fam.touch = True
+
+    @staticmethod
+    def _carried(fam: Family, state: EvseState) -> bool:
+        """Does an EVSE PATCH of ``state`` carry the touches pending? Yes when its time is
+        as new as their newest frame and no touch is in flight (an older touch could then
+        reach the peer after it)."""
+        return (
+            fam.touch
+            and fam.touch_at is not None
+            and state.since >= fam.touch_at
+            and "touch" not in fam.lanes
+        )
 
     def session(self, key: FamilyKey, what: str, now: datetime) -> None:
         fam = self._family(key, now)
@@ -239,7 +264,7 @@ class Outbox:
                     return out  # the PUT waits for the touch in flight
                 out.append(self._start(fam, "main", Push(key, "location_put", first=fam.first)))
                 fam.full = fam.first = False
-                fam.touch = False  # a PUT carries the newest last_updated too
+                fam.touch, fam.touch_at = False, None  # a PUT carries the newest last_updated
                 fam.evses.clear()  # and the EVSEs' current statuses (none older is sent after)
                 return out
             if main is None and fam.evses:
@@ -249,7 +274,11 @@ class Outbox:
                 state = line.pop(0)
                 if not line:
                     del fam.evses[cid]
-                out.append(self._start(fam, "main", Push(key, "evse_patch", cid, state)))
+                carries = self._carried(fam, state)
+                if carries:
+                    fam.touch, fam.touch_at = False, None
+                push = Push(key, "evse_patch", cid, state, carries_touch=carries)
+                out.append(self._start(fam, "main", push))
             main = fam.lanes.get("main")
             if (
                 fam.touch
@@ -257,7 +286,7 @@ class Outbox:
                 and not fam.full
                 and (main is None or main.kind != "location_put")
             ):
-                fam.touch = False
+                fam.touch, fam.touch_at = False, None
                 out.append(self._start(fam, "touch", Push(key, "location_touch")))
             return out
         if fam.lanes.get("main") is not None:
@@ -312,9 +341,11 @@ class Outbox:
             fam.full = True
             fam.first = fam.first or push.first
         elif push.kind == "location_touch":
-            fam.touch = True
+            fam.touch, fam.touch_at = True, None  # (its frame time is not known here)
         elif push.kind == "evse_patch":
             assert push.connector_id is not None and push.state is not None
+            if push.carries_touch:  # the touches it stood for are owed again
+                self.touch(push.key, now, push.state.since)
             line = fam.evses.setdefault(push.connector_id, [])
             if line and line[0].status == push.state.status:
                 line[0] = max(line[0], push.state, key=lambda s: s.since)

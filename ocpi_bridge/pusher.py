@@ -667,6 +667,8 @@ class Pusher(BackgroundService):
         prepared = Prepared("PATCH", url, "locations", send)
         key = ("R6", peer.id, sid, cid)
         self._take(prepared, key)
+        if push.carries_touch:  # it stands for the Location's touches too (rule R8)
+            self._take(prepared, ("R8", peer.id, sid))
         if state.status == "UNKNOWN":
             self._take(prepared, ("R7", peer.id, sid))
         # the EVSE's next change waiting behind this one is owed since its own time (each

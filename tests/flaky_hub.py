@@ -165,6 +165,10 @@ class FlakyHub:
             evse.update(copy.deepcopy(body))
         else:
             evse.update(body)
+        # as OCPI's receiver does: a change of an EVSE is a change of its Location
+        lu = body.get("last_updated")
+        if isinstance(lu, str) and lu > str(location.get("last_updated", "")):
+            location["last_updated"] = lu
 
     def _session(self, method: str, sid: str, body: dict[str, Any]) -> None:
         if method == "PUT":

@@ -274,6 +274,9 @@ class Sent:
     connector_id: int | None
     sent: datetime
     location: datetime | None = None  # the Location's last_updated it carries
+    # an EVSE PATCH standing for the Location's touches (the hub bumps the Location's
+    # last_updated with the EVSE's, as OCPI has it)
+    carries_touch: bool = False
     evses: dict[int, EvseState] = field(default_factory=dict)  # the EVSE states it carries
     session: tuple[str, datetime] | None = None
     done: datetime | None = None
@@ -615,6 +618,9 @@ class PushDay:
                 send = delivery.evse_patch_send(acks, push)
                 rec.connector_id = push.connector_id
                 rec.evses = {push.connector_id: push.state}
+                if push.carries_touch:
+                    rec.carries_touch = True
+                    rec.location = push.state.since
         elif push.kind == "cdr_post":
             send = delivery.cdr_post_send(acks, peer, sid, {"id": sid})
         else:

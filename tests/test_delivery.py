@@ -78,8 +78,8 @@ def test_a_location_effect_fans_out_to_every_peer_receiving_locations() -> None:
         MarkEvse(FamilyKey(EDP.id, "location", "CS1"), 2, state),
     ]
     assert delivery.fan_out(LocationTouch("CS1", at(6)), peers, acks) == [
-        MarkTouch(FamilyKey(HUB.id, "location", "CS1")),
-        MarkTouch(FamilyKey(EDP.id, "location", "CS1")),
+        MarkTouch(FamilyKey(HUB.id, "location", "CS1"), at(6)),
+        MarkTouch(FamilyKey(EDP.id, "location", "CS1"), at(6)),
     ]
 
 

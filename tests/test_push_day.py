@@ -262,13 +262,18 @@ def r5_worst(sim: PushDay) -> timedelta:
     )
 
 
+def covers_r8(p: Sent) -> bool:
+    """A Location touch or PUT, or an EVSE PATCH that stands for the touches (R8)."""
+    return p.kind in TOUCH_OR_PUT or p.carries_touch
+
+
 def r8_covers(sim: PushDay) -> list[tuple[Logged, int, Sent]]:
     """(frame, peer, the first Location touch or PUT sent after it) for every frame."""
     out = []
     for f in sim.frames:
         for peer in sim.peers:
             pushes = sim.pushes(peer, f.item.station_id)
-            out.append((f, peer, first_after(pushes, f.seq, lambda p: p.kind in TOUCH_OR_PUT)))
+            out.append((f, peer, first_after(pushes, f.seq, covers_r8)))
     return out
 
 
@@ -540,6 +545,17 @@ def test_day_r8_every_frame_is_covered_by_a_location_touch() -> None:
             assert [p.done for p in blocking] == [cover.sent], (f, cover, blocking)
     assert checked > 8000
     assert worst <= RTT_MAX[HUB]
+
+
+def test_day_r8_evse_patches_carry_the_touches_of_status_frames() -> None:
+    """Most StatusNotifications need no touch of their own: their EVSE PATCH stands for it
+    (the frames it covers are checked above)."""
+    day = a_day()
+    carrying = [p for p in day.sent if p.carries_touch]
+    assert carrying and all(p.kind == "evse_patch" for p in carrying)
+    assert all(p.location == p.evses[p.connector_id].since for p in carrying)
+    patches = [p for p in day.sent if p.kind == "evse_patch"]
+    assert len(carrying) > len(patches) / 2
 
 
 def test_day_r8_a_touch_carries_the_newest_frame() -> None:
@@ -891,6 +907,51 @@ def test_outbox_evse_patches_in_connector_order_with_the_touch_beside_them() -> 
     assert kinds(ob.take(loc())) == ["evse_patch:2"]
     ob.done(first[1], True, T0)
     assert kinds(ob.take(loc())) == ["location_touch"]
+
+
+def test_outbox_an_evse_patch_as_new_as_the_frames_carries_their_touch() -> None:
+    """Rule R8 by an EVSE PATCH: the peer bumps the Location's last_updated with it, so the
+    touch of the StatusNotification it reports (and of older frames) is not sent again."""
+    ob = Outbox()
+    ob.touch(loc(), T0, at=T0 - SEC)  # a heartbeat
+    ob.touch(loc(), T0, at=T0)  # the StatusNotification...
+    mark(ob, loc(), (1,), T0)  # ...and its EVSE change
+    (patch,) = ob.take(loc())
+    assert patch.kind == "evse_patch" and patch.carries_touch
+    ob.done(patch, True, T0 + SEC)
+    assert loc() not in ob.families  # nothing else owed
+    # a failed one owes its touches again, carried by the same PATCH retried
+    ob.touch(loc(), T0, at=T0 + 2 * SEC)
+    mark(ob, loc(), (1,), T0 + 2 * SEC, "CHARGING")
+    (patch,) = ob.take(loc())
+    assert patch.carries_touch
+    ob.done(patch, False, T0 + 2 * SEC)
+    assert ob.families[loc()].touch
+    (again,) = ob.take(loc())
+    assert again.kind == "evse_patch" and again.carries_touch
+
+
+def test_outbox_a_touch_newer_than_the_evse_change_is_sent_beside_it() -> None:
+    ob = Outbox()
+    mark(ob, loc(), (1,), T0)
+    ob.touch(loc(), T0, at=T0 + SEC)  # a frame after the status
+    assert kinds(ob.take(loc())) == ["evse_patch:1", "location_touch"]
+    # a touch of no known frame (a resynchronisation) is never carried
+    ob2 = Outbox()
+    ob2.touch(loc(), T0)
+    ob2.touch(loc(), T0, at=T0)
+    mark(ob2, loc(), (1,), T0 + SEC)
+    assert kinds(ob2.take(loc())) == ["evse_patch:1", "location_touch"]
+    # nor beside a touch in flight, which could reach the peer after it
+    ob3 = Outbox()
+    ob3.touch(loc(), T0, at=T0)
+    (touch,) = ob3.take(loc())
+    ob3.touch(loc(), T0, at=T0 + SEC)
+    mark(ob3, loc(), (1,), T0 + SEC)
+    (patch,) = ob3.take(loc())
+    assert patch.kind == "evse_patch" and not patch.carries_touch
+    ob3.done(touch, True, T0 + SEC)
+    assert kinds(ob3.take(loc())) == ["location_touch"]
 
 
 def test_outbox_a_touch_never_runs_beside_a_location_put() -> None:
