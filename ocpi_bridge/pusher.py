@@ -138,6 +138,8 @@ class Pusher(BackgroundService):
         )
         self._owed: dict[tuple[Any, ...], datetime] = {}  # (rule, peer, station[, conn])
         self._session_acked: dict[tuple[int, str], datetime] = {}
+        self._ack_rows: list[tuple[Any, ...]] = []  # acknowledged, for the next write
+        self._ack_write: asyncio.Future[None] | None = None
         self._next_flush = self.clock.now()
         self.on_commissioned: Any = None  # async callable(Commissioned), set by the bridge
 
@@ -167,8 +169,21 @@ class Pusher(BackgroundService):
         )
 
     async def _record(self, peer_id: int, acks: list[AckRecord]) -> None:
+        """Keep what a peer acknowledged, and return once it is committed. The pushes
+        answered meanwhile share one write (one job for the writer, not one per push)."""
         now = to_db(self.clock.now())
         self.acks.record(peer_id, acks)
+        self._ack_rows += [
+            (peer_id, kind, oid, a.state, a.periods_sent, a.location_url, now)
+            for kind, oid, a in acks
+        ]
+        if self._ack_write is None:
+            self._ack_write = asyncio.ensure_future(self._write_acks())
+        await asyncio.shield(self._ack_write)
+
+    async def _write_acks(self) -> None:
+        await asyncio.sleep(0)  # the answers already read join this write
+        rows, self._ack_rows, self._ack_write = self._ack_rows, [], None
 
         async def job(db: JobDb) -> None:
             await db.executemany(
@@ -178,10 +193,7 @@ class Pusher(BackgroundService):
                        periods_sent = excluded.periods_sent,
                        location_url = COALESCE(excluded.location_url, ocpi_push_acks.location_url),
                        acked_at = excluded.acked_at""",
-                [
-                    (peer_id, kind, oid, a.state, a.periods_sent, a.location_url, now)
-                    for kind, oid, a in acks
-                ],
+                rows,
             )
 
         await self.bridge.csms.db.write(job)
