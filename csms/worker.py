@@ -214,8 +214,6 @@ class DeliveryProcess:
         """Open the database and serve (health, metrics, internal routes); then
         :meth:`deliver`."""
         await self.store.open()
-        for station_id, at in (await latest_seen(self.store.db)).items():
-            self.store.stations.note_seen(station_id, at)
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         port = self.settings.http.port if self.node is None else 0
@@ -234,6 +232,11 @@ class DeliveryProcess:
         if self.listener is not None:
             await self.listener.start()
         await self.relay.start()
+        # each station's newest frame, read once the relay's cursor is set (what comes
+        # after, it reads): a standby taking over knows only what it read at its own start,
+        # and the extensions' silence timers (R7) run from these times
+        for station_id, at in (await latest_seen(self.store.db)).items():
+            self.store.stations.note_seen(station_id, at)
         for ext in self.extensions:
             await ext.start()
         self.delivering = True

@@ -30,6 +30,7 @@ import asyncpg
 import pytest
 
 from charger_sim import Behaviour, Station
+from ocpi_bridge.transport import parse_ocpi_time
 from tests import dbs
 from tests.conftest import Api, station_body
 from tests.daemon import Daemon
@@ -83,11 +84,11 @@ def _worker(workdir: Path, extra: str) -> Daemon:
     )
 
 
-def _station(station_id: str, url: str) -> Station:
+def _station(station_id: str, url: str, connectors: int = 1) -> Station:
     return Station(
         station_id,
         url,
-        1,
+        connectors,
         behaviour=Behaviour(
             auto_heartbeat=False,
             auto_meter_values=False,
@@ -346,6 +347,177 @@ def _delivering(worker: Daemon) -> bool:
 def _last(hub: FlakyHub, uid: str) -> str:
     patches = evse_patches(hub, uid)
     return patches[-1][0] if patches else ""
+
+
+# R7: a short silence limit, so that the test takes seconds (MOBI.E's is 5 minutes)
+R7_SILENCE = 6
+
+
+@pytest.mark.parametrize("kill_worker", [False, True], ids=["node_dies", "node_and_worker_die"])
+async def test_r7_fires_once_for_the_cluster_when_the_node_holding_the_station_dies(
+    tmp_path: Path, kill_worker: bool
+) -> None:
+    """Issue 14: two OCPP nodes, two delivery workers (one holds the lease), one hub. A
+    station on node A reports its EVSEs Available; A is killed (-9) and the station never
+    comes back. After ``offline_after`` the hub gets exactly one UNKNOWN PATCH per EVSE:
+    not none (nobody left to notice the silence), not two. Second variant: the worker that
+    delivers is killed (-9) too, before the silence ends; the standby takes over and it
+    still fires once."""
+    port_a, port_b = _free_port(), _free_port()
+    # (the balancer's URL, played here by B: the node that survives)
+    ocpi = DAEMON_OCPI.format(offline=R7_SILENCE) + f'public_url = "http://127.0.0.1:{port_b}"\n'
+    async with FlakyHub() as hub:
+        a = _node(tmp_path / "a", ocpi, role="ocpp", port=port_a)
+        b = _node(tmp_path / "b", ocpi, role="ocpp", port=port_b)
+        workers = [_worker(tmp_path / f"w{i}", ocpi) for i in (1, 2)]
+        st: Station | None = None
+        try:
+            for d in (a, b, *workers):
+                await d.start()
+            await _until(
+                lambda: sum(_delivering(w) for w in workers) == 1, what="one worker delivers"
+            )
+            active = next(w for w in workers if _delivering(w))
+            standby = next(w for w in workers if w is not active)
+            uids = ["LOC-SILENT-01", "LOC-SILENT-02"]
+            async with aiohttp.ClientSession() as s:
+                api = Api(b.http_url, s)
+                await register(hub, b.http_url, api)
+                status, body = await api.put("/api/v1/stations/SILENT", station_body("SILENT", 2))
+                assert status == 201, body
+            st = _station("SILENT", a.ocpp_url, connectors=2)
+            st.behaviour.auto_reconnect = False
+            await st.connect()
+            await st.boot_and_report()
+            await _until(
+                lambda: all(_last(hub, uid) == "AVAILABLE" for uid in uids),
+                what="the EVSEs PATCHed AVAILABLE",
+            )
+            await _until(
+                lambda: (
+                    hub.locations["LOC-SILENT"]["last_updated"]
+                    == max(lu for uid in uids for _, lu in evse_patches(hub, uid))
+                ),
+                what="the last frame's time PATCHed (R8)",
+            )
+            last_frame = parse_ocpi_time(hub.locations["LOC-SILENT"]["last_updated"])
+            assert a.proc is not None
+            a.proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            assert await a.proc.wait() == -signal.SIGKILL
+            await st.disconnect()  # (and it never comes back)
+            if kill_worker:
+                assert active.proc is not None
+                active.proc.send_signal(signal.SIGKILL)
+                assert await active.proc.wait() == -signal.SIGKILL
+                await _until(lambda: _delivering(standby), 10, "the standby takes the lease")
+                # the standby took over before the silence ended: R7 is its to fire
+                assert _unknown_patches(hub, uids) == {uid: [] for uid in uids}
+                assert time.monotonic() - killed < R7_SILENCE - 1, "too slow to mean anything"
+            await _until(
+                lambda: all(_unknown_patches(hub, uids).values()),
+                R7_SILENCE + 15,
+                "R7: the EVSEs PATCHed UNKNOWN",
+            )
+            # a second one would come now (a second worker's timer, a resynchronisation)
+            await asyncio.sleep(5)
+            found = _unknown_patches(hub, uids)
+            assert {uid: len(found[uid]) for uid in uids} == dict.fromkeys(uids, 1), found
+            assert not any(
+                evse["status"] == "UNKNOWN"
+                for r in hub.accepted()
+                if r["method"] == "PUT" and isinstance(r["body"], dict)
+                for evse in r["body"].get("evses", [])
+            ), "UNKNOWN carried by a Location PUT as well"
+            for uid in uids:  # (OCPI times are to the second)
+                since = parse_ocpi_time(found[uid][0]) - last_frame
+                assert abs(since.total_seconds() - R7_SILENCE) <= 1, (uid, since)
+                assert hub.locations["LOC-SILENT"]["evses"][uids.index(uid)]["status"] == (
+                    "UNKNOWN"
+                )
+            assert hub.stale_writes() == []
+        finally:
+            if st is not None:
+                await st.disconnect()
+            for d in (a, b, *workers):
+                if d.proc is not None and d.proc.returncode is None:
+                    assert await d.signal(signal.SIGTERM) == 0
+                else:
+                    d.kill_if_running()
+
+
+async def test_a_standby_taking_over_knows_the_frames_that_came_while_it_waited(
+    tmp_path: Path,
+) -> None:
+    """A standby learns each station's last frame when it takes the lease, not at its own
+    start: a station that kept speaking while the standby waited longer than
+    ``offline_after`` is not PATCHed UNKNOWN when the standby takes over (with MOBI.E's 5
+    minutes, every station would be, after any takeover by a worker up for 5 minutes)."""
+    ocpi = DAEMON_OCPI.format(offline=R7_SILENCE)
+    async with FlakyHub() as hub:
+        node = _node(tmp_path / "node", ocpi, role="ocpp")
+        workers = [_worker(tmp_path / f"w{i}", ocpi) for i in (1, 2)]
+        st: Station | None = None
+        try:
+            await node.start()
+            async with aiohttp.ClientSession() as s:
+                api = Api(node.http_url, s)
+                await register(hub, node.http_url, api)
+                status, body = await api.put("/api/v1/stations/TALKS", station_body("TALKS", 1))
+                assert status == 201, body
+            st = _station("TALKS", node.ocpp_url)
+            await st.connect()
+            await st.boot_and_report()
+            for w in workers:
+                await w.start()
+            await _until(
+                lambda: sum(_delivering(w) for w in workers) == 1, what="one worker delivers"
+            )
+            active = next(w for w in workers if _delivering(w))
+            standby = next(w for w in workers if w is not active)
+            uid = "LOC-TALKS-01"
+            await _until(lambda: _last(hub, uid) == "AVAILABLE", what="the EVSE AVAILABLE")
+            # the station speaks every second for longer than the silence limit
+            waited = time.monotonic()
+            while time.monotonic() - waited < R7_SILENCE + 2:
+                assert await st.heartbeat() is not None
+                await asyncio.sleep(1)
+            assert active.proc is not None
+            active.proc.send_signal(signal.SIGKILL)
+            assert await active.proc.wait() == -signal.SIGKILL
+            await _until(lambda: _delivering(standby), 10, "the standby takes the lease")
+            for _ in range(4):  # it keeps speaking; a wrong silence timer fires meanwhile
+                assert await st.heartbeat() is not None
+                await asyncio.sleep(1)
+            assert _unknown_patches(hub, [uid]) == {uid: []}
+            assert _last(hub, uid) == "AVAILABLE"
+            # and the standby's silence timer is right: silent now, UNKNOWN once, on time
+            await st.disconnect()
+            st = None
+            await _until(
+                lambda: _unknown_patches(hub, [uid])[uid], R7_SILENCE + 10, "R7 after silence"
+            )
+            assert len(_unknown_patches(hub, [uid])[uid]) == 1
+        finally:
+            if st is not None:
+                await st.disconnect()
+            for d in (node, *workers):
+                if d.proc is not None and d.proc.returncode is None:
+                    assert await d.signal(signal.SIGTERM) == 0
+                else:
+                    d.kill_if_running()
+
+
+def _unknown_patches(hub: FlakyHub, uids: list[str]) -> dict[str, list[str]]:
+    """Per EVSE uid, the ``last_updated`` of each UNKNOWN PATCH the hub accepted for it."""
+    out: dict[str, list[str]] = {uid: [] for uid in uids}
+    for r in hub.accepted():
+        if r["method"] != "PATCH" or not isinstance(r["body"], dict):
+            continue
+        target = r["path"].rstrip("/").rsplit("/", 1)[-1]
+        if target in out and r["body"].get("status") == "UNKNOWN":
+            out[target].append(r["body"]["last_updated"])
+    return out
 
 
 async def test_nodes_ride_out_a_postgresql_crash_under_load(
