@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 "--nodes runs --role ocpp nodes and a delivery worker: no --role", file=sys.stderr
             )
             return 2
+    if args.role == "all" and args.database == "postgresql":
+        print("--role all is for SQLite (csms refuses it on PostgreSQL)", file=sys.stderr)
+        return 2
     if args.peers < 1:
         print("--peers must be at least 1", file=sys.stderr)
         return 2

@@ -529,6 +529,15 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
     if role == "delivery":
         return await _run_delivery(settings, extensions or [], stop)
+    if role == "all" and settings.database.url_is_postgres:
+        # (its delivery would not take the cluster's lease: beside a delivery worker or a
+        # second node it would push everything twice)
+        log.error(
+            "role all (everything in one process) is for SQLite; on PostgreSQL, `csms run` "
+            "(role auto) starts a delivery process that takes the cluster's delivery lease, "
+            "or run the roles ocpp and delivery"
+        )
+        return 2
     if role == "ocpp" and not settings.database.url_is_postgres:
         log.error(
             "role ocpp (an OCPP node whose delivery runs in separate workers) needs "

@@ -51,7 +51,7 @@ def _parser(extensions: list[Extension]) -> argparse.ArgumentParser:
         choices=("auto", "all", "ocpp", "delivery"),
         default="auto",
         help="auto (default): the OCPP node here, the extensions' delivery (OCPI pushes) in "
-        "a child process on another core; all: everything in this one process; on "
+        "a child process on another core; all: everything in this one process (SQLite only); on "
         "PostgreSQL, ocpp: an OCPP node only, and delivery: a delivery worker (one of them "
         "delivers, the others stand by)",
     )

@@ -209,7 +209,7 @@ async def test_healthz_says_unavailable_while_writes_fail(tmp_path: Path) -> Non
     assert any(line.get("event") == "database writes fail" for line in daemon.lines)
 
 
-async def _run_csms(tmp_path: Path, data_dir: str) -> tuple[int, str]:
+async def _run_csms(tmp_path: Path, data_dir: str, *args: str) -> tuple[int, str]:
     import asyncio
     import os
     import sys
@@ -228,6 +228,7 @@ async def _run_csms(tmp_path: Path, data_dir: str) -> tuple[int, str]:
         "run",
         "--config",
         str(cfg),
+        *args,
         cwd=tmp_path,
         env=dict(os.environ, CSMS_ADMIN_PASSWORD=ADMIN_PASSWORD),
         stdout=asyncio.subprocess.DEVNULL,
@@ -298,6 +299,23 @@ async def test_an_unreachable_postgresql_is_one_clear_line_and_exit_2(
     assert code == 2, err
     assert "cannot reach PostgreSQL" in err and f"127.0.0.1:{port}" in err, err
     assert "s3cret" not in err and "Traceback" not in err, err
+
+
+async def test_a_role_for_the_other_engine_is_refused_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--role all` on PostgreSQL would deliver beside the cluster's delivery worker (its
+    delivery takes no lease): refused, before anything connects; `--role ocpp` on SQLite has
+    no delivery at all: refused too."""
+    monkeypatch.setenv("CSMS_DATABASE__URL", "postgresql://csms@127.0.0.1:1/csms")
+    code, err = await _run_csms(tmp_path, str(tmp_path / "data"), "--role", "all")
+    assert code == 2, err
+    assert "role all (everything in one process) is for SQLite" in err, err
+    assert "cannot reach PostgreSQL" not in err and "Traceback" not in err, err
+    monkeypatch.delenv("CSMS_DATABASE__URL")
+    code, err = await _run_csms(tmp_path, str(tmp_path / "data"), "--role", "ocpp")
+    assert code == 2, err
+    assert "role ocpp" in err and "needs PostgreSQL" in err and "Traceback" not in err, err
 
 
 async def test_running_out_of_descriptors_is_logged_once_not_every_second(tmp_path: Path) -> None:
