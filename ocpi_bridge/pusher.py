@@ -18,6 +18,7 @@ StatusNotifications), does the HTTP and the writes, and measures the rules (comp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -154,6 +155,12 @@ class Pusher(BackgroundService):
     async def stop(self) -> None:
         await super().stop()
         await self.compliance.flush()
+        for _ in range(2):  # what is waiting; then what a failed write left, once more
+            write = self._flush_acks()
+            if write is None:
+                break
+            with contextlib.suppress(Exception):  # (logged where it failed)
+                await write
 
     # ------------------------------------------------------------------ acknowledged state
 
@@ -168,22 +175,32 @@ class Pusher(BackgroundService):
             }
         )
 
-    async def _record(self, peer_id: int, acks: list[AckRecord]) -> None:
-        """Keep what a peer acknowledged, and return once it is committed. The pushes
-        answered meanwhile share one write (one job for the writer, not one per push)."""
+    def _keep(self, peer_id: int, acks: list[AckRecord]) -> None:
+        """Keep what a peer acknowledged: here at once (what the next pushes decide from),
+        in the database with the next write, which the answers read meanwhile share.
+
+        The push's slot is free as soon as the peer answered: it does not wait for that
+        commit (in a reconnect storm, the slots waited on the writer more than on the
+        peer). A crash between the answer and the commit loses no more than before: the
+        object is pushed again at start-up, where it differs, as after any crash."""
         now = to_db(self.clock.now())
         self.acks.record(peer_id, acks)
         self._ack_rows += [
             (peer_id, kind, oid, a.state, a.periods_sent, a.location_url, now)
             for kind, oid, a in acks
         ]
-        if self._ack_write is None:
+        self._flush_acks()
+
+    def _flush_acks(self) -> asyncio.Future[None] | None:
+        """The write of the acknowledgements waiting (started if none is); None: none wait."""
+        if self._ack_write is None and self._ack_rows:
             self._ack_write = asyncio.ensure_future(self._write_acks())
-        await asyncio.shield(self._ack_write)
+            self._ack_write.add_done_callback(_retrieved)
+        return self._ack_write
 
     async def _write_acks(self) -> None:
         await asyncio.sleep(0)  # the answers already read join this write
-        rows, self._ack_rows, self._ack_write = self._ack_rows, [], None
+        rows, self._ack_rows = self._ack_rows, []
 
         async def job(db: JobDb) -> None:
             await db.executemany(
@@ -196,7 +213,17 @@ class Pusher(BackgroundService):
                 rows,
             )
 
-        await self.bridge.csms.db.write(job)
+        try:
+            await self.bridge.csms.db.write(job)
+        except BaseException as e:
+            # kept for the next write (the dispatcher tries again every few seconds)
+            self._ack_rows[:0] = rows
+            self._ack_write = None
+            if isinstance(e, Exception):
+                log.warning("acknowledgements not written yet", count=len(rows), error=str(e))
+            raise
+        self._ack_write = None
+        self._flush_acks()  # what was answered while this one was written
 
     # ------------------------------------------------------------------ who gets what
 
@@ -506,6 +533,7 @@ class Pusher(BackgroundService):
                 if now >= self._next_flush:
                     self._next_flush = now + timedelta(seconds=5)
                     self._spawn(self.compliance.flush(), "compliance-flush")
+                    self._flush_acks()  # (those a failed write left)
             except Exception:
                 log.exception("push dispatch failed")
             # A time already due (it fell due while this round ran) makes the next round start
@@ -546,7 +574,7 @@ class Pusher(BackgroundService):
                 if push.kind == "cdr_post":
                     location_url = reply.headers.get("Location")
                     prepared.send.acks[0][2].location_url = location_url
-                await self._record(peer_id, prepared.send.acks)
+                self._keep(peer_id, prepared.send.acks)
             else:
                 error = reply.describe()
         except OcpiCallFailed as e:
@@ -709,6 +737,12 @@ class Pusher(BackgroundService):
             )
             for fam in self.outbox.pending()
         ]
+
+
+def _retrieved(write: asyncio.Future[None]) -> None:
+    """(A failed write of acknowledgements is logged where it failed.)"""
+    if not write.cancelled():
+        write.exception()
 
 
 def _session_state(row: TransactionView) -> str:

@@ -236,3 +236,54 @@ async def test_r2_commissioning_notice_on_first_boot(setup: tuple[Running, EmspP
     assert notice["subject"] == "Entrada em Operação do Posto R2-ST"
     text = await asyncio.to_thread(Path(notice["file"]).read_text)
     assert "Efacec" in text and "QC45" in text and "mic@mobie.pt" in text
+
+
+async def test_an_acknowledgement_the_database_refused_is_written_later_not_pushed_again(
+    setup: tuple[Running, EmspPeer],
+) -> None:
+    """A push's slot is free once the hub answered; its acknowledgement is committed with
+    the next write. A write that fails keeps it (in memory it is known at once, so nothing
+    is pushed again) until a later write, and stopping writes what is left."""
+    cpo, hub = setup
+    pusher = cpo.system.extensions[0].bridge.pusher
+    assert pusher is not None
+    db = pusher.bridge.csms.db
+    real_write = db.write
+    refused: list[str] = []
+
+    async def write(job: Any, *args: Any, **kwargs: Any) -> Any:
+        if job.__qualname__.startswith("Pusher._write_acks"):
+            refused.append(job.__qualname__)
+            raise RuntimeError("disk full (test)")
+        return await real_write(job, *args, **kwargs)
+
+    db.write = write  # type: ignore[method-assign]
+    try:
+        await cpo.define_station("ACK", 1)
+        await wait_for(hub, lambda r: r["method"] == "PUT" and "/locations/" in r["path"])
+        st = Station("ACK", cpo.ocpp_url, 1, behaviour=Behaviour(auto_heartbeat=False))
+        await st.connect()
+        try:
+            await st.boot_and_report()
+            await wait_for(hub, lambda r: r["method"] == "PATCH" and r["path"].count("/") > 7)
+            await st.heartbeat()
+            deadline = asyncio.get_running_loop().time() + 10
+            while pusher.outbox.pending() or len(refused) < 2:
+                assert asyncio.get_running_loop().time() < deadline, (refused, pusher._ack_rows)
+                await asyncio.sleep(0.05)
+        finally:
+            await st.disconnect()
+        assert pusher._ack_rows, "the refused acknowledgements are kept"
+        assert pusher.acks.has_location(1, "ACK")  # known at once: not pushed again
+        puts = [r for r in await pushes(hub) if r["method"] == "PUT"]
+        assert len(puts) == 1, puts
+    finally:
+        db.write = real_write  # type: ignore[method-assign]
+    # once the database takes them again, the stop writes them (or the dispatcher, within 5 s)
+    await pusher.stop()
+    rows = await cpo.system.store.read("SELECT kind, object_id, state FROM ocpi_push_acks")
+    stored = {(r["kind"], r["object_id"]): r["state"] for r in rows}
+    for (peer, kind, oid), ack in pusher.acks.known.items():
+        assert peer == 1 and stored.get((kind, oid)) == ack.state, (kind, oid)
+    assert ("location", "ACK") in stored and ("evse", "ACK/1") in stored
+    assert pusher._ack_rows == []
