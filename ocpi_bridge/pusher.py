@@ -139,7 +139,9 @@ class Pusher(BackgroundService):
         )
         self._owed: dict[tuple[Any, ...], datetime] = {}  # (rule, peer, station[, conn])
         self._session_acked: dict[tuple[int, str], datetime] = {}
-        self._ack_rows: list[tuple[Any, ...]] = []  # acknowledged, for the next write
+        # acknowledged, for the next write: the newest per object (bounded by the objects,
+        # however long the database refuses)
+        self._ack_rows: dict[tuple[int, str, str], tuple[Any, ...]] = {}
         self._ack_write: asyncio.Future[None] | None = None
         self._next_flush = self.clock.now()
         self.on_commissioned: Any = None  # async callable(Commissioned), set by the bridge
@@ -185,10 +187,8 @@ class Pusher(BackgroundService):
         object is pushed again at start-up, where it differs, as after any crash."""
         now = to_db(self.clock.now())
         self.acks.record(peer_id, acks)
-        self._ack_rows += [
-            (peer_id, kind, oid, a.state, a.periods_sent, a.location_url, now)
-            for kind, oid, a in acks
-        ]
+        for kind, oid, a in acks:
+            self._ack_rows[(peer_id, kind, oid)] = (a.state, a.periods_sent, a.location_url, now)
         self._flush_acks()
 
     def _flush_acks(self) -> asyncio.Future[None] | None:
@@ -200,7 +200,7 @@ class Pusher(BackgroundService):
 
     async def _write_acks(self) -> None:
         await asyncio.sleep(0)  # the answers already read join this write
-        rows, self._ack_rows = self._ack_rows, []
+        rows, self._ack_rows = self._ack_rows, {}
 
         async def job(db: JobDb) -> None:
             await db.executemany(
@@ -210,14 +210,15 @@ class Pusher(BackgroundService):
                        periods_sent = excluded.periods_sent,
                        location_url = COALESCE(excluded.location_url, ocpi_push_acks.location_url),
                        acked_at = excluded.acked_at""",
-                rows,
+                [(*key, *row) for key, row in rows.items()],
             )
 
         try:
             await self.bridge.csms.db.write(job)
         except BaseException as e:
             # kept for the next write (the dispatcher tries again every few seconds)
-            self._ack_rows[:0] = rows
+            for key, row in rows.items():  # (a newer acknowledgement meanwhile wins)
+                self._ack_rows.setdefault(key, row)
             self._ack_write = None
             if isinstance(e, Exception):
                 log.warning("acknowledgements not written yet", count=len(rows), error=str(e))

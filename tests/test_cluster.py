@@ -509,15 +509,8 @@ async def test_a_standby_taking_over_knows_the_frames_that_came_while_it_waited(
 
 
 def _unknown_patches(hub: FlakyHub, uids: list[str]) -> dict[str, list[str]]:
-    """Per EVSE uid, the ``last_updated`` of each UNKNOWN PATCH the hub accepted for it."""
-    out: dict[str, list[str]] = {uid: [] for uid in uids}
-    for r in hub.accepted():
-        if r["method"] != "PATCH" or not isinstance(r["body"], dict):
-            continue
-        target = r["path"].rstrip("/").rsplit("/", 1)[-1]
-        if target in out and r["body"].get("status") == "UNKNOWN":
-            out[target].append(r["body"]["last_updated"])
-    return out
+    """Per EVSE uid, the ``last_updated`` of each UNKNOWN the hub accepted for it."""
+    return {uid: [lu for st, lu in evse_patches(hub, uid) if st == "UNKNOWN"] for uid in uids}
 
 
 async def test_nodes_ride_out_a_postgresql_crash_under_load(
