@@ -552,7 +552,7 @@ async def _product_phase(
             hub_child = await group.start(
                 "hub" if i == 0 else f"hub-{party}",
                 [
-                    *[sys.executable, "-m", "bench.hub", "--port", "0", "--token-b", token_b],
+                    *[sys.executable, "-m", "bench.hub", "--port", "0", f"--token-b={token_b}"],
                     *(["--party-id", party, "--role", role] if i else []),
                 ],
                 cwd=ROOT,
