@@ -40,6 +40,7 @@ import structlog
 
 from charger_sim.behaviour import Behaviour
 from charger_sim.errors import SimulatorError
+from charger_sim.security import SecurityOptions
 from charger_sim.station import Station
 
 SCENARIOS = ("idle", "charging", "remote", "faults", "offline")
@@ -110,6 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
     )
+    sec = parser.add_argument_group("security (OCPP 1.6 security extension)")
+    sec.add_argument(
+        "--security-profile",
+        type=int,
+        choices=(1, 2, 3),
+        default=1,
+        help="1: Basic auth (ws or wss); 2: wss + Basic auth; 3: wss + client certificate",
+    )
+    sec.add_argument("--ca-file", help="CA certificate(s) that verify the central system (2, 3)")
+    sec.add_argument("--client-cert", help="the station's certificate chain, PEM (profile 3)")
+    sec.add_argument("--client-key", help="its private key, PEM (profile 3)")
+    sec.add_argument(
+        "--tls-url", help="URL used at profiles 2 and 3 (default: --url with ws:// as wss://)"
+    )
+    sec.add_argument(
+        "--organization", default="SimOperator", help="O= of the stations' CSRs (the CPO name)"
+    )
+    sec.add_argument(
+        "--sign-certificate",
+        action="store_true",
+        help="each station asks for a certificate (SignCertificate) after its first boot",
+    )
+    sec.add_argument(
+        "--security-events",
+        action="store_true",
+        help="SecurityEventNotification at start-up, after resets and firmware installs",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines, errors only")
     return parser
@@ -156,6 +184,15 @@ class Runner:
                 ),
                 response_timeout=args.response_timeout,
                 config=config,
+                security=SecurityOptions(
+                    profile=args.security_profile,
+                    ca_file=args.ca_file,
+                    client_cert=args.client_cert,
+                    client_key=args.client_key,
+                    organization=args.organization,
+                    tls_url=args.tls_url,
+                    send_events=args.security_events,
+                ),
             )
             for index in range(1, args.count + 1)
         ]
@@ -212,6 +249,13 @@ class Runner:
             return
         if not await self._bring_up(st):
             return
+        if self.args.sign_certificate:
+            try:
+                answer = await st.security.sign_certificate()
+                if answer.get("status") != "Accepted":
+                    self.errors.append(f"{st.id}: SignCertificate {answer.get('status')}")
+            except (SimulatorError, TimeoutError) as exc:
+                self.errors.append(f"{st.id}: SignCertificate failed: {exc}")
         workers: list[asyncio.Task[None]] = []
         scenario = self.args.scenario
         connectors = range(1, st.number_of_connectors + 1)
@@ -445,7 +489,12 @@ class Runner:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``charger-sim``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.client_cert) != bool(args.client_key):
+        parser.error("--client-cert and --client-key go together")
+    if args.security_profile == 3 and not args.client_cert:
+        parser.error("--security-profile 3 needs --client-cert and --client-key")
     _configure_logging("error" if args.quiet else args.log_level)
     ocpp.messages.ASYNC_VALIDATION = False  # this process only: no thread hop per message
     try:

@@ -328,6 +328,14 @@ class Link(ChargePoint):
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str, **_: Any) -> Any:
         st = self.station
+        if key == "SecurityProfile":
+            status, wanted = st.security.change_profile(value)
+            if wanted is None:
+                return result.ChangeConfiguration(status=status)
+            return Outcome(
+                result.ChangeConfiguration(status=status),
+                lambda: st.security.switch_profile(wanted),
+            )
         status = st.config.change(key, value)
         if status == "Accepted":
             st._on_config_changed(key)
@@ -450,6 +458,75 @@ class Link(ChargePoint):
         return Outcome(
             result.TriggerMessage(status="Accepted"),
             lambda: st._trigger_flow(requested_message, connector_id),
+        )
+
+    # ------------------------------------------------------------------ Security extension
+
+    @on(Action.extended_trigger_message)
+    def on_extended_trigger_message(
+        self, requested_message: str, connector_id: int | None = None, **_: Any
+    ) -> Any:
+        st = self.station
+        if connector_id is not None and not 0 <= connector_id <= st.number_of_connectors:
+            return result.ExtendedTriggerMessage(status="Rejected")
+        mode = st.behaviour.trigger
+        if mode != "Accepted":
+            return result.ExtendedTriggerMessage(status=mode)
+        return Outcome(
+            result.ExtendedTriggerMessage(status="Accepted"),
+            lambda: st._extended_trigger_flow(requested_message, connector_id),
+        )
+
+    @on(Action.certificate_signed)
+    def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Any:
+        sec = self.station.security
+        status, why = sec.certificate_signed(certificate_chain)
+        if status == "Accepted":
+            return result.CertificateSigned(status=status)
+        self.station.log.warning("signed certificate refused", reason=why)
+        return Outcome(
+            result.CertificateSigned(status=status),
+            lambda: sec.event("InvalidChargePointCertificate", why),
+        )
+
+    @on(Action.install_certificate)
+    def on_install_certificate(self, certificate_type: str, certificate: str, **_: Any) -> Any:
+        status = self.station.security.install_certificate(certificate_type, certificate)
+        return result.InstallCertificate(status=status)
+
+    @on(Action.get_installed_certificate_ids)
+    def on_get_installed_certificate_ids(self, certificate_type: str, **_: Any) -> Any:
+        ids = self.station.security.installed_ids(certificate_type)
+        if not ids:
+            return result.GetInstalledCertificateIds(status="NotFound")
+        return result.GetInstalledCertificateIds(status="Accepted", certificate_hash_data=ids)
+
+    @on(Action.delete_certificate)
+    def on_delete_certificate(self, certificate_hash_data: dict[str, Any], **_: Any) -> Any:
+        status = self.station.security.delete_certificate(certificate_hash_data)
+        return result.DeleteCertificate(status=status)
+
+    @on(Action.get_log)
+    def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int, **_: Any) -> Any:
+        st = self.station
+        url = log.get("remote_location", "")
+        name = f"{log_type.lower()}-{st.id}-{iso().replace(':', '')}.log"
+        return Outcome(
+            result.GetLog(status="Accepted", filename=name[:255]),
+            lambda: st.security.upload_log(url, log_type, request_id),
+        )
+
+    @on(Action.signed_update_firmware)
+    def on_signed_update_firmware(self, firmware: dict[str, Any], request_id: int, **_: Any) -> Any:
+        sec = self.station.security
+        if not sec.check_signing_certificate(firmware.get("signing_certificate", "")):
+            return Outcome(
+                result.SignedUpdateFirmware(status="InvalidCertificate"),
+                lambda: sec.event("InvalidFirmwareSigningCertificate", f"request {request_id}"),
+            )
+        return Outcome(
+            result.SignedUpdateFirmware(status="Accepted"),
+            lambda: sec.signed_firmware(firmware, request_id),
         )
 
     # ------------------------------------------------------------------ Firmware management

@@ -64,6 +64,7 @@ from charger_sim.errors import (
     SubprotocolError,
 )
 from charger_sim.link import Link
+from charger_sim.security import SecurityOptions, SecurityState
 from charger_sim.timeutil import as_timestamp, seconds_until
 
 log = structlog.get_logger("charger_sim")
@@ -192,9 +193,13 @@ class Station:
       ClearChargingProfile (Accepted or Unknown) / GetCompositeSchedule (one period at the
       station's power). GetDiagnostics (file name, then Uploading, Uploaded/UploadFailed) /
       UpdateFirmware (Downloading, Downloaded, Installing, reboot, Installed, or a failure).
-    * Other 1.6 actions (the security extension): CALLERROR NotImplemented; actions not in 1.6:
-      NotSupported; schema-invalid requests: the library's code, with 1.6's spelling
-      ``FormationViolation``.
+    * The security extension (CertificateSigned, InstallCertificate,
+      GetInstalledCertificateIds, DeleteCertificate, ExtendedTriggerMessage, GetLog,
+      SignedUpdateFirmware, ChangeConfiguration SecurityProfile): see
+      :mod:`charger_sim.security` (``security=SecurityOptions(...)``).
+    * Other 1.6 actions (requests a charge point sends): CALLERROR NotImplemented; actions
+      not in 1.6: NotSupported; schema-invalid requests: the library's code, with 1.6's
+      spelling ``FormationViolation``.
     """
 
     IGNORE = IGNORE
@@ -218,6 +223,7 @@ class Station:
         require_subprotocol: bool = True,
         connect_kwargs: Mapping[str, Any] | None = None,
         max_queue: int = 1000,
+        security: SecurityOptions | None = None,
     ) -> None:
         if connectors < 1:
             raise ValueError("a station needs at least one connector")
@@ -253,6 +259,8 @@ class Station:
         self.charging_profiles: dict[int, dict[str, Any]] = {}
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
+        # security profile, certificates and the security extension (charger_sim.security)
+        self.security = SecurityState(self, security)
 
         self._link: Link | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -407,9 +415,10 @@ class Station:
             await self.report_statuses()
 
     async def _open_link(self) -> None:
-        url = f"{self.url.rstrip('/')}/{quote(self.id, safe='')}"
+        base = self.security.url(self.url)
+        url = f"{base.rstrip('/')}/{quote(self.id, safe='')}"
         headers: dict[str, str] = {}
-        if self.password is not None:
+        if self.password is not None and self.security.sends_password():
             headers["Authorization"] = build_authorization_basic(self.id, self.password)
         options: dict[str, Any] = {
             "subprotocols": self.subprotocols or None,
@@ -419,6 +428,9 @@ class Station:
             "close_timeout": 5,
             "proxy": None,
         }
+        context = self.security.ssl_context(url)
+        if context is not None:
+            options["ssl"] = context
         options.update(self.connect_kwargs)
         try:
             ws = await ws_connect(url, **options)
@@ -516,6 +528,8 @@ class Station:
         self.last_boot_response = resp
         self.boot_status = resp.get("status")
         if self.boot_status == "Accepted":
+            if not self._ever_booted and self.security.options.send_events:
+                self._spawn(self.security.event("StartupOfTheDevice"), "security-event")
             self._ever_booted = True
             interval = self.behaviour.heartbeat_interval
             if interval is None:
@@ -1349,6 +1363,28 @@ class Station:
     async def _unlock_flow(self, connector_id: int) -> None:
         await self.stop_charging(connector_id, "UnlockCommand", finishing_first=True)
 
+    async def reconnect_now(self) -> None:
+        """Close the connection and open a new one at once (boot, statuses): what a
+        security profile change does. Raises when the new connection fails."""
+        link = self._link
+        if link is not None:
+            link.intentional = True
+            await self._close_link(link, clean=True)
+        await self.go_online(boot=True, report_status=True)
+
+    async def _extended_trigger_flow(self, requested: str, connector_id: int | None) -> None:
+        sec = self.security
+        if requested == "SignChargePointCertificate":
+            await sec.sign_certificate()
+        elif requested == "LogStatusNotification":
+            request_id = sec.log_request_id if sec.log_status != "Idle" else None
+            await sec.log_status_notification(sec.log_status, request_id)
+        elif requested == "FirmwareStatusNotification":
+            request_id = sec.firmware_request_id if sec.firmware_status != "Idle" else None
+            await sec.firmware_status_notification(sec.firmware_status, request_id)
+        else:
+            await self._trigger_flow(requested, connector_id)
+
     async def _reset_flow(self, kind: str) -> None:
         reason = "HardReset" if kind == "Hard" else "SoftReset"
         for conn in self._real_connectors():
@@ -1362,6 +1398,7 @@ class Station:
             conn.status = self._idle_status(conn)
             conn.error_code = "NoError"
         await self._reboot()
+        await self.security.optional_event("ResetOrReboot", f"{kind} reset")
 
     async def _reboot(self) -> None:
         """Close the websocket, wait ``reboot_delay``, reconnect, boot and report statuses."""

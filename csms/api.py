@@ -26,7 +26,13 @@ from .http import (
     read_json,
 )
 from .timeparse import from_db, parse_api_time, to_ocpp
-from .usecases import Refused, check_station_id, define_station, put_id_tag
+from .usecases import (
+    Refused,
+    check_station_id,
+    define_station,
+    put_id_tag,
+    security_profile_raise,
+)
 
 log = structlog.get_logger("csms.api")
 
@@ -104,6 +110,8 @@ class Api:
             web.get(f"{p}/stations", self.list_stations),
             web.get(f"{p}/stations/{{station_id}}", self.get_station),
             web.put(f"{p}/stations/{{station_id}}", self.put_station),
+            web.post(f"{p}/stations/{{station_id}}/security-profile", self.raise_profile),
+            web.delete(f"{p}/stations/{{station_id}}/security-profile", self.cancel_profile),
             web.post(f"{p}/stations/{{station_id}}/commands/{{action}}", self.send_command),
             web.get(f"{p}/unknown-stations", self.unknown_stations),
             web.get(f"{p}/id-tags", self.list_id_tags),
@@ -130,6 +138,8 @@ class Api:
             "evses": definition.get("evses", []),
             "boot_status": row["boot_status"],
             "has_password": bool(row["password_hash"]),
+            "security_profile": row["security_profile"] or 1,
+            "pending_security_profile": row["pending_security_profile"],
             "connected": self.registry.is_connected(row["id"]),
             "last_seen": _iso(row["last_seen_at"]),
             "connectors": [
@@ -196,6 +206,42 @@ class Api:
         view = await self._station_view(row, statuses[station_id], True)
         return json_response(view, status=201 if created else 200)
 
+    async def _view(self, station_id: str, status: int = 200) -> web.Response:
+        row = await self.s.store.stations.get(station_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no station {station_id!r}")
+        statuses = await self.s.store.status.of_stations([station_id])
+        return json_response(
+            await self._station_view(row, statuses[station_id], True), status=status
+        )
+
+    async def raise_profile(self, request: web.Request) -> web.Response:
+        """Raise a station's security profile: ChangeConfiguration SecurityProfile, then
+        both profiles are accepted until it connects at the new one (csms.server)."""
+        station_id = request.match_info["station_id"]
+        body = await _json_body(request)
+        profile = body.get("profile") if isinstance(body, dict) else None
+        if not isinstance(profile, int) or isinstance(profile, bool) or profile not in (2, 3):
+            raise ApiError(
+                422,
+                "invalid_body",
+                'the body is {"profile": 2} or {"profile": 3}',
+                fields=[{"field": "profile", "message": "2 or 3 (a raise)"}],
+            )
+        try:
+            row = await security_profile_raise(self.s, self.commands, station_id, profile)
+        except Refused as e:
+            raise _refusal(e) from None
+        statuses = await self.s.store.status.of_stations([station_id])
+        return json_response(await self._station_view(row, statuses[station_id], True), status=202)
+
+    async def cancel_profile(self, request: web.Request) -> web.Response:
+        station_id = request.match_info["station_id"]
+        if not await self.s.store.stations.set_pending_security_profile(station_id, None):
+            raise ApiError(404, "not_found", f"no station {station_id!r}")
+        log.info("pending security profile cancelled", station_id=station_id)
+        return await self._view(station_id)
+
     async def unknown_stations(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
         rows, total = await self.s.store.unknown_stations.page(limit, offset)
@@ -236,6 +282,9 @@ class Api:
                     f"timeout must be a number of seconds above 0 and at most {highest:g}",
                 )
         try:
+            prepare = self.s.command_preparers.get(action)
+            if prepare is not None:  # (csms.security: PEM checks, GetLog's upload URL)
+                payload = await prepare(station_id, payload)
             response = await self.commands.send(station_id, action, payload, timeout=timeout)
         except CommandError as e:
             extra = {}

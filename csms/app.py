@@ -58,9 +58,12 @@ from .outbox import Cursor, EventRelay, latest_seen
 from .passwords import hash_password, is_password_hash
 from .ports import CsmsPort
 from .provisioning import provision
+from .security import SecurityService
+from .security_web import SecurityWebProvider
 from .server import OcppServer
 from .store import Store
 from .supervisor import DeliverySupervisor
+from .tls import ServerTls, TlsConfigError, configure_client, reload_all
 from .topics import Topics
 from .web import WebUI
 from .worker import run_delivery
@@ -179,6 +182,19 @@ class CentralSystem:
             self.commands.router = self.cluster.router
             self.ocpp_server.presence = self.cluster.presence
         self.api = Api(self.services, self.registry, self.commands)
+        # the OCPP 1.6 security extension's messages, certificates and log uploads
+        self.security = SecurityService(
+            self.services,
+            self.registry,
+            self.commands,
+            base_url=lambda: default_url(
+                self.settings.http.host, self.http_port, tls=self.settings.http.tls
+            ),
+        )
+        for action, handler in self.security.handlers().items():
+            self.handlers.add_route(action, handler)
+        self.services.command_preparers.update(self.security.preparers())
+        self.services.on_boot_accepted.append(self.security.on_boot)
         password_hash = admin_password_hash or settings.api.admin_password_hash
         if password_hash is None:
             raise ValueError("an admin password hash is needed (see resolve_admin_password)")
@@ -193,15 +209,18 @@ class CentralSystem:
             metrics_token=settings.metrics_token,
             more_metrics=self._delivery_metrics if delivery is not None else None,
         )
+        self.http_app.add_routes(self.security.api_routes())
         if delivery is not None or self.cluster is not None:
             self.http_app.add_routes(command_routes(self.commands, self._internal_secrets))
         if delivery is not None:
             self.store.db.add_commit_hook(delivery.wake)
         self.web = WebUI(self)
+        self.web.add_provider(SecurityWebProvider(self.web, self.security))
         if settings.web.enabled:
             self.web.mount(self.http_app)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self.tls: ServerTls | None = None  # (read at start: ocpp.tls, http.tls, [tls])
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
         self._probe: asyncio.Task[None] | None = None
@@ -254,7 +273,20 @@ class CentralSystem:
             return self.settings.cluster.advertise_url
         if self._runner is None:
             return None
-        return default_url(self.settings.http.host, self.http_port)
+        return default_url(self.settings.http.host, self.http_port, tls=self.settings.http.tls)
+
+    def reload_files(self) -> None:
+        """SIGHUP: re-read the TLS files here (new handshakes use them; open connections
+        keep theirs; files that fail to load leave the old ones in use) and in the delivery
+        process (its calls' CAs); and the CA that signs station certificates (csms.security)."""
+        self.security.reload()
+        if self.tls is None:
+            return
+        reload_all()
+        pid = self.delivery.pid if self.delivery is not None else None
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
 
     def _provision(self, conn: StationConnection) -> None:
         conn.spawn(provision(conn, self.services, self.commands), "provisioning")
@@ -269,6 +301,10 @@ class CentralSystem:
         return int(self._runner.addresses[0][1])
 
     async def start(self) -> None:
+        # TLS files first: a missing, unreadable or mismatched one is named at once
+        self.tls = ServerTls(self.settings, self.metrics.tls_handshakes_failed)
+        configure_client(self.settings)
+        self.ocpp_server.tls = self.tls
         ocppj.prewarm_validators()
         prepare_data_dir(self.settings.data_dir)
         await self.store.open()
@@ -287,12 +323,15 @@ class CentralSystem:
         await self._runner.setup()
         limit = fd_limit()
         cap = self.http_guard.fit_to_fd_limit(limit)
-        self._site = GuardedSite(self._runner, self.http_guard, h.host, h.port)
+        self._site = GuardedSite(
+            self._runner, self.http_guard, h.host, h.port, tls=self.tls.acceptor("http")
+        )
         await self._site.start()
         log.info(
             "HTTP server listening",
             host=h.host,
             port=self.http_port,
+            scheme="https" if h.tls else "http",
             max_connections=cap,
             max_connections_per_address=h.max_connections_per_address,
             fd_limit=limit,
@@ -304,8 +343,10 @@ class CentralSystem:
         for ext in self.extensions:
             await ext.start()
         if self.delivery is not None:  # (before stations are let in)
-            self.delivery.node_url = f"http://{loopback_host(h.host)}:{self.http_port}"
+            scheme = "https" if h.tls else "http"
+            self.delivery.node_url = f"{scheme}://{loopback_host(h.host)}:{self.http_port}"
             await self.delivery.start()
+        await self.security.start()
         await self.ocpp_server.start()
         self._tasks.append(asyncio.create_task(self._flush_seen_loop(), name="flush-seen"))
         self.started = True
@@ -319,6 +360,7 @@ class CentralSystem:
         if self.delivery is not None:
             await self.delivery.stop()
         await self.ocpp_server.stop()
+        await self.security.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -527,7 +569,15 @@ async def run(
     loop.set_exception_handler(LoopErrorFilter(loop.get_exception_handler()))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: re-read the TLS files (certificate, key, CAs) without dropping anyone
+    reload: list[Any] = [reload_all]
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload[-1]())
     if role == "delivery":
+        try:
+            configure_client(settings)
+        except TlsConfigError as e:
+            log.error("could not start", error=str(e))
+            return 2
         return await _run_delivery(settings, extensions or [], stop)
     if role == "all" and settings.database.url_is_postgres:
         # (its delivery would not take the cluster's lease: beside a delivery worker or a
@@ -559,9 +609,10 @@ async def run(
         delivery=supervisor,
         delivery_elsewhere=role == "ocpp" and enabled,
     )
+    reload.append(system.reload_files)
     try:
         await system.start()
-    except DataDirError as e:
+    except (DataDirError, TlsConfigError) as e:
         log.error("could not start", error=str(e))
         await system.stop()
         return 2

@@ -7,6 +7,8 @@ csms migrate --config FILE        apply the database migrations and print the ve
 csms db copy --config FILE --to postgresql://...
                                   copy the SQLite database, every row, into PostgreSQL
 csms hash-password                print a hash for api.admin_password_hash
+csms pki init|server-cert|station-cert ...
+                                  the CA, server and station certificates for TLS
 csms user add|list|remove ...     web interface users (in the database)
 csms <extension> ...              commands of installed extensions (e.g. csms ocpi)
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from . import certtool
 from .app import CentralSystem, DataDirError, prepare_data_dir, resolve_admin_password, run
 from .config import ConfigError, Settings, load_settings
 from .db import Database, DatabaseError, redact_url
@@ -36,6 +39,7 @@ from .dbcopy import copy_database
 from .extensions import Extension, discover
 from .logs import configure_logging
 from .passwords import hash_password
+from .tls import ServerTls, TlsConfigError, configure_client
 from .web import users as web_users
 
 EXIT_CONFIG = 2
@@ -84,6 +88,7 @@ def _parser(extensions: list[Extension]) -> argparse.ArgumentParser:
     hp = sub.add_parser("hash-password", help="hash a password for the configuration file")
     hp.add_argument("--stdin", action="store_true", help="read the password from stdin")
     web_users.add_commands(sub)
+    certtool.add_commands(sub)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", required=True, help="TOML configuration file")
     for ext in extensions:
@@ -282,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser(extensions).parse_args(argv)
     if args.command == "hash-password":
         return _hash_password(args)
+    if args.command == "pki":
+        return certtool.main(args)
 
     try:
         settings, configured = load_with_extensions(args.config, extensions)
@@ -295,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_CONFIG
         if args.command == "run" and args.role != "delivery":
             resolve_admin_password(settings)  # fail on a bad hash before anything starts
-    except ConfigError as e:
+        if args.command in ("check-config", "check", "run"):
+            # the TLS files: present, readable, a key that matches its certificate
+            ServerTls(settings)
+            configure_client(settings)
+    except (ConfigError, TlsConfigError) as e:
         print(f"csms: configuration error in {args.config}:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command in ("check-config", "check"):

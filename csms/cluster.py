@@ -41,6 +41,7 @@ from .commands import (
 )
 from .connection import StationCallError
 from .http import json_response
+from .tls import link_context
 
 log = structlog.get_logger("csms.cluster")
 
@@ -91,6 +92,7 @@ class Link:
                 self.url + path,
                 headers=self.headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                ssl=link_context(self.url),
             ) as resp,
         ):
             return resp.status, await resp.read()
@@ -196,6 +198,7 @@ class RemoteCommands:
                 json=body,
                 headers=self.link.headers,
                 timeout=aiohttp.ClientTimeout(total=wait),
+                ssl=link_context(self.link.url),
             ) as resp:
                 if resp.status != 200:
                     raise CommandError(f"the OCPP node refused the command (HTTP {resp.status})")

@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -63,12 +64,26 @@ class OcppSettings(_Section):
     # sampled values stored per transaction; the excess is counted and flagged, not stored
     max_meter_values_per_transaction: int = Field(100_000, ge=1)
     provision_on_boot: bool = Field(True, description="set R3/R4 intervals after each boot")
+    # wss:// on this port, with the [tls] certificate (security profiles 2 and 3)
+    tls: bool = False
+    # whether a security profile 1 station may connect over plain ws:// (Basic auth in
+    # clear); on for compatibility, an internet-facing csms should set it false
+    allow_unsecured: bool = True
+    # TLS-terminating proxies (addresses or networks) whose ``X-Forwarded-Proto: https``
+    # makes a connection count as TLS (profile 2 only: profile 3 needs csms's own TLS)
+    trusted_proxies: list[str] = []
 
     @model_validator(mode="after")
     def _prefix(self) -> OcppSettings:
         prefix = "/" + self.path_prefix.strip("/")
         self.path_prefix = "" if prefix == "/" else prefix
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        _check_networks("ocpp.trusted_proxies", v)
+        return v
 
 
 class HttpSettings(_Section):
@@ -86,6 +101,24 @@ class HttpSettings(_Section):
     # also never more than a quarter of the process's file descriptor limit
     max_connections: int = Field(512, ge=1, le=1_000_000)
     max_connections_per_address: int = Field(64, ge=1, le=1_000_000)
+    # https:// for the API, OCPI, the web interface and /metrics, with the [tls] certificate
+    tls: bool = False
+
+
+class TlsSettings(_Section):
+    """TLS served by csms itself (``ocpp.tls``, ``http.tls``) and trusted for its calls.
+
+    The key's passphrase, if it is encrypted, comes from the environment only
+    (``CSMS_TLS__KEY_PASSWORD``), never from the file."""
+
+    cert_file: Path | None = None  # the server's certificate chain (PEM), leaf first
+    key_file: Path | None = None  # its private key (PEM)
+    key_password: SecretStr | None = None  # (CSMS_TLS__KEY_PASSWORD only)
+    # the CA certificate(s) that stations' client certificates must chain to (profile 3)
+    station_ca_file: Path | None = None
+    # more CAs trusted for csms's own calls (OCPI peers, other nodes), beside the system's
+    ca_file: Path | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
 
 
 class DatabaseSettings(_Section):
@@ -191,17 +224,72 @@ class WebSettings(_Section):
         return self
 
 
+class PkiSettings(_Section):
+    """The operator's certificate authority for station certificates (the security
+    extension's SignCertificate), and what csms checks of a station's CSR."""
+
+    # the CPO name a station's CSR must carry as O= (its CN must be the charge point id)
+    organization: str | None = Field(None, min_length=1, max_length=64)
+    # the CA that signs station certificates (PEM); the key's passphrase, if any, only from
+    # the environment: CSMS_PKI__CA_KEY_PASSWORD
+    ca_cert_file: Path | None = None
+    ca_key_file: Path | None = None
+    ca_key_password: SecretStr | None = None
+    station_certificate_days: int = Field(365, ge=1, le=3650)
+    # an external CA instead: a command (a list: program and arguments, run without a
+    # shell) given the CSR in PEM on stdin and the station id in CSMS_STATION_ID, which
+    # prints the certificate chain in PEM on stdout within sign_timeout seconds
+    sign_command: list[str] | None = None
+    sign_timeout: float = Field(30.0, gt=0, le=600)
+    # certificates expiring within this many days are counted (and shown) as expiring
+    expiry_warning_days: int = Field(30, ge=1, le=3650)
+    # GetLog: the URL stations upload to is <upload_base_url>/uploads/logs/<token>
+    # (default: http://<http.host or this machine's name>:<http.port>); the largest file
+    upload_base_url: str | None = None
+    max_log_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, le=1 << 34)
+    upload_token_hours: float = Field(24.0, gt=0, le=24 * 30)
+
+    @field_validator("ca_cert_file", "ca_key_file", mode="before")
+    @classmethod
+    def _empty_path(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @field_validator("sign_command")
+    @classmethod
+    def _command(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or not v[0].strip()):
+            raise ValueError('must name a program: ["/path/to/program", "arg", ...]')
+        return v or None
+
+    @field_validator("upload_base_url")
+    @classmethod
+    def _upload_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v else None
+
+    @model_validator(mode="after")
+    def _pair(self) -> PkiSettings:
+        if (self.ca_cert_file is None) != (self.ca_key_file is None):
+            raise _KeyError(
+                "pki.ca_cert_file", "give both ca_cert_file and ca_key_file, or neither"
+            )
+        return self
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     mobie_mode: bool = True
     ocpp: OcppSettings = OcppSettings()
     http: HttpSettings = HttpSettings()
+    tls: TlsSettings = TlsSettings()
     database: DatabaseSettings = DatabaseSettings()
     cluster: ClusterSettings = ClusterSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
     id_tags: IdTagSettings = IdTagSettings()
     web: WebSettings = WebSettings()
+    pki: PkiSettings = PkiSettings()
     # a token that GET /metrics requires (Bearer, or the Basic password); from the
     # environment as CSMS_METRICS_TOKEN. None: /metrics is open
     metrics_token: str | None = Field(None, min_length=16)
@@ -210,6 +298,14 @@ class Settings(_Section):
 
     def extension_section(self, name: str) -> dict[str, Any]:
         return self._extension_sections.get(name, {})
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        if (self.ocpp.tls or self.http.tls) and not (self.tls.cert_file and self.tls.key_file):
+            which = "ocpp.tls" if self.ocpp.tls else "http.tls"
+            missing = "tls.cert_file" if not self.tls.cert_file else "tls.key_file"
+            raise _KeyError(missing, f"required when {which} is on (the server's PEM files)")
+        return self
 
     @model_validator(mode="after")
     def _mobie_rules(self) -> Settings:
@@ -235,6 +331,16 @@ class Settings(_Section):
     def database_path(self) -> Path:
         p = Path(self.database.path)
         return p if p.is_absolute() else self.data_dir / p
+
+
+def _check_networks(key: str, entries: list[str]) -> None:
+    import ipaddress
+
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise _KeyError(key, f"{entry!r} is not an IP address or network") from None
 
 
 class _KeyError(ValueError):
@@ -304,7 +410,25 @@ def load_settings(
             raise ConfigError(f"config file not found: {p}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    pki_section = data.get("pki")
+    if isinstance(pki_section, dict) and "ca_key_password" in pki_section:
+        raise ConfigError(
+            "pki.ca_key_password: give the CA key's passphrase in the environment only "
+            "(CSMS_PKI__CA_KEY_PASSWORD), never in the file"
+        )
+    tls_section = data.get("tls")
+    if isinstance(tls_section, dict) and "key_password" in tls_section:
+        raise ConfigError(
+            "tls.key_password: give the key's passphrase in the environment only "
+            "(CSMS_TLS__KEY_PASSWORD), never in the file"
+        )
     data = apply_env(data, environ)
+    if environ.get("CSMS_TLS__KEY_PASSWORD"):
+        # a passphrase is taken as written (never as a TOML number or boolean)
+        data.setdefault("tls", {})["key_password"] = environ["CSMS_TLS__KEY_PASSWORD"]
+    if environ.get("CSMS_PKI__CA_KEY_PASSWORD"):
+        # a passphrase is taken as written (never as a TOML number or boolean)
+        data.setdefault("pki", {})["ca_key_password"] = environ["CSMS_PKI__CA_KEY_PASSWORD"]
     sections = {}
     for name in extensions:
         section = data.pop(name, {})

@@ -93,6 +93,12 @@ class StationConnection:
         # newer connection of the station on another node replaced it (csms.members)
         self.opened_wall = time.time()
         self.replaced_elsewhere = False
+        # how it connected (csms.server's handshake): over TLS (csms's own or a trusted
+        # proxy's), the verified client certificate (as ssl's getpeercert() gives it) or
+        # None, and the security profile it was let in at
+        self.tls = False
+        self.client_certificate: dict[str, Any] | None = None
+        self.security_profile = 1
         self.booted = False
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._call_lock = asyncio.Lock()

@@ -426,7 +426,8 @@ def ocpp_guard(services: Services) -> Guard:
     return guard
 
 
-def _host(connection: ServerConnection) -> str | None:
+def remote_host(connection: ServerConnection) -> str | None:
+    """The address (no port) a connection comes from, None when unknown."""
     try:
         addr: Any = connection.remote_address
     except Exception:
@@ -448,7 +449,7 @@ async def station_handshake(
     Returns the refusal to send, or None to let it in. A station without a password gets
     here only with ``ocpp.require_password``: it is refused (401)."""
     metrics = services.metrics
-    address = _host(connection)
+    address = remote_host(connection)
     if password_hash is None:
         metrics.handshakes_refused.labels("no_password").inc()
         log.warning(

@@ -40,6 +40,7 @@ log = structlog.get_logger("csms.handlers")
 
 Handler = Callable[["StationConnection", dict[str, Any], datetime], Awaitable[dict[str, Any]]]
 DataTransferHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+CommandPreparer = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -57,6 +58,10 @@ class Services:
     on_boot_accepted: list[Callable[[StationConnection], None]] = field(default_factory=list)
     # measured intervals (R3/R4) and recent frames of each station, fed by its connection
     traffic: TrafficMonitor = field(default_factory=TrafficMonitor)
+    # action -> prepare(station_id, payload) -> the payload to send: what an operator's
+    # command goes through first (csms.security: PEM checks, GetLog's upload URL); raises
+    # csms.commands.InvalidCommand for a bad one
+    command_preparers: dict[str, CommandPreparer] = field(default_factory=dict)
 
 
 def _parse_time(text: Any, received_at: datetime, what: str) -> ParsedTime:
@@ -126,6 +131,10 @@ class OcppHandlers:
             "DiagnosticsStatusNotification": self.diagnostics_status,
             "FirmwareStatusNotification": self.firmware_status,
         }
+
+    def add_route(self, action: str, handler: Handler) -> None:
+        """Handle ``action`` (one of ocppj.CP_ACTIONS) with ``handler`` (csms.security's)."""
+        self._routes[action] = handler
 
     async def handle(
         self, conn: StationConnection, action: str, payload: dict[str, Any], received_at: datetime

@@ -5,9 +5,11 @@ before it starts.
 
 The port is guarded (:class:`ConnectionGuard`): a bounded number of connections in all and
 per source address, and every connection must keep moving: a request's headers within
-``header_timeout`` of its first byte, its body within ``read_timeout`` of its headers, no
-connection idle longer than ``idle_timeout`` between requests, no client that stops reading
-our answer for longer than ``write_timeout``. Bodies are parsed by :func:`read_json`, which
+``header_timeout`` of its first byte, its body within ``read_timeout`` of its headers (a
+file uploaded to ``/uploads/``, such as a station's log, may take longer as long as at least
+:data:`UPLOAD_PROGRESS` bytes arrive in every ``read_timeout``), no connection idle
+longer than ``idle_timeout`` between requests, no client that stops reading our answer for
+longer than ``write_timeout``. Bodies are parsed by :func:`read_json`, which
 refuses what the handlers could not hold (deep nesting, non-finite or 64-bit-overflowing
 numbers, lone surrogates) as a client error.
 """
@@ -41,6 +43,7 @@ from .passwords import parse_basic_auth
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .tls import TlsAcceptor
 
 log = structlog.get_logger("csms.http")
 
@@ -215,6 +218,10 @@ def fd_limit() -> int:
 
 
 # ---------------------------------------------------------------------- connection guard
+
+# uploads (stations' log files, over slow cellular links) are held to a rate, not a deadline
+UPLOADS_PREFIX = "/uploads/"
+UPLOAD_PROGRESS = 1024
 
 
 @dataclass(frozen=True)
@@ -460,9 +467,15 @@ class ConnectionGuard:
         conn.write_timer = None
         self._expire(conn, "write_timeout")
 
-    def _read_expired(self, conn: _Conn, request: web.BaseRequest) -> None:
-        if not request.content.is_eof():
-            self._expire(conn, "read_timeout")
+    def _read_expired(self, conn: _Conn, request: web.BaseRequest, timer: _BodyTimer) -> None:
+        content = request.content
+        if content.is_eof():
+            return
+        if timer.upload and content.total_bytes >= timer.seen + UPLOAD_PROGRESS:
+            timer.seen = content.total_bytes
+            timer.start()
+            return
+        self._expire(conn, "read_timeout")
 
     # -------------------------------------------------------------- aiohttp glue
 
@@ -480,15 +493,38 @@ class ConnectionGuard:
             conn.header_timer = None
         read_timer = None
         if request.body_exists and not request.content.is_eof():
-            read_timer = asyncio.get_running_loop().call_later(
-                self.limits.read_timeout, self._read_expired, conn, request
-            )
+            read_timer = _BodyTimer(self, conn, request)
+            read_timer.start()
         try:
             return await handler(request)
         finally:
             conn.active = False
             if read_timer is not None:
                 read_timer.cancel()
+
+
+class _BodyTimer:
+    """The deadline of one request's body: ``read_timeout`` after its headers, renewed for an
+    upload while it keeps arriving (:data:`UPLOAD_PROGRESS`)."""
+
+    __slots__ = ("conn", "guard", "handle", "request", "seen", "upload")
+
+    def __init__(self, guard: ConnectionGuard, conn: _Conn, request: web.BaseRequest) -> None:
+        self.guard = guard
+        self.conn = conn
+        self.request = request
+        self.upload = request.path.startswith(UPLOADS_PREFIX)
+        self.seen = request.content.total_bytes
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.handle = asyncio.get_running_loop().call_later(
+            self.guard.limits.read_timeout, self.guard._read_expired, self.conn, self.request, self
+        )
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -542,22 +578,34 @@ class _GuardedProtocol(asyncio.Protocol):
 
 
 class GuardedSite(web.TCPSite):
-    """A TCP site whose connections pass through a :class:`ConnectionGuard`."""
+    """A TCP site whose connections pass through a :class:`ConnectionGuard` (if any) and,
+    with ``tls``, a TLS handshake first."""
 
-    __slots__ = ("_guard",)
+    __slots__ = ("_guard", "_tls")
 
     def __init__(
-        self, runner: web.BaseRunner, guard: ConnectionGuard, host: str, port: int
+        self,
+        runner: web.BaseRunner,
+        guard: ConnectionGuard | None,
+        host: str,
+        port: int,
+        tls: TlsAcceptor | None = None,
     ) -> None:
         super().__init__(runner, host, port, backlog=1024)
         self._guard = guard
+        self._tls = tls  # https: each connection's TLS handshake first (csms.tls)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
         assert server is not None
+        factory: Callable[[], asyncio.BaseProtocol] = (
+            self._guard.protocol_factory(server) if self._guard is not None else server
+        )
+        if self._tls is not None:
+            factory = self._tls.wrap(factory)
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocol_factory(server),
+            factory,
             self._host,
             self._port,
             backlog=self._backlog,

@@ -59,12 +59,12 @@ CHECK_EVERY = 2.0
 CHECK_TIMEOUT = 5.0
 
 
-def default_url(host: str, port: int) -> str:
+def default_url(host: str, port: int, *, tls: bool = False) -> str:
     """How the other machines reach a server listening on ``host``: that address, or this
-    machine's name when it listens on every address."""
+    machine's name when it listens on every address; https when it serves TLS."""
     if host in ("", "0.0.0.0", "::"):
         host = socket.gethostname()
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 class Membership:

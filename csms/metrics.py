@@ -63,6 +63,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.tls_handshakes_failed = Counter(
+            "csms_tls_handshakes_failed",
+            "TLS handshakes that failed, by listener (ocpp, http) and reason (csms.tls)",
+            ["listener", "reason"],
+            registry=r,
+        )
         self.calls_sent = Counter(
             "csms_ocpp_calls_sent",
             "Requests we sent to stations, by action and outcome",

@@ -186,6 +186,11 @@ class StationDef(_Model):
         description="HTTP Basic password (security profile 1); absent: keep, null: remove",
     )
     boot_status: BootStatus = "Accepted"
+    security_profile: Literal[1, 2, 3] | None = Field(
+        None,
+        description="OCPP security profile: 1 Basic auth, 2 TLS + Basic auth, 3 TLS with a "
+        "client certificate; absent: keep (1 for a new station)",
+    )
     location: LocationDef
     evses: list[EvseDef] = Field(min_length=1)
 
@@ -202,7 +207,7 @@ class StationDef(_Model):
 
     def definition(self) -> dict[str, object]:
         """What is stored and published (no password, no boot policy)."""
-        return self.model_dump(mode="json", exclude={"password", "boot_status"})
+        return self.model_dump(mode="json", exclude={"password", "boot_status", "security_profile"})
 
 
 class IdTagDef(_Model):

@@ -42,6 +42,11 @@ CP_ACTIONS = frozenset(
         "StartTransaction",
         "StatusNotification",
         "StopTransaction",
+        # the security extension ("Improved security for OCPP 1.6-J"), csms.security
+        "LogStatusNotification",
+        "SecurityEventNotification",
+        "SignCertificate",
+        "SignedFirmwareStatusNotification",
     }
 )
 # Requests the central system sends to a charge point.
@@ -66,16 +71,14 @@ CS_ACTIONS = frozenset(
         "TriggerMessage",
         "UnlockConnector",
         "UpdateFirmware",
-    }
-)
-# In OCPP 1.6 but not something a charge point may ask of us (including the security
-# whitepaper's messages, which need a security profile we do not implement yet).
-OTHER_16_ACTIONS = frozenset(
-    {
-        "SecurityEventNotification",
-        "SignCertificate",
-        "LogStatusNotification",
-        "SignedFirmwareStatusNotification",
+        # the security extension
+        "CertificateSigned",
+        "DeleteCertificate",
+        "ExtendedTriggerMessage",
+        "GetInstalledCertificateIds",
+        "GetLog",
+        "InstallCertificate",
+        "SignedUpdateFirmware",
     }
 )
 # The 1.6 schemas have `multipleOf: 0.1` in these; they are validated with Decimals. The
@@ -428,7 +431,7 @@ def check_payload(kind: int, action: str, payload: Any) -> None:
 def check_incoming_action(action: str) -> None:
     if action in CP_ACTIONS:
         return
-    if action in CS_ACTIONS or action in OTHER_16_ACTIONS:
+    if action in CS_ACTIONS:
         raise NotSupportedErr(f"{action} is not something a charge point may request")
     raise NotImplementedErr(f"unknown action {action!r}")
 

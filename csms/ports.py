@@ -55,6 +55,7 @@ from .meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
 from .repositories.rows import json_or
 from .store import Store
 from .timeparse import from_db, parse_api_time, to_db, to_iso, to_ocpp
+from .tls import TlsConfigError, client_context, configure_client, link_context
 from .topics import Topics
 from .traffic import Measured, TrafficMonitor, judge
 from .web import NavEntry, WebRoute, WebUI
@@ -108,6 +109,10 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     "to_ocpp",  # datetime -> OCPP's time format
     "parse_api_time",  # an API query's time -> datetime (ValueError when malformed)
     "dumps",  # the one JSON writer for what csms and its extensions send
+    "client_context",  # the SSL context of calls to other servers (OCPI peers): verified
+    "link_context",  # the ssl= of a call to a process of this csms (by its URL)
+    "configure_client",  # read tls.ca_file for a command-line tool's calls
+    "TlsConfigError",  # a TLS file that cannot be used (the message names the setting)
     "ApiError",  # an operator API error answer, raised by an extension's API handlers
     "DEFAULT_LIMIT",  # the operator API's page size, by default
     "MAX_LIMIT",  # and at most

@@ -24,6 +24,7 @@ from .repositories import (
     CommandRepository,
     DataTransferRepository,
     IdTagRepository,
+    SecurityRepository,
     StationRepository,
     StatusRepository,
     TransactionRepository,
@@ -58,6 +59,8 @@ class Store:
         self.unknown_stations = UnknownStationRepository(self.db, clock)
         self.commands = CommandRepository(self.db, clock)
         self.data_transfers = DataTransferRepository(self.db)
+        # the security extension: events, certificate requests and certificates, logs
+        self.security = SecurityRepository(self.db)
         # every domain event, committed with its state change (see csms.outbox)
         self.outbox = EventOutbox(self.db)
 

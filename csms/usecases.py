@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from .commands import CommandError, CommandPort, StationOffline
 from .events import StationDefined
 from .guard import station_password_refusal
 from .handlers import Services
@@ -85,8 +86,19 @@ async def define_station(
             422, "invalid_body", "the station definition is invalid", validation_fields(e)
         ) from None
     keep_password = isinstance(body, dict) and "password" not in body
+    profile = station.security_profile or (current and current["security_profile"]) or 1
     if refusal := station_password_refusal(
-        services.settings.ocpp.require_password,
+        # (profile 3 authenticates with the client certificate: no password needed)
+        services.settings.ocpp.require_password and profile != 3,
+        station.password is not None,
+        keep_password,
+        bool(current and current["password_hash"]),
+    ):
+        raise Refused(
+            422, "password_required", refusal, [{"field": "password", "message": refusal}]
+        )
+    if refusal := profile_password_refusal(
+        profile,
         station.password is not None,
         keep_password,
         bool(current and current["password_hash"]),
@@ -107,6 +119,7 @@ async def define_station(
             keep_password,
             station.boot_status,
             events=lambda created: [StationDefined(station_id, services.clock.now(), created)],
+            security_profile=station.security_profile,
         )
     except ValueError as e:  # a Location id or an EVSE uid of another station
         raise Refused(
@@ -114,6 +127,89 @@ async def define_station(
         ) from None
     log.info("station defined", station_id=station_id, created=created, user=user)
     return created
+
+
+def profile_password_refusal(
+    profile: int, password_given: bool, keeps_password: bool, has_password: bool
+) -> str | None:
+    """Why a definition at security profile 2 must be refused (TLS + Basic auth needs a
+    password), or None."""
+    if profile != 2 or password_given or (keeps_password and has_password):
+        return None
+    return (
+        'security profile 2 is TLS with Basic auth: the station needs a password ("password": '
+        '"...", at least 8 characters)'
+    )
+
+
+async def security_profile_raise(
+    services: Services,
+    commands: CommandPort,
+    station_id: str,
+    profile: int,
+    *,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """Ask a connected station to move up to security ``profile`` (ChangeConfiguration
+    SecurityProfile). The raise is recorded as pending before the request is sent (a
+    station may reconnect at once at the new profile) and forgotten unless the station
+    answers Accepted. Returns the station's row; a refusal is a :class:`Refused` (409)."""
+    settings = services.settings
+    store = services.store
+    row = await store.stations.get(station_id)
+    if row is None:
+        raise Refused(404, "not_found", f"no station {station_id!r}")
+    current = row["security_profile"] or 1
+    why = None
+    if profile <= current:
+        why = f"the station is at security profile {current} already (a raise only)"
+    elif profile >= 2 and not settings.ocpp.tls and not settings.ocpp.trusted_proxies:
+        why = (
+            f"security profile {profile} needs TLS: ocpp.tls is off and no TLS proxy is "
+            "configured (ocpp.trusted_proxies)"
+        )
+    elif profile == 3 and not (settings.ocpp.tls and settings.tls.station_ca_file):
+        why = (
+            "security profile 3 needs csms's own TLS (ocpp.tls) and the stations' CA "
+            "(tls.station_ca_file)"
+        )
+    elif profile == 2 and not row["password_hash"]:
+        why = "security profile 2 uses Basic auth: give the station a password first"
+    if why is not None:
+        raise Refused(409, "profile_refused", why)
+    await store.stations.set_pending_security_profile(station_id, profile)
+    payload = {"key": "SecurityProfile", "value": str(profile)}
+    answer: Any = None
+    try:
+        answer = await commands.send(station_id, "ChangeConfiguration", payload)
+    except CommandError as e:
+        await _forget_pending(store, station_id, profile)
+        if isinstance(e, StationOffline):
+            raise Refused(
+                409, "station_offline", f"station {station_id} is not connected"
+            ) from None
+        raise Refused(409, e.code, f"ChangeConfiguration SecurityProfile failed: {e}") from None
+    status = answer.get("status") if isinstance(answer, dict) else None
+    if status != "Accepted":
+        await _forget_pending(store, station_id, profile)
+        raise Refused(
+            409, "station_refused", f"the station answered {str(status)[:40]}, not Accepted"
+        )
+    log.info(
+        "security profile raise accepted by the station: pending until it connects at it",
+        station_id=station_id,
+        security_profile=current,
+        pending_security_profile=profile,
+        user=user,
+    )
+    fresh = await store.stations.get(station_id)
+    return fresh or row
+
+
+async def _forget_pending(store: Store, station_id: str, profile: int) -> None:
+    row = await store.stations.get(station_id)
+    if row is not None and row["pending_security_profile"] == profile:
+        await store.stations.set_pending_security_profile(station_id, None)
 
 
 # ---------------------------------------------------------------------- id tags

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .clock import Clock, SystemClock
 from .cluster import RELAY_POLL, Link, RemoteCommands, authorized, read_wakeups, refuse
@@ -32,7 +32,7 @@ from .config import Settings
 from .db.postgres import PostgresDatabase
 from .events import Event, EventBus, StationSeen
 from .extensions import Extension
-from .http import json_response
+from .http import GuardedSite, json_response
 from .members import (
     EVENTS_CHANNEL,
     DeliveryLease,
@@ -45,6 +45,7 @@ from .metrics import metrics_handler
 from .outbox import EventRelay, latest_seen
 from .ports import CsmsPort
 from .store import Store
+from .tls import ServerTls
 from .topics import TOPICS_CHANNEL, Topics
 
 log = structlog.get_logger("csms.worker")
@@ -136,6 +137,17 @@ class DeliveryProcess:
         self.http_app.router.add_get("/healthz", self._health)
         self.http_app.add_routes([self.topics.route()])
         self._runner: web.AppRunner | None = None
+        # a worker of its own (PostgreSQL) serves https like the nodes with http.tls; the
+        # process beside its node listens on loopback, plain
+        self.tls: ServerTls | None = None
+        if node is None and settings.http.tls:
+            failed = Counter(
+                "csms_tls_handshakes_failed",
+                "TLS handshakes that failed, by listener and reason (csms.tls)",
+                ["listener", "reason"],
+                registry=self.registry,
+            )
+            self.tls = ServerTls(settings, failed)
         self._stop_wakeups: Any = None
         self.extensions = [ext for ext, _ in extensions]
         # (the node's: what csms serves on, in the URLs an extension makes)
@@ -173,7 +185,7 @@ class DeliveryProcess:
             return None
         if self.node is None and self.settings.cluster.advertise_url:
             return self.settings.cluster.advertise_url
-        return default_url(self._bind_host, self.http_port)
+        return default_url(self._bind_host, self.http_port, tls=self.tls is not None)
 
     @property
     def _bind_host(self) -> str:
@@ -217,7 +229,8 @@ class DeliveryProcess:
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         port = self.settings.http.port if self.node is None else 0
-        await web.TCPSite(self._runner, self._bind_host, port).start()
+        acceptor = self.tls.acceptor("http") if self.tls is not None else None
+        await GuardedSite(self._runner, None, self._bind_host, port, tls=acceptor).start()
         if self.wake_fd is not None:
             self._stop_wakeups = read_wakeups(self.wake_fd, self.relay.wake, self._node_gone)
         if self.membership is not None:

@@ -23,6 +23,8 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from csms.ports import client_context
+
 from .transport import FUNCTIONAL_MODULES, authorization_header, dumps, new_request_ids
 
 log = structlog.get_logger("ocpi.client")
@@ -202,6 +204,8 @@ class OcpiClient:
                 headers=headers,
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                # the peer's certificate verified (system CAs and tls.ca_file), TLS 1.2 at least
+                ssl=client_context(),
             ) as resp:
                 raw = await resp.read()
                 try:
@@ -211,7 +215,7 @@ class OcpiClient:
                     parsed = raw.decode("utf-8", "replace")
                 reply = OcpiReply(resp.status, parsed, dict(resp.headers))
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            refused = _refusal(e)
+            refused = _refusal(e) or _tls_refusal(e, url.startswith("https:"))
             error = refused or f"{type(e).__name__}: {e}"
             log.warning(
                 "OCPI call failed", **self._fields(method, url, headers, module), error=error
@@ -233,6 +237,30 @@ class OcpiClient:
             "request_id": headers["X-Request-ID"],
             "module": module,
         }
+
+
+def _tls_refusal(exc: BaseException, https: bool) -> str | None:
+    """A clear text for a peer whose certificate did not verify or whose TLS is too old."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        detail = getattr(cert_error, "verify_message", None) or str(cert_error)
+        return (
+            f"TLS: the peer's certificate is not trusted ({detail}); csms trusts the system's "
+            "CAs and tls.ca_file"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        reason = getattr(exc.os_error, "reason", None) or str(exc.os_error)
+        return f"TLS: no secure connection with the peer ({reason}); TLS 1.2 at least"
+    if (
+        https
+        and isinstance(exc, aiohttp.ClientConnectorError)
+        and isinstance(exc.os_error, ConnectionResetError | ConnectionAbortedError)
+    ):
+        return (
+            "TLS: no secure connection with the peer (it closed the connection during the TLS "
+            "handshake; it may not offer TLS 1.2 or newer)"
+        )
+    return None
 
 
 def _refusal(exc: BaseException) -> str | None:

@@ -12,7 +12,16 @@ from typing import Any
 import aiohttp
 import structlog
 
-from csms.ports import CsmsPort, Settings, SystemClock, loopback_host, standalone_db
+from csms.ports import (
+    CsmsPort,
+    Settings,
+    SystemClock,
+    TlsConfigError,
+    configure_client,
+    link_context,
+    loopback_host,
+    standalone_db,
+)
 
 from .admin import OcpiAdminApi
 from .bridge import Bridge
@@ -64,7 +73,8 @@ class OcpiExtension:
         if self.bridge is None or self._port is None:
             return
         host = _host(self._port.settings)
-        public_url = f"http://{host}:{self._port.http_port}"
+        scheme = "https" if self._port.settings.http.tls else "http"
+        public_url = f"{scheme}://{host}:{self._port.http_port}"
         if self._port.role == "delivery":  # (its node has prepared the tokens)
             await self.bridge.start(public_url)
             return
@@ -137,7 +147,10 @@ class OcpiExtension:
             ocpi = OcpiStore(db, SystemClock())
             await ocpi.digest_clear_tokens()
             await ocpi.add_token_a(token, grant.role, grant.party_texts())
-        base = (config.public_url or f"http://{_host(settings)}:{settings.http.port}").rstrip("/")
+        scheme = "https" if settings.http.tls else "http"
+        base = (config.public_url or f"{scheme}://{_host(settings)}:{settings.http.port}").rstrip(
+            "/"
+        )
         print(
             "Send these to MOBI.E (mic@mobie.pt), as annex I of Procedimento MOBI.E 02/2023 asks:"
         )
@@ -148,7 +161,7 @@ class OcpiExtension:
         if not config.public_url:
             print(
                 "Note: ocpi.public_url is not set; MOBI.E needs the public https URL of your "
-                "OCPI endpoints (behind your TLS proxy).",
+                "OCPI endpoints (https: csms's own, http.tls, or your TLS proxy's).",
                 file=sys.stderr,
             )
         return 0
@@ -157,14 +170,21 @@ class OcpiExtension:
         self, args: argparse.Namespace, settings: Settings, grant: Grant | None
     ) -> int:
         """Commands that need the running csms (it must answer the peer's callbacks)."""
+        scheme = "https" if settings.http.tls else "http"
         base = (args.api if getattr(args, "api", None) else None) or (
-            f"http://{_host(settings)}:{settings.http.port}"
+            f"{scheme}://{_host(settings)}:{settings.http.port}"
         )
+        try:
+            configure_client(settings)  # (tls.ca_file; csms's own certificate on loopback)
+        except TlsConfigError as e:
+            print(f"csms ocpi: {e}", file=sys.stderr)
+            return 2
         password = os.environ.get("CSMS_ADMIN_PASSWORD") or getpass.getpass(
             f"API password of {settings.api.admin_user}: "
         )
         auth = aiohttp.BasicAuth(settings.api.admin_user, password)
-        async with aiohttp.ClientSession(auth=auth) as session:
+        connector = aiohttp.TCPConnector(ssl=link_context(base))
+        async with aiohttp.ClientSession(auth=auth, connector=connector) as session:
             if args.ocpi_command == "register":
                 assert grant is not None
                 body = {

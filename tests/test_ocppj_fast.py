@@ -15,19 +15,25 @@ from csms import ocppj
 BAD_VALUES: list[Any] = [None, True, 1.5, -1, 0, "", "x" * 600, [], {}, "2026-13-45", 10**20]
 
 
-def instance(schema: dict[str, Any], rng: random.Random, full: bool) -> Any:
+def instance(
+    schema: dict[str, Any], rng: random.Random, full: bool, root: dict[str, Any] | None = None
+) -> Any:
     """A valid instance of a (draft 4, OCPP 1.6) schema: required properties, and with
-    ``full`` the optional ones too."""
+    ``full`` the optional ones too. (``$ref``s, in the security extension's schemas, point
+    into the root's definitions.)"""
+    root = root if root is not None else schema
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[1]]
     if "enum" in schema:
         return rng.choice(schema["enum"])
     t = schema.get("type")
     if t == "object":
         props = schema.get("properties", {})
         keys = [k for k in props if full or k in schema.get("required", [])]
-        return {k: instance(props[k], rng, full) for k in keys}
+        return {k: instance(props[k], rng, full, root) for k in keys}
     if t == "array":
         n = max(1, schema.get("minItems", 1))
-        return [instance(schema.get("items", {}), rng, full) for _ in range(n)]
+        return [instance(schema.get("items", {}), rng, full, root) for _ in range(n)]
     if t == "integer":
         return rng.randint(0, 100)
     if t == "number":

@@ -657,8 +657,8 @@ async def test_bad_frames_get_call_errors_and_do_not_stop_the_loop(
     st = await make_station()
     frames = {
         "u1": '[2,"u1","Bogus",{}]',
-        "u2": '[2,"u2","GetLog",{"logType":"DiagnosticsLog","requestId":1,'
-        '"log":{"remoteLocation":"x"}}]',
+        # a 1.6 action that is not a request to a charge point
+        "u2": '[2,"u2","Heartbeat",{}]',
         "u3": '[2,"u3","ChangeConfiguration",{"key":"HeartbeatInterval"}]',
         "u4": '[2,"u4","ChangeConfiguration",{"key":"A","value":"2","extra":3}]',
         "u5": '[2,"u5","Reset"]',

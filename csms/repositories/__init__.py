@@ -13,7 +13,9 @@ transaction's job, with the functions of :mod:`.anomalies`).
 - :mod:`.id_tags`: the local authorization list;
 - :mod:`.unknown_stations`: ids that tried to connect without being defined;
 - :mod:`.commands`: the OCPP calls sent to stations;
-- :mod:`.data_transfers`: the DataTransfer requests stations sent.
+- :mod:`.data_transfers`: the DataTransfer requests stations sent;
+- :mod:`.security`: the security extension's events, certificate requests, station
+  certificates, and the GetLog / signed firmware requests with their statuses.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .anomalies import AnomalyRepository
 from .commands import CommandRepository
 from .data_transfers import DataTransferRepository
 from .id_tags import IdTagRepository
+from .security import SecurityRepository
 from .stations import StationRepository
 from .status import StatusRepository
 from .transactions import (
@@ -38,6 +41,7 @@ __all__ = [
     "DataTransferRepository",
     "IdTagRepository",
     "MeterResult",
+    "SecurityRepository",
     "StartResult",
     "StationRepository",
     "StatusRepository",

@@ -53,8 +53,12 @@ class StationRepository:
         keep_password: bool,
         boot_status: str,
         events: Callable[[bool], Iterable[Event]] | None = None,
+        security_profile: int | None = None,
     ) -> bool:
         """Create or replace a station's definition. Returns True when it was created.
+
+        ``security_profile``: set it (a change forgets a pending raise); None keeps the
+        station's (1 for a new one).
 
         Raises ValueError when the Location id or an EVSE uid belongs to another station.
         """
@@ -75,10 +79,16 @@ class StationRepository:
                 if rows:
                     raise ValueError(f"evse uid {uid!r} is used by station {rows[0][0]}")
             existing = await db.execute_fetchall(
-                "SELECT password_hash FROM stations WHERE id = ?", (station_id,)
+                "SELECT password_hash, security_profile, pending_security_profile "
+                "FROM stations WHERE id = ?",
+                (station_id,),
             )
             created = not existing
             pw = existing[0][0] if (existing and keep_password) else password_hash
+            profile, pending = (existing[0][1] or 1, existing[0][2]) if existing else (1, None)
+            if security_profile is not None and security_profile != profile:
+                # set by the operator: a raise pending for the old profile is forgotten
+                profile, pending = security_profile, None
             await db.execute(
                 """INSERT INTO stations (id, defined, location_id, definition, password_hash,
                        boot_status, created_at, updated_at, defined_at)
@@ -89,6 +99,11 @@ class StationRepository:
                        boot_status = excluded.boot_status, updated_at = excluded.updated_at,
                        defined_at = excluded.defined_at""",
                 (station_id, location_id, json.dumps(definition), pw, boot_status, now, now, now),
+            )
+            await db.execute(
+                "UPDATE stations SET security_profile = ?, pending_security_profile = ? "
+                "WHERE id = ?",
+                (profile, pending, station_id),
             )
             await db.execute("DELETE FROM evses WHERE station_id = ?", (station_id,))
             await db.executemany(
@@ -243,10 +258,57 @@ class StationRepository:
     # ------------------------------------------------------------------ reads
 
     async def auth(self, station_id: str) -> dict[str, Any] | None:
-        """What the websocket handshake needs: does it exist, and its password hash."""
+        """What the websocket handshake needs: does it exist, its password hash, its
+        security profile and the one it is being raised to (or None)."""
         return await self.db.read_one(
-            "SELECT id, password_hash FROM stations WHERE id = ?", (station_id,)
+            "SELECT id, password_hash, security_profile, pending_security_profile "
+            "FROM stations WHERE id = ?",
+            (station_id,),
         )
+
+    # ------------------------------------------------------------------ security profiles
+
+    async def security_profile(self, station_id: str) -> int:
+        """The station's OCPP security profile (1, 2 or 3); 1 for an unknown station."""
+        row = await self.db.read_one(
+            "SELECT security_profile FROM stations WHERE id = ?", (station_id,)
+        )
+        return int(row["security_profile"] or 1) if row else 1
+
+    async def set_pending_security_profile(self, station_id: str, profile: int | None) -> bool:
+        """Record (or, with None, cancel) a raise of the station's profile sent to it.
+        Returns whether the station exists."""
+
+        async def job(db: Tx) -> bool:
+            rows = await db.execute_fetchall("SELECT id FROM stations WHERE id = ?", (station_id,))
+            if not rows:
+                return False
+            await db.execute(
+                "UPDATE stations SET pending_security_profile = ?, updated_at = ? WHERE id = ?",
+                (profile, to_db(self.clock.now()), station_id),
+            )
+            return True
+
+        return await self.db.write(job)
+
+    async def commit_security_profile(self, station_id: str, profile: int) -> bool:
+        """The station connected at its pending profile: make it its profile. Returns
+        False when the pending profile changed meanwhile (nothing done)."""
+
+        async def job(db: Tx) -> bool:
+            rows = await db.execute_fetchall(
+                "SELECT pending_security_profile FROM stations WHERE id = ?", (station_id,)
+            )
+            if not rows or rows[0][0] != profile:
+                return False
+            await db.execute(
+                "UPDATE stations SET security_profile = ?, pending_security_profile = NULL, "
+                "updated_at = ? WHERE id = ?",
+                (profile, to_db(self.clock.now()), station_id),
+            )
+            return True
+
+        return await self.db.write(job)
 
     async def get(self, station_id: str) -> dict[str, Any] | None:
         row = await self.db.read_one("SELECT * FROM stations WHERE id = ?", (station_id,))

@@ -129,6 +129,11 @@ PT: dict[str, str] = {
         "dele e desligá-lo. Dê-lhe uma palavra-passe (HTTP Basic, perfil de segurança 1 do OCPP) "
         "na definição e no posto."
     ),
+    "station.security_profile": "Perfil de segurança OCPP",
+    "station.pending_profile": "a subir para o perfil {profile} (aguarda a primeira ligação)",
+    "station.raise_to": "Subir para o perfil {profile}",
+    "station.cancel_raise": "Cancelar a subida pendente",
+    "station.profile_apply": "Aplicar",
     "station.boot": "Posto e configuração",
     "station.sessions": "Últimas sessões",
     "station.all_sessions": "Todas as sessões deste posto",
@@ -183,8 +188,9 @@ PT: dict[str, str] = {
     "edit.new_title": "Novo posto",
     "edit.title": "Definição do posto",
     "edit.help": (
-        "JSON tal como PUT /api/v1/stations/{id} o recebe: location, evses, boot_status e, "
-        "opcionalmente, password (sem password mantém-se a atual)."
+        "JSON tal como PUT /api/v1/stations/{id} o recebe: location, evses, boot_status, "
+        "security_profile (1, 2 ou 3) e, opcionalmente, password (sem password mantém-se a "
+        "atual)."
     ),
     "edit.invalid": "A definição tem erros:",
     "edit.station_id": "Id do posto (charge point id)",
@@ -322,6 +328,11 @@ EN: dict[str, str] = {
         "displace it. Give it a password (HTTP Basic, OCPP security profile 1) in its "
         "definition and on the station."
     ),
+    "station.security_profile": "OCPP security profile",
+    "station.pending_profile": "raising to profile {profile} (waits for its first connection)",
+    "station.raise_to": "Raise to profile {profile}",
+    "station.cancel_raise": "Cancel the pending raise",
+    "station.profile_apply": "Apply",
     "station.boot": "Station and configuration",
     "station.sessions": "Latest sessions",
     "station.all_sessions": "All sessions of this station",
@@ -376,8 +387,9 @@ EN: dict[str, str] = {
     "edit.new_title": "New station",
     "edit.title": "Definition of station",
     "edit.help": (
-        "JSON as PUT /api/v1/stations/{id} takes it: location, evses, boot_status and, "
-        "optionally, password (without a password the current one is kept)."
+        "JSON as PUT /api/v1/stations/{id} takes it: location, evses, boot_status, "
+        "security_profile (1, 2 or 3) and, optionally, password (without a password the "
+        "current one is kept)."
     ),
     "edit.invalid": "The definition has errors:",
     "edit.station_id": "Station id (charge point id)",

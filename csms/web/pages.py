@@ -20,7 +20,13 @@ from aiohttp import web
 
 from ..commands import CommandError
 from ..traffic import judge
-from ..usecases import Refused, check_station_id, define_station, put_id_tag
+from ..usecases import (
+    Refused,
+    check_station_id,
+    define_station,
+    put_id_tag,
+    security_profile_raise,
+)
 from . import fmt
 from .auth import LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, same_token
 from .commands import BY_ACTION, COMMANDS, FormError, payload_from_form
@@ -117,6 +123,12 @@ class Pages:
                 "POST",
                 "/stations/{station_id}/commands/{action}",
                 self.send_command,
+                access="admin",
+            ),
+            WebRoute(
+                "POST",
+                "/stations/{station_id}/security-profile",
+                self.security_profile,
                 access="admin",
             ),
             WebRoute("GET", "/sessions", self.sessions),
@@ -408,6 +420,37 @@ class Pages:
         self.ui.flash(session, flash)
         return see_other(f"/stations/{_quote(sid)}#command-result")
 
+    async def security_profile(self, request: web.Request) -> web.StreamResponse:
+        """Raise the station's security profile (as POST /api/v1/stations/{id}/
+        security-profile does), or cancel a pending raise."""
+        sid = request.match_info["station_id"]
+        if await self.system.store.stations.auth(sid) is None:
+            return self.ui.error(request, 404, "error.no_station", station=sid)
+        session = self.ui.session_of(request)
+        assert session is not None
+        choice = _text(self.ui.form(request), "profile").strip()
+        flash: dict[str, Any] = {"action": "SecurityProfile", "ok": False, "response": None}
+        if choice == "cancel":
+            await self.system.store.stations.set_pending_security_profile(sid, None)
+            flash["ok"] = True
+            log.info("pending security profile cancelled", user=session.user, station_id=sid)
+        elif choice in ("2", "3"):
+            try:
+                await security_profile_raise(
+                    self.system.services,
+                    self.system.commands,
+                    sid,
+                    int(choice),
+                    user=session.user,
+                )
+                flash["ok"] = True
+            except Refused as e:
+                flash["error"] = e.message
+        else:
+            flash["error"] = "2, 3 or cancel"
+        self.ui.flash(session, flash)
+        return see_other(f"/stations/{_quote(sid)}#command-result")
+
     # ------------------------------------------------------------------ station definitions
 
     def _edit_page(
@@ -439,7 +482,11 @@ class Pages:
             return self.ui.error(
                 request, 404, "error.no_station", station=request.match_info["station_id"]
             )
-        body = {"boot_status": row["boot_status"], **(row["definition"] or {})}
+        body = {
+            "boot_status": row["boot_status"],
+            "security_profile": row["security_profile"] or 1,
+            **(row["definition"] or {}),
+        }
         if not row["definition"]:
             body = {**DEFINITION_EXAMPLE, "boot_status": row["boot_status"]}
         text = json.dumps(body, indent=2, ensure_ascii=False)

@@ -311,7 +311,8 @@ class Peer:
         self.args = args
         self.host = args.host
         self.port = port
-        self.base_url = f"http://{args.host}:{port}"
+        scheme = "https" if args.ssl_certfile else "http"
+        self.base_url = f"{scheme}://{args.host}:{port}"
         self.versions_url = f"{self.base_url}/{OCPI_PREFIX}/versions"
         self.versions = [v.strip() for v in args.versions.split(",") if v.strip()]
         self.details_urls = {v: f"{self.base_url}/{OCPI_PREFIX}/{v}/details" for v in self.versions}
@@ -852,7 +853,8 @@ NONE_PARAM = re.compile(r"(?<=[?&])(date_from|date_to)=None(&|(?=>))")
 
 def fix_url_text(value: str, path: str) -> str:
     host = f"{PEER.host}:{PEER.port}"
-    value = value.replace(f"https://{host}/", f"http://{host}/")
+    if not PEER.args.ssl_certfile:  # (a plain-HTTP peer: the library writes https anyway)
+        value = value.replace(f"https://{host}/", f"http://{host}/")
     if path.startswith(f"/{OCPI_PREFIX}/emsp/"):
         value = value.replace(f"/{OCPI_PREFIX}/cpo/", f"/{OCPI_PREFIX}/emsp/")
     # Python >= 3.11 formats the library's str-Enums as "VersionNumber.v_2_2_1"/"ModuleID.cdrs"
@@ -1583,6 +1585,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the library rewrites every CiString to this case (its default: lower)",
     )
     parser.add_argument("--http-timeout", type=float, default=10.0)
+    # https: serve TLS with this certificate chain and key (uvicorn's own options); the peer's
+    # own calls trust the CA given in the SSL_CERT_FILE environment variable (httpx)
+    parser.add_argument("--ssl-certfile", default=None)
+    parser.add_argument("--ssl-keyfile", default=None)
     parser.add_argument("--debug", action="store_true", help="library log level DEBUG")
     args = parser.parse_args(argv)
     args.token_a = args.token_a or new_token("peer-A")
@@ -1603,7 +1609,7 @@ def configure_library_environment(args: argparse.Namespace, port: int) -> None:
             "PUSH_PREFIX": "push",
             "COUNTRY_CODE": args.country_code,
             "PARTY_ID": args.party_id,
-            "PROTOCOL": "http",
+            "PROTOCOL": "https" if args.ssl_certfile else "http",
             "COMMAND_AWAIT_TIME": "5",
             "GET_ACTIVE_PROFILE_AWAIT_TIME": "5",
             "TRAILING_SLASH": "true",
@@ -1615,7 +1621,12 @@ def configure_library_environment(args: argparse.Namespace, port: int) -> None:
 async def serve(sock: socket.socket, ready: dict[str, Any]) -> None:
     app = Recorder(build_app(), build_control_app())
     config = uvicorn.Config(
-        app, log_level="debug" if PEER.args.debug else "warning", access_log=False, lifespan="off"
+        app,
+        log_level="debug" if PEER.args.debug else "warning",
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=PEER.args.ssl_certfile,
+        ssl_keyfile=PEER.args.ssl_keyfile,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
 import tempfile
 from collections.abc import Callable
@@ -79,7 +80,11 @@ class EmspPeer:
         control_timeout: float = 60.0,
         debug: bool = False,
         log_path: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        """``tls``: (certificate chain, key): the peer serves https; ``ca_file``: the CA
+        its own calls trust (SSL_CERT_FILE, which httpx reads) and this harness's calls too."""
         self.party_id = party_id
         self.country_code = country_code
         self._token_a_arg = token_a
@@ -94,6 +99,8 @@ class EmspPeer:
         self.control_timeout = control_timeout
         self.debug = debug
         self.log_path = log_path
+        self.tls = tls
+        self.ca_file = ca_file
         self.info: dict[str, Any] = {}
         self._proc: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -138,6 +145,8 @@ class EmspPeer:
             args.append("--keep-token-a")
         if self.debug:
             args.append("--debug")
+        if self.tls is not None:
+            args += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
         return args
 
     async def start(self) -> EmspPeer:
@@ -149,6 +158,8 @@ class EmspPeer:
         self._log_file = self._open_log(self.log_path)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PYTHONUNBUFFERED"] = "1"
+        if self.ca_file is not None:
+            env["SSL_CERT_FILE"] = str(self.ca_file)
         self._proc = await asyncio.create_subprocess_exec(
             *self.command_line(python),
             stdin=asyncio.subprocess.DEVNULL,
@@ -170,8 +181,13 @@ class EmspPeer:
             await self.stop()
             raise
         self._drain = asyncio.create_task(self._drain_stdout())
+        connector = None
+        if self.ca_file is not None:
+            connector = aiohttp.TCPConnector(
+                ssl=ssl.create_default_context(cafile=str(self.ca_file))
+            )
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.control_timeout)
+            timeout=aiohttp.ClientTimeout(total=self.control_timeout), connector=connector
         )
         return self
 
