@@ -198,6 +198,8 @@ class CentralSystem:
         password_hash = admin_password_hash or settings.api.admin_password_hash
         if password_hash is None:
             raise ValueError("an admin password hash is needed (see resolve_admin_password)")
+        # (also the web interface's first admin, when it has no user at all: csms.web.ui)
+        self.admin_password_hash = password_hash
         self.http_guard = ConnectionGuard(HttpLimits.from_settings(settings), self.metrics.registry)
         self.http_app = build_app(
             self.api,

@@ -24,9 +24,12 @@ class Daemon:
         extra_config: str = "",
         args: tuple[str, ...] = (),
         ready: str = "central system running",
+        admin_password: str | None = ADMIN_PASSWORD,
     ) -> None:
         """``args``: more of ``csms run``'s arguments (``--role``); ``ready``: the log
-        event that says it serves."""
+        event that says it serves; ``admin_password``: CSMS_ADMIN_PASSWORD (None: none, as
+        on a first ``make run``)."""
+        self.admin_password = admin_password
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.args = args
@@ -46,7 +49,9 @@ class Daemon:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        env = dict(os.environ, CSMS_ADMIN_PASSWORD=ADMIN_PASSWORD)
+        env = {k: v for k, v in os.environ.items() if k != "CSMS_ADMIN_PASSWORD"}
+        if self.admin_password is not None:
+            env["CSMS_ADMIN_PASSWORD"] = self.admin_password
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -30,10 +30,13 @@ from jinja2 import (
 from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
+from ..store import JobDb
+from ..timeparse import to_db
 from . import fmt
 from .auth import LANG_COOKIE, SESSION_COOKIE, Auth, WebSession, same_token
 from .i18n import CATALOGUE, LANGUAGES, translate
 from .queries import WebQueries
+from .users import NAME as NAME_PATTERN
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -121,6 +124,7 @@ class CentralSystemView(Protocol):
     registry: ConnectionRegistry
     commands: CommandPort
     traffic: TrafficMonitor
+    admin_password_hash: str
 
 
 class WebBase:
@@ -175,8 +179,35 @@ class WebBase:
         return []
 
     async def _check_users(self, app: web.Application) -> None:
+        """With no user at all (none configured, none in the database), the API's admin (name
+        and password) becomes the interface's first admin: the password the first `make run`
+        prints opens both. Nothing is done once any web user exists."""
+        if self.settings.users:
+            return
         row = await self.system.store.read_one("SELECT COUNT(*) AS n FROM web_users")
-        if not self.settings.users and not (row and row["n"]):
+        if row and row["n"]:
+            return
+        name = self.system.settings.api.admin_user
+        password_hash = self.system.admin_password_hash
+        now = to_db(self.system.clock.now())
+
+        async def job(db: JobDb) -> bool:
+            if await db.execute_fetchall("SELECT 1 FROM web_users"):
+                return False  # (another process of a cluster was first)
+            await db.execute(
+                "INSERT INTO web_users (name, role, password_hash, created_at, updated_at) "
+                "VALUES (?, 'admin', ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, password_hash, now, now),
+            )
+            return True
+
+        if NAME_PATTERN.fullmatch(name) and await self.system.store.write(job):
+            log.info(
+                "web interface: no users yet; the API admin is its first admin (same name and "
+                "password); add others, or change it, with `csms user add NAME --role admin`",
+                user=name,
+            )
+        elif not NAME_PATTERN.fullmatch(name):
             log.warning(
                 "web interface: no users yet; add one with "
                 "`csms user add NAME --role admin --config FILE` (or [[web.users]])"
