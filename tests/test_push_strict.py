@@ -99,7 +99,17 @@ async def stations_up(cpo: Running, ids: list[str], connectors: int = 1) -> list
         await st.boot_and_report()
         return st
 
-    return list(await asyncio.gather(*(up(sid) for sid in ids)))
+    stations = list(await asyncio.gather(*(up(sid) for sid in ids)))
+
+    # and configured: the provisioning's answers are frames too (they count as the station
+    # speaking, R7), so a test that makes stations silent must not start before they are in
+    async def configured() -> bool:
+        status, body = await cpo.api.get(f"/api/v1/stations?limit={max(len(ids), 1)}")
+        done = {i["id"] for i in body["items"] if i["configuration"]["status"] == "compliant"}
+        return status == 200 and set(ids) <= done
+
+    await eventually(configured)
+    return stations
 
 
 async def burst(st: Station) -> None:
