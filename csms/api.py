@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from .commands import CommandError, CommandPort, ConnectionRegistry
+from .exports import ExportError, parse_filter, sessions_response
 from .handlers import Services
 from .http import (
     INT64_MAX,
@@ -31,6 +32,7 @@ from .usecases import (
     check_station_id,
     define_station,
     put_id_tag,
+    retire_station,
     security_profile_raise,
 )
 
@@ -110,6 +112,8 @@ class Api:
             web.get(f"{p}/stations", self.list_stations),
             web.get(f"{p}/stations/{{station_id}}", self.get_station),
             web.put(f"{p}/stations/{{station_id}}", self.put_station),
+            web.post(f"{p}/stations/{{station_id}}/retire", self.retire),
+            web.post(f"{p}/stations/{{station_id}}/evses/{{evse}}/retire", self.retire),
             web.post(f"{p}/stations/{{station_id}}/security-profile", self.raise_profile),
             web.delete(f"{p}/stations/{{station_id}}/security-profile", self.cancel_profile),
             web.post(f"{p}/stations/{{station_id}}/commands/{{action}}", self.send_command),
@@ -123,6 +127,7 @@ class Api:
             web.get(f"{p}/transactions/{{transaction_id}}/meter-values", self.meter_values),
             web.get(f"{p}/commands", self.list_commands),
             web.get(f"{p}/anomalies", self.list_anomalies),
+            web.get(f"{p}/exports/sessions.csv", self.export_sessions),
         ]
 
     # ------------------------------------------------------------------ stations
@@ -169,6 +174,9 @@ class Api:
                 "reasons": row["config_reasons"],
                 "checked_at": _iso(row["config_checked_at"]),
             },
+            "retired": row["retired_at"] is not None,
+            "retired_at": _iso(row["retired_at"]),
+            "retired_reason": row["retired_reason"],
             "diagnostics_status": row["diagnostics_status"],
             "firmware_status": row["firmware_status"],
             "created_at": _iso(row["created_at"]),
@@ -214,6 +222,45 @@ class Api:
         return json_response(
             await self._station_view(row, statuses[station_id], True), status=status
         )
+
+    async def retire(self, request: web.Request) -> web.Response:
+        """Retire a station, or (``.../evses/{uid or connector id}/retire``) one EVSE.
+        Body (optional): ``{"reason": "...", "force": false}``."""
+        station_id = request.match_info["station_id"]
+        body = await _json_body(request) if request.can_read_body else {}
+        if not isinstance(body, dict) or set(body) - {"reason", "force"}:
+            raise ApiError(422, "invalid_body", 'the body is {"reason": TEXT, "force": BOOL}')
+        reason, force = body.get("reason"), body.get("force", False)
+        if not (reason is None or (isinstance(reason, str) and len(reason) <= 200)):
+            raise ApiError(
+                422,
+                "invalid_body",
+                "reason is a text of at most 200 characters",
+                fields=[{"field": "reason", "message": "a text of at most 200 characters"}],
+            )
+        if not isinstance(force, bool):
+            raise ApiError(
+                422,
+                "invalid_body",
+                "force is true or false",
+                fields=[{"field": "force", "message": "true or false"}],
+            )
+        try:
+            done = await retire_station(
+                self.s,
+                self.registry,
+                station_id,
+                evse=request.match_info.get("evse"),
+                reason=reason,
+                force=force,
+            )
+        except Refused as e:
+            raise _refusal(e) from None
+        row = await self.s.store.stations.get(station_id)
+        assert row is not None
+        statuses = await self.s.store.status.of_stations([station_id])
+        view = await self._station_view(row, statuses[station_id], True)
+        return json_response({**done, "station": view})
 
     async def raise_profile(self, request: web.Request) -> web.Response:
         """Raise a station's security profile: ChangeConfiguration SecurityProfile, then
@@ -441,3 +488,21 @@ class Api:
             raise ApiError(404, "not_found", f"no transaction {tx_id}")
         rows = await self.s.store.transactions.meter_values_of(tx_id, limit, offset)
         return _page([self._meter_view(m) for m in rows], row["meter_values_count"], limit, offset)
+
+    # ------------------------------------------------------------------ exports
+
+    async def export_sessions(self, request: web.Request) -> web.StreamResponse:
+        """The transactions started in ``[from, to)`` as CSV, streamed (csms.exports)."""
+        try:
+            f = parse_filter(request.query, self.s.settings.web.time_zone)
+            return await sessions_response(request, self.s.store, f)
+        except ExportError as e:
+            raise export_error(e) from None
+
+
+def export_error(e: ExportError) -> ApiError:
+    """An export's refusal as the API's error (422s name the field)."""
+    if e.status == 422 and e.field:
+        fields = [{"field": e.field, "message": e.message}]
+        return ApiError(e.status, e.code, e.message, fields=fields)
+    return ApiError(e.status, e.code, e.message)

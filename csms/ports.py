@@ -49,6 +49,9 @@ from .events import (
     TransactionStarted,
     TransactionStopped,
 )
+from .exports import ExportError, ExportFilter, stream_csv
+from .exports import kwh as export_kwh
+from .exports import parse_filter as parse_export_filter
 from .http import dumps
 from .members import RoutedCommands
 from .meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
@@ -129,6 +132,12 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     "query_string",  # the web interface's query string builder
     "SessionFilter",  # the web interface's filter of a session list
     "like_pattern",  # a search text as a LIKE pattern (escaped, with \\)
+    # --- CSV exports for accounting (csms.exports): filter, cells, streamed response
+    "ExportFilter",  # an export's range (UTC), station, token, zone and CSV dialect
+    "ExportError",  # an export refused (status, code, message, field)
+    "parse_export_filter",  # a request's query -> ExportFilter (ExportError when invalid)
+    "stream_csv",  # a header and pages of rows as a streamed CSV download
+    "export_kwh",  # Wh -> exact kWh for a cell
 ]
 
 
@@ -175,7 +184,8 @@ class StationSnapshot:
 
     @property
     def evses(self) -> list[dict[str, Any]]:
-        """The EVSEs of its definition (none when undefined)."""
+        """The EVSEs of its definition (none when undefined); one the operator retired
+        carries ``removed_at`` (csms's database time text), and stays listed."""
         return list((self.definition or {}).get("evses") or [])
 
 
@@ -552,6 +562,27 @@ class CsmsPort:
             owners, updated_from, updated_to, offset, limit
         )
         return [_transaction(r) for r in rows], total
+
+    async def transactions_started(
+        self,
+        start_from: datetime,
+        start_to: datetime,
+        *,
+        station_id: str | None,
+        id_tag: str | None,
+        after: TransactionView | None,
+        limit: int,
+    ) -> list[TransactionView]:
+        """The next ``limit`` transactions started in [start_from, start_to), of a station
+        and an id tag (case-insensitive) when given, in start time order after ``after``
+        (the previous page's last; None: from the start). A keyset read, for exports."""
+        key = None
+        if after is not None:
+            key = (to_db(after.start_time), after.id)
+        rows = await self._store.transactions.export_page(
+            start_from, start_to, station_id, id_tag, key, limit
+        )
+        return [_transaction(r) for r in rows]
 
     async def open_transactions(self) -> list[TransactionView]:
         rows = await self._store.transactions.in_progress()

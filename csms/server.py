@@ -165,6 +165,15 @@ class OcppServer:
             await store.stations.ensure_undefined(cp_id)
             log.info("unknown station accepted (accept_unknown_stations)", station_id=cp_id)
             profile = 1
+        elif station["retired_at"] is not None:
+            metrics.handshakes_refused.labels("retired").inc()
+            log.warning(
+                "handshake refused: the station is retired",
+                station_id=cp_id,
+                remote=remote,
+                retired_at=station["retired_at"],
+            )
+            return connection.respond(HTTPStatus.GONE, "Charge point retired\n")
         else:
             current = int(station["security_profile"] or 1)
             pending = station["pending_security_profile"]

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from .commands import CommandError, CommandPort, StationOffline
+from .commands import CommandError, CommandPort, ConnectionRegistry, StationOffline
 from .events import StationDefined
 from .guard import station_password_refusal
 from .handlers import Services
@@ -79,6 +79,22 @@ async def define_station(
     if new and current is not None:
         message = f"station {station_id} exists already"
         raise Refused(409, "exists", message, [{"field": "station_id", "message": message}])
+    if current is not None and current["retired_at"] is not None:
+        message = (
+            f"station {station_id} is retired: a retired charge point id is not defined again "
+            "(define the hardware under a new id, Location id and EVSE uids)"
+        )
+        raise Refused(409, "retired", message, [{"field": "station_id", "message": message}])
+    if isinstance(body, dict) and isinstance(body.get("evses"), list):
+        # (a station's view shows when each retired EVSE was retired: a body read back from
+        # it is taken; only the retire action retires, and _keep_removed_evses keeps them)
+        body = {
+            **body,
+            "evses": [
+                {k: v for k, v in e.items() if k != "removed_at"} if isinstance(e, dict) else e
+                for e in body["evses"]
+            ],
+        }
     try:
         station = StationDef.model_validate(body)
     except ValidationError as e:
@@ -106,6 +122,9 @@ async def define_station(
         raise Refused(
             422, "password_required", refusal, [{"field": "password", "message": refusal}]
         )
+    definition = station.definition()
+    if current is not None:
+        definition = await _keep_removed_evses(store, station_id, definition)
     password_hash = None
     if station.password is not None:  # slow on purpose: off the event loop
         password_hash = await asyncio.to_thread(hash_password, station.password)
@@ -113,8 +132,8 @@ async def define_station(
         created = await store.stations.put(
             station_id,
             station.location.id,
-            station.definition(),
-            {e.connector_id: e.uid for e in station.evses},
+            definition,
+            {e["connector_id"]: e["uid"] for e in definition["evses"]},  # type: ignore[index]
             password_hash,
             keep_password,
             station.boot_status,
@@ -127,6 +146,113 @@ async def define_station(
         ) from None
     log.info("station defined", station_id=station_id, created=created, user=user)
     return created
+
+
+async def _keep_removed_evses(
+    store: Store, station_id: str, definition: dict[str, Any]
+) -> dict[str, Any]:
+    """A new definition of a station keeps the EVSEs retired before (OCPI keeps a REMOVED
+    EVSE for good): one named again stays retired, one left out is kept as it was. A
+    retired EVSE's connector id under another uid is refused (409)."""
+    row = await store.stations.get(station_id)
+    old = (row or {}).get("definition") or {}
+    removed = [e for e in old.get("evses") or [] if e.get("removed_at")]
+    if not removed:
+        return definition
+    evses = [dict(e) for e in definition["evses"]]
+    by_cid = {e["connector_id"]: e for e in evses}
+    for gone in removed:
+        new = by_cid.get(gone["connector_id"])
+        if new is None:
+            evses.append(gone)
+        elif str(new["uid"]).upper() != str(gone["uid"]).upper():
+            message = (
+                f"connector {gone['connector_id']} was EVSE {gone['uid']}, retired: it is "
+                "not used again under another uid"
+            )
+            raise Refused(409, "evse_retired", message, [{"field": "evses", "message": message}])
+        else:
+            new["removed_at"] = gone["removed_at"]
+    evses.sort(key=lambda e: e["connector_id"])
+    return {**definition, "evses": evses}
+
+
+RETIRE_OUTCOMES = {
+    "not_found": (404, "not_found", "no defined station {station_id!r}"),
+    "unknown_evse": (404, "not_found", "station {station_id} has no such EVSE"),
+    "already": (409, "already_retired", "retired already"),
+}
+
+
+async def retire_station(
+    services: Services,
+    registry: ConnectionRegistry,
+    station_id: str,
+    *,
+    evse: str | None = None,
+    reason: str | None = None,
+    force: bool = False,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """Retire a station (``evse`` None) or one of its EVSEs (its uid or OCPP connector id).
+
+    Its history stays; each EVSE retired is published REMOVED to the OCPI peers (the
+    :class:`StationDefined` this announces makes the bridge PUT the Location); a station
+    retired is disconnected and its handshakes refused from then on. Refused (409) while a
+    transaction is open on what is retired: stop it first. ``force`` does not override that
+    (a transaction cut off from its station could never be stopped by it nor billed right);
+    it is accepted and said so. Returns what was done."""
+    store = services.store
+    if reason is not None:
+        reason = reason.strip()[:200] or None
+    connector_ids: tuple[int, ...] | None = None
+    row = await store.stations.get(station_id)
+    if row is None or not row["defined"]:
+        raise Refused(404, "not_found", f"no defined station {station_id!r}")
+    if evse is not None:
+        evses = (row["definition"] or {}).get("evses") or []
+        match = [e["connector_id"] for e in evses if str(e["uid"]).upper() == evse.upper()]
+        match += [e["connector_id"] for e in evses if str(e["connector_id"]) == evse]
+        if not match:
+            raise Refused(404, "not_found", f"station {station_id} has no EVSE {evse[:64]!r}")
+        connector_ids = (match[0],)
+    now = services.clock.now()
+    result = await store.stations.retire(
+        station_id,
+        connector_ids,
+        reason,
+        events=lambda r: [StationDefined(station_id, now, False)] if r["outcome"] == "done" else [],
+    )
+    outcome = result["outcome"]
+    if outcome == "open_transaction":
+        ids = ", ".join(str(i) for i in result["open"][:10])
+        message = (
+            f"a transaction is open on what would be retired ({ids}): stop it first "
+            "(RemoteStopTransaction, or close it as stuck)"
+        )
+        if force:
+            message += "; force does not retire an EVSE under an open transaction"
+        raise Refused(409, "open_transaction", message)
+    if outcome in RETIRE_OUTCOMES:
+        status, code, text = RETIRE_OUTCOMES[outcome]
+        raise Refused(status, code, text.format(station_id=station_id))
+    log.info(
+        "station retired" if result["retired"] else "EVSE retired",
+        station_id=station_id,
+        connector_ids=result["removed"],
+        reason=reason,
+        user=user,
+    )
+    if result["retired"]:
+        conn = registry.get(station_id)
+        if conn is not None:
+            log.info("connection closed: the station is retired", station_id=station_id, user=user)
+            await conn.close(1008, "station retired")
+    return {
+        "station_id": station_id,
+        "removed_connector_ids": result["removed"],
+        "station_retired": result["retired"],
+    }
 
 
 def profile_password_refusal(

@@ -21,10 +21,11 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from csms.ports import ApiError, to_iso
+from csms.ports import ApiError, ExportError, parse_export_filter, to_iso
 
 from .client import OcpiCallFailed
 from .credentials import new_token
+from .exports import CdrExport
 from .pricing import TariffDef
 from .store import Grant
 from .transport import OcpiError
@@ -94,7 +95,21 @@ class OcpiAdminApi:
             web.get(f"{p}/tariffs/{{tariff_id}}", self.get_tariff),
             web.put(f"{p}/tariffs/{{tariff_id}}", self.put_tariff),
             web.delete(f"{p}/tariffs/{{tariff_id}}", self.delete_tariff),
+            web.get(f"{p}/exports/cdrs.csv", self.export_cdrs),
         ]
+
+    async def export_cdrs(self, request: web.Request) -> web.StreamResponse:
+        """The CDRs of the sessions started in ``[from, to)`` as CSV, streamed
+        (ocpi_bridge.exports)."""
+        try:
+            tz = self.bridge.csms.settings.web.time_zone
+            f = parse_export_filter(request.query, tz)
+            return await CdrExport(self.bridge).response(request, f)
+        except ExportError as e:
+            fields = [{"field": e.field, "message": e.message}] if e.field else None
+            if e.status == 422 and fields:
+                raise ApiError(e.status, e.code, e.message, fields=fields) from None
+            raise ApiError(e.status, e.code, e.message) from None
 
     async def peers(self, request: web.Request) -> web.Response:
         peers = await self.bridge.store.peers()

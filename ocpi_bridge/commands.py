@@ -43,6 +43,7 @@ from csms.ports import Tx as JobDb
 
 from . import command_rules as rules
 from .client import OcpiCallFailed
+from .locations import removed_at
 from .schemas import CiString, Token, Url, parse
 from .service import BackgroundService
 from .store import Peer
@@ -159,7 +160,14 @@ class CommandService(BackgroundService):
         station = await self.bridge.csms.station_by_location(location_id)
         if station is None:
             return None, None
-        evse = next((e for e in station.evses if e["uid"].upper() == evse_uid.upper()), None)
+        evse = next(
+            (
+                e
+                for e in station.evses
+                if e["uid"].upper() == evse_uid.upper() and removed_at(e) is None
+            ),
+            None,
+        )  # (a retired EVSE, REMOVED, takes no command)
         return station, evse
 
     def _online(self, station_id: str) -> bool:

@@ -440,11 +440,18 @@ def resync_location(
     log: list[tuple[int, ConnectorState]],
     offline_after: timedelta,
     returned_at: datetime | None = None,
+    removed: tuple[int, ...] = (),
 ) -> MarkResync:
     """What a peer lacks of a station's Location (rules.plan_resync decides, from what the
     peer acknowledged); ``log``: the station's StatusNotifications since
-    :func:`log_needed_after` (empty when that is None)."""
+    :func:`log_needed_after` (empty when that is None); ``removed``: the connector ids of
+    its EVSEs retired (not in ``connectors``), PUT again until the peer acknowledged each
+    REMOVED."""
     loc_ack = acks.get(peer_id, "location", station_id)
+    removed_unacked = any(
+        (got := acks.evse(peer_id, station_id, cid)) is None or got[0] != "REMOVED"
+        for cid in removed
+    )
     plan = plan_resync(
         connectors,
         defined_at,
@@ -455,6 +462,7 @@ def resync_location(
         log,
         offline_after,
         returned_at,
+        removed_unacked,
     )
     return MarkResync(FamilyKey(peer_id, "location", station_id), plan)
 

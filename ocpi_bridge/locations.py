@@ -6,14 +6,16 @@ EVSE status (one pure function, :func:`evse_status`, used by GETs and pushes ali
 - PLANNED until the station first reports a status (rule R1);
 - UNKNOWN when nothing at all has come from the station for ``offline_after`` (rule R7);
 - otherwise the OCPP status of its connector, mapped as the reference's table says, with
-  connector 0's Unavailable or Faulted applying to every EVSE of the station.
+  connector 0's Unavailable or Faulted applying to every EVSE of the station;
+- REMOVED, before all of these, once the operator retired the EVSE (or its station): its
+  ``removed_at`` in the definition, which is also its ``last_updated``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from csms.ports import StationSnapshot
@@ -89,6 +91,24 @@ def evse_status(
     return EvseState(OCPP_TO_OCPI.get(chosen.status, "UNKNOWN"), since)
 
 
+def removed_at(evse: dict[str, Any]) -> datetime | None:
+    """When the operator retired this EVSE of a station definition (None: in service)."""
+    text = evse.get("removed_at")
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def active_connectors(station: StationSnapshot) -> tuple[int, ...]:
+    """The OCPP connector ids of a station's EVSEs still in service (not retired): those
+    whose statuses and silences the push rules follow."""
+    return tuple(e["connector_id"] for e in station.evses if removed_at(e) is None)
+
+
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
@@ -116,6 +136,10 @@ class LocationBuilder:
         out = {}
         for evse in station.evses:
             cid = evse["connector_id"]
+            removed = removed_at(evse)
+            if removed is not None:  # retired by the operator: REMOVED for good
+                out[cid] = EvseState("REMOVED", max(removed, defined_at))
+                continue
             out[cid] = evse_status(
                 by_id.get(cid),
                 by_id.get(0),

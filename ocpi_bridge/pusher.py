@@ -56,7 +56,7 @@ from .delivery import (
     session_state,
 )
 from .deliveryview import PendingPush
-from .locations import ConnectorState
+from .locations import ConnectorState, active_connectors, removed_at
 from .outbox import Outbox, Push
 from .rules import (
     Commissioned,
@@ -284,10 +284,14 @@ class Pusher(BackgroundService):
 
     def _learn_place(self, station: StationSnapshot) -> tuple[int, ...]:
         """Keep where a station's EVSEs are (what an EVSE PATCH's address needs); return
-        its EVSEs' connector ids."""
+        its EVSEs' connector ids. A retired EVSE is left out of both: its REMOVED goes in
+        the Location's PUT, and nothing of it is PATCHed after (no status, no silence)."""
         definition = station.definition
         assert definition is not None
-        uids = {e["connector_id"]: e["uid"] for e in definition["evses"]}
+        active = set(active_connectors(station))
+        uids = {
+            e["connector_id"]: e["uid"] for e in definition["evses"] if e["connector_id"] in active
+        }
         self._places[station.id] = (definition["location"]["id"], uids)
         return tuple(uids)
 
@@ -510,6 +514,7 @@ class Pusher(BackgroundService):
             reports,
             self.rules.offline_after,
             self.rules.returned_at(sid),
+            tuple(e["connector_id"] for e in station.evses if removed_at(e) is not None),
         )
         delivery.apply(self.outbox, [mark], now)
         return mark.plan.pushes

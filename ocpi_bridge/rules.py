@@ -373,6 +373,7 @@ def plan_resync(
     log: list[tuple[int, ConnectorState]],
     offline_after: timedelta,
     returned_at: datetime | None = None,
+    removed_unacked: bool = False,
 ) -> Resync:
     """At start-up, after missed events, or when a peer (re)registers: what one peer lacks of
     a station's Location, from what it acknowledged (``acked_location``: the Location's
@@ -383,7 +384,9 @@ def plan_resync(
     acknowledged one, in order (rule R6: none skipped, also after a restart, from ``log``, see
     :func:`replay_changes`), then the EVSE's current status where it still differs (a
     silence that began meanwhile: R7); the whole Location after them when it was redefined
-    since; and its newest ``last_updated`` (R8)."""
+    since, or when the peer lacks the REMOVED of an EVSE retired (``removed_unacked``; the
+    retired EVSEs are not in ``connectors``: their REMOVED goes in that PUT); and its newest
+    ``last_updated`` (R8)."""
     if acked_location is None or any(d is None for d in delivered.values()):
         return Resync(put_first=True)
     changes = (
@@ -402,7 +405,7 @@ def plan_resync(
             line.append(now_state)
         if line:
             out[cid] = line
-    redefined = _second(defined_at) > acked_location
+    redefined = _second(defined_at) > acked_location or removed_unacked
     return Resync(
         changes=out,
         put_after=redefined,

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from csms.ports import (
     Dialect,
+    ExportError,
     NavEntry,
     SessionFilter,
     StationSnapshot,
@@ -41,6 +42,7 @@ from csms.ports import (
     WebUI,
     from_db,
     judge,
+    parse_export_filter,
     query_string,
     to_db,
     web_fmt,
@@ -49,6 +51,7 @@ from csms.ports import (
 from .compliance import hour_of
 from .credentials import new_token
 from .deliveryview import PendingPush
+from .exports import CdrExport
 from .locations import MOBIE_NAMES
 from .store import Grant, Peer
 
@@ -129,6 +132,10 @@ class OcpiWebProvider:
             NavEntry("/compliance", {"pt": "Conformidade", "en": "Compliance"}),
             NavEntry("/hub", {"pt": "Ligação ao hub", "en": "Hub link"}),
         ]
+        # a button on csms's exports page (csms.web.pages), next to the sessions'
+        self.exports = [
+            ("/exports/cdrs.csv", {"pt": "Descarregar CDRs (CSV)", "en": "Download CDRs (CSV)"})
+        ]
 
     @property
     def ui(self) -> WebUI:
@@ -139,7 +146,17 @@ class OcpiWebProvider:
             WebRoute("GET", "/compliance", self.compliance_page),
             WebRoute("GET", "/hub", self.hub_page),
             WebRoute("POST", "/hub/token-a", self.create_token_a, access="admin"),
+            WebRoute("GET", "/exports/cdrs.csv", self.export_cdrs),
         ]
+
+    async def export_cdrs(self, request: web.Request) -> web.StreamResponse:
+        """The CDRs as CSV (any logged-in user: read-only data); a bad filter shows the
+        exports page again with the reason."""
+        try:
+            f = parse_export_filter(request.query, self.csms.settings.web.time_zone)
+            return await CdrExport(self.bridge).response(request, f)
+        except ExportError as e:
+            return self.ui.exports_page(request, e.message, e.status)
 
     # ------------------------------------------------------------------ peers and acks
 

@@ -154,7 +154,7 @@ async def test_an_older_database_is_migrated_with_its_data(
     store.add_migrations("ocpi", "ocpi_bridge.migrations")
     await store.open()
     try:
-        assert await store.schema_versions() == {"csms": 9, "ocpi": 7}
+        assert await store.schema_versions() == {"csms": 10, "ocpi": 7}
         rows = await store.read("SELECT id, defined_at FROM stations ORDER BY id")
         assert [(r["id"], r["defined_at"]) for r in rows] == [("S1", t1), ("S2", None)]
         rows = await store.read(

@@ -114,6 +114,72 @@ class StationRepository:
 
         return await self.db.write(with_events(job, events))
 
+    async def retire(
+        self,
+        station_id: str,
+        connector_ids: tuple[int, ...] | None,
+        reason: str | None,
+        events: Callable[[dict[str, Any]], Iterable[Event]] | None = None,
+    ) -> dict[str, Any]:
+        """Retire EVSEs of a defined station (``connector_ids``; None: all of them, the
+        station retired). Nothing changes while a transaction is open on one of them.
+
+        Returns ``{"outcome": ..., "removed": [connector ids], "retired": bool, "open":
+        [transaction ids]}``, the outcome one of ``done``, ``not_found`` (no such defined
+        station), ``unknown_evse``, ``already`` (retired already), ``open_transaction``.
+        An EVSE retired is marked in the definition (``removed_at``, what OCPI publishes as
+        REMOVED); the station is retired (``retired_at``) when none of its EVSEs is left."""
+        now = to_db(self.clock.now())
+
+        async def job(db: Tx) -> dict[str, Any]:
+            out: dict[str, Any] = {"outcome": "done", "removed": [], "retired": False, "open": []}
+            rows = await db.execute_fetchall(
+                "SELECT definition, retired_at FROM stations WHERE id = ? AND defined = 1",
+                (station_id,),
+            )
+            if not rows or not rows[0][0]:
+                return {**out, "outcome": "not_found"}
+            if rows[0][1] is not None:
+                return {**out, "outcome": "already", "retired": True}
+            definition = json.loads(rows[0][0])
+            evses = definition.get("evses") or []
+            active = [e["connector_id"] for e in evses if not e.get("removed_at")]
+            if connector_ids is None:
+                targets = active
+            else:
+                known = {e["connector_id"] for e in evses}
+                if any(c not in known for c in connector_ids):
+                    return {**out, "outcome": "unknown_evse"}
+                targets = [c for c in connector_ids if c in active]
+                if not targets:
+                    return {**out, "outcome": "already"}
+            open_rows = await db.execute_fetchall(
+                "SELECT id, connector_id FROM transactions "
+                "WHERE station_id = ? AND stop_received_at IS NULL ORDER BY id LIMIT 100",
+                (station_id,),
+            )
+            blocking = [r[0] for r in open_rows if connector_ids is None or r[1] in targets]
+            if blocking:
+                return {**out, "outcome": "open_transaction", "open": blocking}
+            for e in evses:
+                if e["connector_id"] in targets:
+                    e["removed_at"] = now
+            retired = all(e.get("removed_at") for e in evses)
+            await db.execute(
+                "UPDATE stations SET definition = ?, retired_at = ?, retired_reason = ?, "
+                "updated_at = ? WHERE id = ?",
+                (
+                    json.dumps(definition),
+                    now if retired else None,
+                    reason if retired else None,
+                    now,
+                    station_id,
+                ),
+            )
+            return {**out, "removed": sorted(targets), "retired": retired}
+
+        return await self.db.write(with_events(job, events))
+
     async def ensure_undefined(self, station_id: str) -> None:
         """Record a station that connected while ``accept_unknown_stations`` is on."""
         now = to_db(self.clock.now())
@@ -259,10 +325,11 @@ class StationRepository:
 
     async def auth(self, station_id: str) -> dict[str, Any] | None:
         """What the websocket handshake needs: does it exist, its password hash, its
-        security profile and the one it is being raised to (or None)."""
+        security profile and the one it is being raised to (or None), and whether it is
+        retired (``retired_at``)."""
         return await self.db.read_one(
-            "SELECT id, password_hash, security_profile, pending_security_profile "
-            "FROM stations WHERE id = ?",
+            "SELECT id, password_hash, security_profile, pending_security_profile, "
+            "retired_at FROM stations WHERE id = ?",
             (station_id,),
         )
 

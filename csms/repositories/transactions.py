@@ -324,6 +324,22 @@ class TransactionRepository:
         total = await self.db.read_one(f"SELECT COUNT(*) AS n FROM transactions {clause}", params)
         return _decoded(rows), count(total)
 
+    async def export_page(
+        self,
+        start_from: datetime,
+        start_to: datetime,
+        station_id: str | None,
+        id_tag: str | None,
+        after: tuple[str, int] | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """The next ``limit`` transactions (for an export) started in [start_from, start_to),
+        of one station and one id tag (case-insensitive, as OCPP compares them) when given,
+        in (start_time, id) order after the key ``after`` (the last row's; None: from the
+        start). A keyset read: each page costs the same however far the export has got."""
+        sql, params = export_sql(start_from, start_to, station_id, id_tag, after, limit)
+        return _decoded(await self.db.read(sql, params))
+
     async def page_on_defined_stations(
         self,
         owners: set[str] | None,
@@ -448,6 +464,32 @@ class TransactionRepository:
             f"AND value IS NOT NULL AND measurand IN ({d.json_values('?')}) ORDER BY id",
             (json.dumps(ids), json.dumps(wanted)),
         )
+
+
+def export_sql(
+    start_from: datetime,
+    start_to: datetime,
+    station_id: str | None,
+    id_tag: str | None,
+    after: tuple[str, int] | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The query of :meth:`TransactionRepository.export_page` (tests check its plan)."""
+    where = ["start_time >= ?", "start_time < ?"]
+    params: list[Any] = [to_db(start_from), to_db(start_to)]
+    if station_id is not None:
+        where.append("station_id = ?")
+        params.append(station_id)
+    if id_tag is not None:
+        where.append("UPPER(id_tag) = UPPER(?)")
+        params.append(id_tag)
+    if after is not None:
+        # the first condition is the index range (each page starts where the last ended,
+        # on both engines); the second breaks ties of start time by id
+        where.append("start_time >= ? AND (start_time > ? OR id > ?)")
+        params.extend([after[0], after[0], after[1]])
+    sql = f"SELECT * FROM transactions WHERE {' AND '.join(where)} ORDER BY start_time, id LIMIT ?"
+    return sql, [*params, limit]
 
 
 async def _replayed(db: Tx, transaction_id: int, samples: Samples) -> bool:

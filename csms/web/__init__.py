@@ -1,7 +1,8 @@
 """The operator web interface: server-rendered pages on the HTTP port, behind a login.
 
 Pages: ``/login``, ``/`` (dashboard), ``/stations``, ``/stations/{id}`` (admins: commands,
-``/stations/{id}/edit``), ``/new-station``, ``/sessions``, ``/id-tags``; ``/live/...``
+``/stations/{id}/edit``), ``/new-station``, ``/sessions``, ``/id-tags``, ``/exports``
+(CSV downloads, ``/exports/sessions.csv``); ``/live/...``
 serves the live parts of pages as JSON for ``static/app.js``. Roles: ``viewer`` reads
 everything; ``admin`` also sends commands and changes stations and id tags. Any request
 that is not GET or HEAD needs an admin session and its CSRF token, whatever its path.
@@ -30,6 +31,11 @@ A provider is any object with a ``name`` (a Python identifier) and any of these 
     A directory (or a Jinja loader) of its templates, reachable as ``NAME/<file>``.
 ``messages``
     ``{"pt": {key: text}, "en": {key: text}}`` added to the catalogue for ``t(key)``.
+``exports``
+    A list of ``(path, label)``: a download button each on the ``/exports`` page, which
+    submits its filters (``from``, ``to``, ``station``, ``token``, ``format``) to ``path``,
+    a GET route of the provider's (csms.exports has the parsing and the streamed CSV; a
+    refused filter is answered with ``system.web.exports_page(request, message, status)``).
 ``async dashboard(request) -> dict``
     Data for its dashboard panel (e.g. the hub link: registered, last push, failing).
 ``async stations(request, station_ids) -> dict[station_id, dict]``

@@ -17,6 +17,22 @@ PT: dict[str, str] = {
     "nav.stations": "Postos",
     "nav.sessions": "Sessões",
     "nav.tags": "Cartões",
+    "nav.exports": "Exportações",
+    "exports.title": "Exportações para a contabilidade",
+    "exports.intro": (
+        "Ficheiros CSV das sessões e dos CDRs, lidos e enviados aos poucos, com as horas em"
+        " {zone} (com o desvio UTC). As sessões entram pela hora de início; o dia «até» não"
+        " é incluído: 2026-10-01 a 2026-11-01 é outubro inteiro. No máximo {days} dias por"
+        " ficheiro."
+    ),
+    "exports.from": "De (incluído)",
+    "exports.to": "Até (excluído)",
+    "exports.token": "Cartão / token (uid)",
+    "exports.format": "Formato",
+    "exports.format.csv": "CSV (vírgula, ponto decimal)",
+    "exports.format.excel-pt": "Excel PT (ponto e vírgula, vírgula decimal)",
+    "exports.sessions": "Descarregar sessões (CSV)",
+    "exports.dates_hint": "Uma data (meia-noite local) ou data e hora, ex.: 2026-10-25T02:00.",
     "nav.logout": "Sair",
     "role.admin": "administrador",
     "role.viewer": "consulta",
@@ -115,6 +131,25 @@ PT: dict[str, str] = {
     "state.connected": "Ligado",
     "state.offline": "Desligado",
     "state.never": "Nunca ligado",
+    "state.retired": "Retirado",
+    "station.retired": "Posto retirado",
+    "station.retired_note": (
+        "O posto já não aceita ligações e os seus pontos de carregamento estão publicados como "
+        "REMOVED (EndOfLife) aos parceiros OCPI. O histórico continua disponível."
+    ),
+    "station.evse_removed": "retirado",
+    "station.retire": "Retirar",
+    "station.retire_help": (
+        "Retirar o posto, ou um dos seus pontos de carregamento: fica publicado como REMOVED "
+        "aos parceiros OCPI, o histórico mantém-se, e um posto retirado deixa de poder "
+        "ligar-se. Não se pode desfazer nem reutilizar o identificador. Recusado enquanto "
+        "houver um carregamento em curso no que se retira."
+    ),
+    "station.retire_what": "O quê",
+    "station.retire_reason": "Motivo",
+    "station.retire_confirm": "Para confirmar, escreva o identificador do posto",
+    "station.retire_mismatch": "A confirmação não coincide com o identificador do posto.",
+    "station.retire_done": "Retirado: {what}",
     "state.active": "Em curso",
     "state.completed": "Terminada",
     "station.title": "Posto",
@@ -214,6 +249,22 @@ EN: dict[str, str] = {
     "nav.stations": "Stations",
     "nav.sessions": "Sessions",
     "nav.tags": "Id tags",
+    "nav.exports": "Exports",
+    "exports.title": "Exports for accounting",
+    "exports.intro": (
+        "CSV files of sessions and CDRs, read and sent a page at a time, with times in {zone}"
+        " (with their UTC offset). Sessions are chosen by their start time; the 'to' day is"
+        " excluded: 2026-10-01 to 2026-11-01 is the whole of October. At most {days} days"
+        " per file."
+    ),
+    "exports.from": "From (included)",
+    "exports.to": "To (excluded)",
+    "exports.token": "Id tag / token (uid)",
+    "exports.format": "Format",
+    "exports.format.csv": "CSV (comma, decimal dot)",
+    "exports.format.excel-pt": "Excel PT (semicolon, decimal comma)",
+    "exports.sessions": "Download sessions (CSV)",
+    "exports.dates_hint": "A date (local midnight) or a date and time, e.g. 2026-10-25T02:00.",
     "nav.logout": "Log out",
     "role.admin": "admin",
     "role.viewer": "viewer",
@@ -312,6 +363,24 @@ EN: dict[str, str] = {
     "state.connected": "Connected",
     "state.offline": "Offline",
     "state.never": "Never connected",
+    "state.retired": "Retired",
+    "station.retired": "Station retired",
+    "station.retired_note": (
+        "The station no longer accepts connections and its EVSEs are published REMOVED "
+        "(EndOfLife) to the OCPI peers. Its history stays available."
+    ),
+    "station.evse_removed": "retired",
+    "station.retire": "Retire",
+    "station.retire_help": (
+        "Retire the station, or one of its EVSEs: it is published REMOVED to the OCPI peers, "
+        "its history stays, and a retired station can no longer connect. This cannot be "
+        "undone, nor the id reused. Refused while a transaction is open on what is retired."
+    ),
+    "station.retire_what": "What",
+    "station.retire_reason": "Reason",
+    "station.retire_confirm": "To confirm, type the station's id",
+    "station.retire_mismatch": "The confirmation does not match the station's id.",
+    "station.retire_done": "Retired: {what}",
     "state.active": "Active",
     "state.completed": "Completed",
     "station.title": "Station",

@@ -5,6 +5,8 @@ Kept apart from both so that the pages import the machinery and nothing imports 
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from .pages import Pages
 from .ui import CentralSystemView, WebBase, WebRoute
 
@@ -18,3 +20,10 @@ class WebUI(WebBase):
 
     def own_routes(self) -> list[WebRoute]:
         return self.pages.routes()
+
+    def exports_page(
+        self, request: web.Request, error: str = "", status: int = 200
+    ) -> web.StreamResponse:
+        """The exports page (its filters from the request's query), with an error: what a
+        provider's export download answers when its filter is refused."""
+        return self.pages.export_page(request, error, status)

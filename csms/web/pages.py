@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -19,12 +19,14 @@ import structlog
 from aiohttp import web
 
 from ..commands import CommandError
+from ..exports import FORMATS, MAX_DAYS, ExportError, parse_filter, sessions_response
 from ..traffic import judge
 from ..usecases import (
     Refused,
     check_station_id,
     define_station,
     put_id_tag,
+    retire_station,
     security_profile_raise,
 )
 from . import fmt
@@ -32,7 +34,7 @@ from .auth import LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, same_token
 from .commands import BY_ACTION, COMMANDS, FormError, payload_from_form
 from .i18n import LANGUAGES
 from .queries import SESSION_STATES, STATION_SORTS, STATION_STATES, SessionFilter
-from .ui import WebBase, WebRoute, current_language, query_string
+from .ui import WebBase, WebRoute, current_language, localized, query_string
 
 log = structlog.get_logger("csms.web")
 
@@ -131,9 +133,12 @@ class Pages:
                 self.security_profile,
                 access="admin",
             ),
+            WebRoute("POST", "/stations/{station_id}/retire", self.retire, access="admin"),
             WebRoute("GET", "/sessions", self.sessions),
             WebRoute("GET", "/live/sessions", self.live_sessions, json=True),
             WebRoute("GET", "/id-tags", self.id_tags),
+            WebRoute("GET", "/exports", self.exports),
+            WebRoute("GET", "/exports/sessions.csv", self.export_sessions),
             WebRoute("POST", "/id-tags", self.save_id_tag, access="admin"),
         ]
 
@@ -284,7 +289,9 @@ class Pages:
         traffic = self.system.traffic
         for r in rows:
             r["connectors"] = [c for c in statuses[r["id"]] if c["connector_id"] > 0]
-            if registry.is_connected(r["id"]):
+            if r["retired_at"] is not None:
+                r["state"] = "retired"
+            elif registry.is_connected(r["id"]):
                 r["state"] = "connected"
             else:
                 r["state"] = "offline" if r["last_seen_at"] else "never"
@@ -451,6 +458,39 @@ class Pages:
         self.ui.flash(session, flash)
         return see_other(f"/stations/{_quote(sid)}#command-result")
 
+    async def retire(self, request: web.Request) -> web.StreamResponse:
+        """Retire the station or one of its EVSEs (as POST /api/v1/stations/{id}/retire
+        does), once the admin typed the station's id to confirm."""
+        sid = request.match_info["station_id"]
+        if await self.system.store.stations.auth(sid) is None:
+            return self.ui.error(request, 404, "error.no_station", station=sid)
+        session = self.ui.session_of(request)
+        assert session is not None
+        form = self.ui.form(request)
+        what = _text(form, "what").strip()[:255]
+        flash: dict[str, Any] = {"action": self.ui.t("station.retire"), "ok": False}
+        flash["response"] = None
+        if _text(form, "confirm").strip() != sid:
+            flash["error"] = self.ui.t("station.retire_mismatch")
+        else:
+            try:
+                await retire_station(
+                    self.system.services,
+                    self.system.registry,
+                    sid,
+                    evse=what or None,
+                    reason=_text(form, "reason")[:200] or None,
+                    user=session.user,
+                )
+                flash["ok"] = True
+                flash["response"] = self.ui.t(
+                    "station.retire_done", what=what or self.ui.t("station.whole")
+                )
+            except Refused as e:
+                flash["error"] = e.message
+        self.ui.flash(session, flash)
+        return see_other(f"/stations/{_quote(sid)}#command-result")
+
     # ------------------------------------------------------------------ station definitions
 
     def _edit_page(
@@ -585,6 +625,54 @@ class Pages:
         html = self.ui.render_text(request, "_sessions_rows.html", data)
         pager = self.ui.render_text(request, "_pager.html", data)
         return web.json_response({"html": {"sessions-rows": html, "sessions-pager": pager}})
+
+    # ------------------------------------------------------------------ exports
+
+    def export_page(
+        self, request: web.Request, error: str = "", status: int = 200
+    ) -> web.StreamResponse:
+        """The exports page: the filters (kept from the query) and a button per export
+        (csms's sessions, then each provider's ``exports``)."""
+        q = request.query
+        tz = self.ui.settings.time_zone
+        today = self.ui.now().astimezone(fmt.zone(tz)).date()
+        first = today.replace(day=1)
+        following = (first + timedelta(days=32)).replace(day=1)
+        lang = current_language()
+        buttons = [{"path": "/exports/sessions.csv", "label": self.ui.t("exports.sessions")}]
+        for p in self.ui.providers:
+            entries = getattr(p, "exports", None)
+            for path, label in (entries() if callable(entries) else entries) or []:
+                buttons.append({"path": path, "label": localized(label, lang)})
+        fmt_choice = q.get("format", "csv")
+        return self.ui.render(
+            request,
+            "exports.html",
+            {
+                "title": self.ui.t("exports.title"),
+                "error": error,
+                "zone": tz,
+                "date_from": q.get("from", first.isoformat())[:40],
+                "date_to": q.get("to", following.isoformat())[:40],
+                "station": q.get("station", "")[:255],
+                "token": q.get("token", "")[:64],
+                "format": fmt_choice if fmt_choice in FORMATS else "csv",
+                "formats": FORMATS,
+                "buttons": buttons,
+                "max_days": MAX_DAYS,
+            },
+            status=status,
+        )
+
+    async def exports(self, request: web.Request) -> web.StreamResponse:
+        return self.export_page(request)
+
+    async def export_sessions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            f = parse_filter(request.query, self.ui.settings.time_zone)
+            return await sessions_response(request, self.system.store, f)
+        except ExportError as e:
+            return self.export_page(request, e.message, e.status)
 
     # ------------------------------------------------------------------ id tags
 

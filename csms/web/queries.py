@@ -25,7 +25,7 @@ from ..timeparse import to_db
 SQLITE = Dialect("sqlite")
 
 STATION_SORTS = ("id", "seen", "vendor", "model", "firmware", "city")
-STATION_STATES = ("all", "connected", "offline", "never")
+STATION_STATES = ("all", "connected", "offline", "never", "retired")
 SESSION_STATES = ("all", "active", "completed")
 
 
@@ -200,12 +200,16 @@ class WebQueries:
         elif state == "never":
             clauses.append(f"s.id NOT IN ({d.json_values()}) AND s.last_seen_at IS NULL")
             params.append(ids)
+        if state == "retired":
+            clauses.append("s.retired_at IS NOT NULL")
+        elif state != "all":  # (retired stations apart: only "all" and "retired" show them)
+            clauses.append("s.retired_at IS NULL")
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         column = station_sort_column(d, sort)
         direction = "DESC" if descending else "ASC"
         rows = await self.store.read(
             "SELECT s.id, s.defined, s.vendor, s.model, s.firmware_version, s.last_seen_at, "
-            "s.first_boot_at, s.config_status, "
+            "s.first_boot_at, s.config_status, s.retired_at, "
             f"{d.json_text('s.definition', 'location', 'name')} AS location_name, "
             f"{d.json_text('s.definition', 'location', 'city')} AS city, "
             f"{d.json_text('s.definition', 'location', 'time_zone')} AS time_zone, "

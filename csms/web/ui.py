@@ -348,6 +348,7 @@ class WebBase:
             NavEntry("/stations", self.t("nav.stations")),
             NavEntry("/sessions", self.t("nav.sessions")),
             NavEntry("/id-tags", self.t("nav.tags")),
+            NavEntry("/exports", self.t("nav.exports")),
         ]
         for p in self.providers:
             nav = getattr(p, "nav", None)
