@@ -352,6 +352,21 @@ async def run_sign_command(
     return chain
 
 
+def check_issued_for(chain_pem: str, csr_pem: str, station_id: str) -> None:
+    """An external CA's answer must be a certificate for that request: the CSR's key and a
+    subject CN that is the charge point id (a station would otherwise get, and present, a
+    certificate made for someone else). SigningError naming what differs."""
+    leaf = leaf_of(chain_pem)
+    csr = x509.load_pem_x509_csr(csr_pem.encode("ascii"))
+    if _spki(leaf.public_key()) != _spki(csr.public_key()):
+        raise SigningError("the sign command's certificate is not for the request's key")
+    names = _name_values(leaf.subject, NameOID.COMMON_NAME)
+    if names != [station_id]:
+        raise SigningError(
+            f"the sign command's certificate names CN {names!r}, not the charge point id"
+        )
+
+
 def leaf_of(chain_pem: str) -> x509.Certificate:
     return load_pem_certificates(chain_pem)[0]
 

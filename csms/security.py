@@ -376,9 +376,11 @@ class SecurityService:
 
     async def _sign(self, csr_pem: str, station_id: str) -> str:
         if self.pki.sign_command is not None:
-            return await pki.run_sign_command(
+            chain = await pki.run_sign_command(
                 self.pki.sign_command, csr_pem, station_id, self.pki.sign_timeout
             )
+            pki.check_issued_for(chain, csr_pem, station_id)
+            return chain
         if self.ca is None:
             raise pki.SigningError(self.ca_error or "no CA configured")
         csr = pki.check_csr(csr_pem, station_id, self.pki.organization)

@@ -208,6 +208,22 @@ async def test_sign_command(test_pki: TestPki, tmp_path: Path) -> None:
         await pki.run_sign_command([str(tmp_path / "nope")], make_csr(), CP, 5)
 
 
+def test_an_external_cas_certificate_must_be_for_the_request(test_pki: TestPki) -> None:
+    """What a sign command prints is checked against the request: its key and the CN."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr_pem = make_csr(key=key)
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    ca = pki.CertificateAuthority.load(test_pki.ca.cert, test_pki.ca.key, None)
+    now = datetime.now(UTC)
+    pki.check_issued_for(ca.sign(csr, 30, now), csr_pem, CP)  # (the right one passes)
+    # a certificate for another key (another request), and one for another station
+    other = x509.load_pem_x509_csr(make_csr().encode())
+    with pytest.raises(pki.SigningError, match="not for the request's key"):
+        pki.check_issued_for(ca.sign(other, 30, now), csr_pem, CP)
+    with pytest.raises(pki.SigningError, match="not the charge point id"):
+        pki.check_issued_for(ca.sign(csr, 30, now), csr_pem, "CP-OTHER")
+
+
 def test_root_certificate_checks(test_pki: TestPki) -> None:
     now = datetime.now(UTC)
     assert pki.check_root_certificate(test_pki.ca.cert.read_text(), now)
