@@ -273,8 +273,16 @@ def build(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
                     for i, s in enumerate(result["ramp"]["steps"])
                     if s["k"] == result["ramp"]["sustained_k"]
                 )
-                if i < len(ratios):
+                if i < len(ratios) and ratios[i] is not None:
                     echo["cpu_per_message_ratio"] = ratios[i]
+                    # on the same basis: the sustained step's ratio, with PostgreSQL's CPU
+                    # added in the proportion it had to ours over the run (it is not
+                    # measured per step); the run's own ratio with it was a different basis
+                    if "database_cpu" in fig and ours and theirs:
+                        both = ours + (fig["database_cpu"]["us_per_message"] or 0.0)
+                        echo["cpu_per_message_ratio_with_database"] = round(
+                            ratios[i] * both / ours, 2
+                        )
         if args.scenario == "storm":
             echo["storm"] = _storm(e["workers"], e["play"]["storm_at"], n)
         if e["play"].get("profile"):
