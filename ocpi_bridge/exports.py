@@ -68,8 +68,8 @@ CDR_COLUMNS = (
 
 
 def hub_peer(bridge: Bridge) -> Peer | None:
-    """The peer whose acknowledgements the export shows: as the web interface's lists, the
-    (first) registered hub, else the first peer that receives Locations."""
+    """The peer whose acknowledgements the web interface's lists and the CDR export show:
+    the (first) registered hub, else the first peer that receives Locations."""
     peers = sorted(bridge.registered_peers(), key=lambda p: p.id)
     hubs = [p for p in peers if p.is_hub]
     receivers = [p for p in peers if p.endpoint("locations", "RECEIVER")]

@@ -51,7 +51,7 @@ from csms.ports import (
 from .compliance import hour_of
 from .credentials import new_token
 from .deliveryview import PendingPush
-from .exports import CdrExport
+from .exports import CdrExport, hub_peer
 from .locations import MOBIE_NAMES
 from .store import Grant, Peer
 
@@ -161,13 +161,8 @@ class OcpiWebProvider:
     # ------------------------------------------------------------------ peers and acks
 
     def hub(self) -> Peer | None:
-        """The peer whose acknowledgements the lists show: the (first) registered hub, else
-        the first registered peer that receives Locations."""
-        peers = sorted(self.bridge.registered_peers(), key=lambda p: p.id)
-        hubs = [p for p in peers if p.is_hub]
-        receivers = [p for p in peers if p.endpoint("locations", "RECEIVER")]
-        chosen = hubs or receivers or peers
-        return chosen[0] if chosen else None
+        """The peer whose acknowledgements the lists show (the exports' rule: one rule)."""
+        return hub_peer(self.bridge)
 
     async def _acks(self, peer_id: int, kind: str, object_ids: list[str]) -> dict[str, dict]:
         """What ``peer_id`` acknowledged of these objects (one search on the primary key)."""
