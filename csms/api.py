@@ -248,7 +248,6 @@ class Api:
         try:
             done = await retire_station(
                 self.s,
-                self.registry,
                 station_id,
                 evse=request.match_info.get("evse"),
                 reason=reason,

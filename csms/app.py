@@ -40,7 +40,7 @@ from .config import ConfigError, Settings
 from .connection import StationConnection
 from .db import DatabaseError
 from .db.postgres import PostgresDatabase
-from .events import EventBus
+from .events import EventBus, StationDefined, Subscription
 from .extensions import Extension
 from .handlers import OcppHandlers, Services
 from .http import (
@@ -351,6 +351,8 @@ class CentralSystem:
         await self.security.start()
         await self.ocpp_server.start()
         self._tasks.append(asyncio.create_task(self._flush_seen_loop(), name="flush-seen"))
+        retired = self.bus.subscribe("close-retired", maxsize=1000, kinds=(StationDefined,))
+        self._tasks.append(asyncio.create_task(self._close_retired(retired), name="close-retired"))
         self.started = True
 
     async def stop(self) -> None:
@@ -383,6 +385,31 @@ class CentralSystem:
         await self.store.close()
         self.started = False
         log.info("stopped")
+
+    async def _close_retired(self, sub: Subscription) -> None:
+        """Close the connection of a station retired on any node (its StationDefined comes
+        through the outbox to every node; the one holding the connection closes it)."""
+        try:
+            while True:
+                event = await sub.get()
+                if isinstance(event, StationDefined):
+                    held = [event.station_id]
+                else:  # (Overflow: some were missed; look at every station held here)
+                    held = [c.station_id for c in self.registry.all()]
+                for station_id in held:
+                    if not self.registry.is_connected(station_id):
+                        continue
+                    try:
+                        row = await self.store.stations.get(station_id)
+                    except DatabaseError:
+                        log.warning("could not read a station's retirement", station_id=station_id)
+                        continue
+                    conn = self.registry.get(station_id)
+                    if conn is not None and row is not None and row["retired_at"] is not None:
+                        log.info("connection closed: the station is retired", station_id=station_id)
+                        await conn.close(1008, "station retired")
+        finally:
+            self.bus.unsubscribe(sub)
 
     async def _flush_seen_loop(self) -> None:
         pruned_at = None

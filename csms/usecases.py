@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from .commands import CommandError, CommandPort, ConnectionRegistry, StationOffline
+from .commands import CommandError, CommandPort, StationOffline
 from .events import StationDefined
 from .guard import station_password_refusal
 from .handlers import Services
@@ -186,7 +186,6 @@ RETIRE_OUTCOMES = {
 
 async def retire_station(
     services: Services,
-    registry: ConnectionRegistry,
     station_id: str,
     *,
     evse: str | None = None,
@@ -198,7 +197,8 @@ async def retire_station(
 
     Its history stays; each EVSE retired is published REMOVED to the OCPI peers (the
     :class:`StationDefined` this announces makes the bridge PUT the Location); a station
-    retired is disconnected and its handshakes refused from then on. Refused (409) while a
+    retired is refused at the handshake from then on, and the node holding its connection,
+    whichever it is, closes it when that event reaches it (csms.app). Refused (409) while a
     transaction is open on what is retired: stop it first. ``force`` does not override that
     (a transaction cut off from its station could never be stopped by it nor billed right);
     it is accepted and said so. Returns what was done."""
@@ -243,11 +243,6 @@ async def retire_station(
         reason=reason,
         user=user,
     )
-    if result["retired"]:
-        conn = registry.get(station_id)
-        if conn is not None:
-            log.info("connection closed: the station is retired", station_id=station_id, user=user)
-            await conn.close(1008, "station retired")
     return {
         "station_id": station_id,
         "removed_connector_ids": result["removed"],

@@ -219,6 +219,37 @@ async def test_commands_cross_nodes_and_a_station_moving_replaces_its_old_connec
             assert await d.signal(signal.SIGTERM) == 0
 
 
+async def test_a_station_retired_through_one_node_is_closed_on_the_node_holding_it(
+    tmp_path: Path,
+) -> None:
+    a, b = _node(tmp_path / "a"), _node(tmp_path / "b")
+    await a.start()
+    await b.start()
+    st = _station("OLDONE", a.ocpp_url)
+    st.behaviour.auto_reconnect = False
+    try:
+        async with aiohttp.ClientSession() as s:
+            api_b = Api(b.http_url, s)
+            status, body = await api_b.put("/api/v1/stations/OLDONE", station_body("OLDONE", 1))
+            assert status == 201, body
+            await st.connect()
+            await st.boot()
+            # retired through B while A holds the connection: A closes it
+            status, body = await api_b.post("/api/v1/stations/OLDONE/retire", {"reason": "gone"})
+            assert status == 200, body
+            await _until(lambda: not st.connected, what="A closes the retired station")
+            assert any(
+                ln.get("event") == "connection closed: the station is retired"
+                and ln.get("station_id") == "OLDONE"
+                for ln in a.lines
+            )
+            assert (await _health(a))["stations_connected"] == 0
+    finally:
+        await st.disconnect()
+        for d in (a, b):
+            assert await d.signal(signal.SIGTERM) == 0
+
+
 # ---------------------------------------------------------------------------- faults
 
 

@@ -476,7 +476,6 @@ class Pages:
             try:
                 await retire_station(
                     self.system.services,
-                    self.system.registry,
                     sid,
                     evse=what or None,
                     reason=_text(form, "reason")[:200] or None,
