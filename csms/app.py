@@ -325,6 +325,7 @@ class CentralSystem:
         await self._runner.setup()
         limit = fd_limit()
         cap = self.http_guard.fit_to_fd_limit(limit)
+        self.ocpp_server.guard.fit_to_fd_limit(limit, cap)
         self._site = GuardedSite(
             self._runner, self.http_guard, h.host, h.port, tls=self.tls.acceptor("http")
         )

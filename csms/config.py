@@ -59,6 +59,13 @@ class OcppSettings(_Section):
     ping_interval: float = Field(60.0, ge=0, description="0 disables keep-alive pings")
     ping_timeout: float = Field(60.0, ge=0, description="0 waits for pongs forever")
     max_message_size: int = Field(1 << 20, ge=1024)
+    # connections on the OCPP port, in all (lowered to fit the file descriptor limit), and
+    # still in their opening handshake, in all and from one address (csms.ocpp_guard)
+    max_connections: int = Field(50_000, ge=1, le=10_000_000)
+    max_handshakes: int = Field(4096, ge=1, le=1_000_000)
+    max_handshakes_per_address: int = Field(64, ge=1, le=1_000_000)
+    # sources that cap does not apply to (this machine's processes; trusted_proxies too)
+    handshake_cap_exempt: list[str] = ["127.0.0.0/8", "::1/128"]
     # distinct unknown charge point ids remembered (the oldest are forgotten and counted)
     max_unknown_stations: int = Field(1000, ge=1, le=1_000_000)
     # sampled values stored per transaction; the excess is counted and flagged, not stored
@@ -83,6 +90,12 @@ class OcppSettings(_Section):
     @classmethod
     def _proxies(cls, v: list[str]) -> list[str]:
         _check_networks("ocpp.trusted_proxies", v)
+        return v
+
+    @field_validator("handshake_cap_exempt")
+    @classmethod
+    def _exempt(cls, v: list[str]) -> list[str]:
+        _check_networks("ocpp.handshake_cap_exempt", v)
         return v
 
 

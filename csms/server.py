@@ -45,6 +45,7 @@ from .events import StationConnected, StationDisconnected
 from .guard import remote_host, station_handshake
 from .handlers import OcppHandlers, Services
 from .members import Presence
+from .ocpp_guard import guard_from_settings
 from .passwords import parse_basic_auth
 from .tls import ServerTls, is_tls, peer_certificate, subject_common_names
 
@@ -88,6 +89,8 @@ class OcppServer:
         self._proxies = [
             ipaddress.ip_network(p, strict=False) for p in services.settings.ocpp.trusted_proxies
         ]
+        # caps on connections before any websocket exists (csms.ocpp_guard)
+        self.guard = guard_from_settings(services.settings, services.metrics.registry)
 
     @property
     def port(self) -> int:
@@ -97,9 +100,10 @@ class OcppServer:
     async def start(self) -> None:
         cfg = self.services.settings.ocpp
         acceptor = self.tls.acceptor("ocpp") if self.tls is not None else None
-        extra: dict[str, Any] = {}
-        if acceptor is not None:  # (our own TLS handshake: csms.tls)
-            extra["create_connection"] = acceptor.subclass(ServerConnection)
+        connection_class = self.guard.subclass(ServerConnection)
+        if acceptor is not None:  # (our own TLS handshake first: csms.tls)
+            connection_class = acceptor.subclass(connection_class)
+        extra: dict[str, Any] = {"create_connection": connection_class}
         self._server = await serve(
             self._handler,
             cfg.host,
@@ -226,6 +230,7 @@ class OcppServer:
     # ------------------------------------------------------------------ connection
 
     async def _handler(self, ws: ServerConnection) -> None:
+        self.guard.established(ws)
         cp_id: str = ws.station_id  # type: ignore[attr-defined]  # set by the handshake
         s = self.services
         remote = _remote(ws)
