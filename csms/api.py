@@ -13,18 +13,35 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from . import api_schemas as S
+from .api_common import json_body, page_response, paging, refusal
 from .commands import CommandError, CommandPort, ConnectionRegistry
 from .exports import ExportError, parse_filter, sessions_response
 from .handlers import Services
 from .http import (
     INT64_MAX,
-    MAX_OFFSET,
     ApiError,
-    JsonBodyError,
     error,
     errors_middleware,
     json_response,
-    read_json,
+)
+from .openapi import (
+    BOOL,
+    EXPORT_NOTE,
+    EXPORT_QUERY,
+    INT,
+    NO_CONTENT,
+    PAGING,
+    STR,
+    TIME,
+    Param,
+    array,
+    fails,
+    file_answer,
+    obj,
+    ok,
+    operation,
+    page_of,
 )
 from .timeparse import from_db, parse_api_time, to_ocpp
 from .usecases import (
@@ -39,10 +56,8 @@ from .usecases import (
 log = structlog.get_logger("csms.api")
 
 # the error shape and its middleware are csms.http's (the app is built there), named here too
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Api", "ApiError", "error", "errors_middleware"]
+__all__ = ["Api", "ApiError", "error", "errors_middleware"]
 
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 100
 # the meter values shown with one transaction (a page of them; see ?limit= and ?offset=)
 DEFAULT_METER_VALUES = 1000
 
@@ -50,35 +65,6 @@ DEFAULT_METER_VALUES = 1000
 def _iso(db_text: str | None) -> str | None:
     value = from_db(db_text)
     return to_ocpp(value) if value else None
-
-
-def _refusal(e: Refused) -> ApiError:
-    """A use case's refusal as the API's error; fields only for invalid bodies (422)."""
-    if e.status == 422 and e.fields:
-        return ApiError(e.status, e.code, e.message, fields=e.fields)
-    return ApiError(e.status, e.code, e.message)
-
-
-async def _json_body(request: web.Request) -> Any:
-    if not request.can_read_body:
-        raise ApiError(400, "invalid_json", "a JSON body is required")
-    try:
-        return await read_json(request)
-    except JsonBodyError as e:
-        raise ApiError(400, "invalid_json", str(e)) from None
-
-
-def _paging(request: web.Request, default_limit: int = DEFAULT_LIMIT) -> tuple[int, int]:
-    try:
-        limit = int(request.query.get("limit", default_limit))
-        offset = int(request.query.get("offset", 0))
-    except ValueError:
-        raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
-    if not 1 <= limit <= MAX_LIMIT or not 0 <= offset <= MAX_OFFSET:
-        raise ApiError(
-            400, "invalid_query", f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}"
-        )
-    return limit, offset
 
 
 def _transaction_id(request: web.Request) -> int:
@@ -89,13 +75,6 @@ def _transaction_id(request: web.Request) -> int:
     if not 1 <= tx_id <= INT64_MAX:
         raise ApiError(404, "not_found", f"no transaction {tx_id}")
     return tx_id
-
-
-def _page(items: list[Any], total: int, limit: int, offset: int, **extra: Any) -> web.Response:
-    return json_response(
-        {"items": items, "total": total, "limit": limit, "offset": offset, **extra},
-        headers={"X-Total-Count": str(total)},
-    )
 
 
 class Api:
@@ -186,13 +165,24 @@ class Api:
             view["configuration"]["snapshot"] = row["config_snapshot"]
         return view
 
+    @operation(
+        "List stations",
+        tag="stations",
+        query=PAGING,
+        responses={200: ok("a page of stations", page_of(S.STATION))},
+    )
     async def list_stations(self, request: web.Request) -> web.Response:
-        limit, offset = _paging(request)
+        limit, offset = paging(request)
         rows, total = await self.s.store.stations.page(limit, offset)
         statuses = await self.s.store.status.of_stations([r["id"] for r in rows])
         items = [await self._station_view(r, statuses[r["id"]], False) for r in rows]
-        return _page(items, total, limit, offset)
+        return page_response(items, total, limit, offset)
 
+    @operation(
+        "One station, with its configuration snapshot",
+        tag="stations",
+        responses={200: ok("the station", S.STATION)},
+    )
     async def get_station(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
         row = await self.s.store.stations.get(station_id)
@@ -201,13 +191,23 @@ class Api:
         statuses = await self.s.store.status.of_stations([station_id])
         return json_response(await self._station_view(row, statuses[station_id], True))
 
+    @operation(
+        "Create or replace a station and its Location",
+        tag="stations",
+        body=S.STATION_BODY,
+        responses={
+            200: ok("replaced", S.STATION),
+            201: ok("created", S.STATION),
+            409: fails("a Location id or EVSE uid belongs to another station"),
+        },
+    )
     async def put_station(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
         try:
             check_station_id(station_id)
-            created = await define_station(self.s, station_id, await _json_body(request))
+            created = await define_station(self.s, station_id, await json_body(request))
         except Refused as e:
-            raise _refusal(e) from None
+            raise refusal(e) from None
         row = await self.s.store.stations.get(station_id)
         assert row is not None
         statuses = await self.s.store.status.of_stations([station_id])
@@ -223,11 +223,33 @@ class Api:
             await self._station_view(row, statuses[station_id], True), status=status
         )
 
+    @operation(
+        "Retire a station (or, under /evses/{evse}, one EVSE)",
+        tag="stations",
+        description="Its history stays; a retired station is refused at the handshake and its "
+        "EVSEs are REMOVED in OCPI.",
+        body=S.RETIRE_BODY,
+        body_required=False,
+        responses={
+            200: ok(
+                "retired",
+                obj(
+                    {
+                        "station_id": STR,
+                        "removed_connector_ids": array(INT),
+                        "station_retired": BOOL,
+                        "station": S.STATION,
+                    }
+                ),
+            ),
+            409: fails("a transaction is open on it, or it is already retired"),
+        },
+    )
     async def retire(self, request: web.Request) -> web.Response:
         """Retire a station, or (``.../evses/{uid or connector id}/retire``) one EVSE.
         Body (optional): ``{"reason": "...", "force": false}``."""
         station_id = request.match_info["station_id"]
-        body = await _json_body(request) if request.can_read_body else {}
+        body = await json_body(request) if request.can_read_body else {}
         if not isinstance(body, dict) or set(body) - {"reason", "force"}:
             raise ApiError(422, "invalid_body", 'the body is {"reason": TEXT, "force": BOOL}')
         reason, force = body.get("reason"), body.get("force", False)
@@ -254,18 +276,27 @@ class Api:
                 force=force,
             )
         except Refused as e:
-            raise _refusal(e) from None
+            raise refusal(e) from None
         row = await self.s.store.stations.get(station_id)
         assert row is not None
         statuses = await self.s.store.status.of_stations([station_id])
         view = await self._station_view(row, statuses[station_id], True)
         return json_response({**done, "station": view})
 
+    @operation(
+        "Raise a connected station's security profile (2 or 3)",
+        tag="stations",
+        body=S.PROFILE_BODY,
+        responses={
+            202: ok("the station accepted; committed at its first connection", S.STATION),
+            409: fails("offline, refused, or the station lacks what the profile needs"),
+        },
+    )
     async def raise_profile(self, request: web.Request) -> web.Response:
         """Raise a station's security profile: ChangeConfiguration SecurityProfile, then
         both profiles are accepted until it connects at the new one (csms.server)."""
         station_id = request.match_info["station_id"]
-        body = await _json_body(request)
+        body = await json_body(request)
         profile = body.get("profile") if isinstance(body, dict) else None
         if not isinstance(profile, int) or isinstance(profile, bool) or profile not in (2, 3):
             raise ApiError(
@@ -277,10 +308,15 @@ class Api:
         try:
             row = await security_profile_raise(self.s, self.commands, station_id, profile)
         except Refused as e:
-            raise _refusal(e) from None
+            raise refusal(e) from None
         statuses = await self.s.store.status.of_stations([station_id])
         return json_response(await self._station_view(row, statuses[station_id], True), status=202)
 
+    @operation(
+        "Cancel a pending security profile raise",
+        tag="stations",
+        responses={200: ok("the station", S.STATION)},
+    )
     async def cancel_profile(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
         if not await self.s.store.stations.set_pending_security_profile(station_id, None):
@@ -288,8 +324,19 @@ class Api:
         log.info("pending security profile cancelled", station_id=station_id)
         return await self._view(station_id)
 
+    @operation(
+        "Ids refused because they are not defined",
+        tag="stations",
+        query=PAGING,
+        responses={
+            200: ok(
+                "a page of them; forgotten counts what the cap dropped",
+                page_of(S.UNKNOWN_STATION, forgotten=obj({"ids": INT, "attempts": INT})),
+            )
+        },
+    )
     async def unknown_stations(self, request: web.Request) -> web.Response:
-        limit, offset = _paging(request)
+        limit, offset = paging(request)
         rows, total = await self.s.store.unknown_stations.page(limit, offset)
         items = [
             {
@@ -304,14 +351,28 @@ class Api:
         unknown = self.s.store.unknown_stations
         # ids forgotten to keep the list bounded (ocpp.max_unknown_stations), since start
         forgotten = {"ids": unknown.dropped_ids, "attempts": unknown.dropped_attempts}
-        return _page(items, total, limit, offset, forgotten=forgotten)
+        return page_response(items, total, limit, offset, forgotten=forgotten)
 
+    @operation(
+        "Send an OCPP 1.6 request to a station",
+        tag="commands",
+        description="The body is the request's payload in camelCase, as on the wire.",
+        query=(Param("timeout", {"type": "number", "exclusiveMinimum": 0}, "seconds"),),
+        body=obj(),
+        body_required=False,
+        responses={
+            200: ok("the station's answer", S.COMMAND_ANSWER),
+            409: fails("the station is not connected"),
+            502: fails("the station answered with a CallError (call_error)"),
+            504: fails("no answer in time"),
+        },
+    )
     async def send_command(self, request: web.Request) -> web.Response:
         station_id = request.match_info["station_id"]
         action = request.match_info["action"]
         if await self.s.store.stations.auth(station_id) is None:
             raise ApiError(404, "not_found", f"no station {station_id!r}")
-        payload = await _json_body(request) if request.can_read_body else {}
+        payload = await json_body(request) if request.can_read_body else {}
         if not isinstance(payload, dict):
             raise ApiError(422, "invalid_payload", "the body must be a JSON object")
         timeout = None
@@ -344,19 +405,32 @@ class Api:
             raise ApiError(e.http_status, e.code, str(e), **extra) from None
         return json_response({"status": "ok", "response": response})
 
+    @operation(
+        "Every request sent to stations, with its outcome",
+        tag="commands",
+        query=(*PAGING, Param("station", description="one station's only")),
+        responses={200: ok("a page of them, newest first", page_of(S.COMMAND))},
+    )
     async def list_commands(self, request: web.Request) -> web.Response:
-        limit, offset = _paging(request)
+        limit, offset = paging(request)
         rows, total = await self.s.store.commands.page(request.query.get("station"), limit, offset)
         for r in rows:
             r["sent_at"] = _iso(r["sent_at"])
             r["finished_at"] = _iso(r["finished_at"])
-        return _page(rows, total, limit, offset)
+        return page_response(rows, total, limit, offset)
 
+    @operation(
+        "What could not be attached where it belongs",
+        tag="stations",
+        query=(*PAGING, Param("station", description="one station's only")),
+        responses={200: ok("a page of them, oldest first", page_of(S.ANOMALY))},
+    )
     async def list_anomalies(self, request: web.Request) -> web.Response:
-        rows = await self.s.store.anomalies.find(request.query.get("station"))
+        limit, offset = paging(request)
+        rows, total = await self.s.store.anomalies.page(request.query.get("station"), limit, offset)
         for r in rows:
             r["received_at"] = _iso(r["received_at"])
-        return _page(rows, len(rows), len(rows), 0)
+        return page_response(rows, total, limit, offset)
 
     # ------------------------------------------------------------------ id tags
 
@@ -371,31 +445,45 @@ class Api:
             "updated_at": _iso(row["updated_at"]),
         }
 
+    @operation(
+        "Create or replace an id tag",
+        tag="id tags",
+        body=S.ID_TAG_BODY,
+        responses={200: ok("replaced", S.ID_TAG), 201: ok("created", S.ID_TAG)},
+    )
     async def put_id_tag(self, request: web.Request) -> web.Response:
         id_tag = request.match_info["id_tag"]
         try:
-            created = await put_id_tag(self.s.store, id_tag, await _json_body(request))
+            created = await put_id_tag(self.s.store, id_tag, await json_body(request))
         except Refused as e:
-            raise _refusal(e) from None
+            raise refusal(e) from None
         row = await self.s.store.id_tags.get(id_tag)
         assert row is not None
         return json_response(self._tag_view(row), status=201 if created else 200)
 
+    @operation("One id tag", tag="id tags", responses={200: ok("the id tag", S.ID_TAG)})
     async def get_id_tag(self, request: web.Request) -> web.Response:
         row = await self.s.store.id_tags.get(request.match_info["id_tag"])
         if row is None:
             raise ApiError(404, "not_found", "no such id tag")
         return json_response(self._tag_view(row))
 
+    @operation("Delete an id tag", tag="id tags", responses={204: NO_CONTENT})
     async def delete_id_tag(self, request: web.Request) -> web.Response:
         if not await self.s.store.id_tags.delete(request.match_info["id_tag"]):
             raise ApiError(404, "not_found", "no such id tag")
         return web.Response(status=204)
 
+    @operation(
+        "List id tags",
+        tag="id tags",
+        query=PAGING,
+        responses={200: ok("a page of id tags", page_of(S.ID_TAG))},
+    )
     async def list_id_tags(self, request: web.Request) -> web.Response:
-        limit, offset = _paging(request)
+        limit, offset = paging(request)
         rows, total = await self.s.store.id_tags.page(limit, offset)
-        return _page([self._tag_view(r) for r in rows], total, limit, offset)
+        return page_response([self._tag_view(r) for r in rows], total, limit, offset)
 
     # ------------------------------------------------------------------ transactions
 
@@ -426,8 +514,19 @@ class Api:
             "updated_at": _iso(row["updated_at"]),
         }
 
+    @operation(
+        "List transactions",
+        tag="transactions",
+        query=(
+            *PAGING,
+            Param("station", description="one station's only"),
+            Param("active", {"type": "string", "enum": ["true", "false", "1", "0"]}),
+            Param("since", TIME, "started at or after this time (ISO 8601)"),
+        ),
+        responses={200: ok("a page of transactions, newest first", page_of(S.TRANSACTION))},
+    )
     async def list_transactions(self, request: web.Request) -> web.Response:
-        limit, offset = _paging(request)
+        limit, offset = paging(request)
         q = request.query
         active = None
         if "active" in q:
@@ -443,7 +542,7 @@ class Api:
         rows, total = await self.s.store.transactions.page(
             q.get("station"), active, since, limit, offset
         )
-        return _page([self._tx_view(r) for r in rows], total, limit, offset)
+        return page_response([self._tx_view(r) for r in rows], total, limit, offset)
 
     @staticmethod
     def _meter_view(m: dict[str, Any]) -> dict[str, Any]:
@@ -462,11 +561,18 @@ class Api:
             "normalised_unit": m["norm_unit"],
         }
 
+    @operation(
+        "One transaction with a page of its meter values",
+        tag="transactions",
+        path={"transaction_id": {"type": "integer", "minimum": 1}},
+        query=PAGING,
+        responses={200: ok("the transaction", S.TRANSACTION_WITH_METER)},
+    )
     async def get_transaction(self, request: web.Request) -> web.Response:
         """One transaction with a page of its meter values (``?limit=``, default 1000, and
         ``?offset=``): ``meter_values_total`` says how many there are in all."""
         tx_id = _transaction_id(request)
-        limit, offset = _paging(request, DEFAULT_METER_VALUES)
+        limit, offset = paging(request, DEFAULT_METER_VALUES)
         row = await self.s.store.transactions.get(tx_id, count_meter_values=True)
         if row is None:
             raise ApiError(404, "not_found", f"no transaction {tx_id}")
@@ -478,18 +584,37 @@ class Api:
         view["meter_values_offset"] = offset
         return json_response(view)
 
+    @operation(
+        "A transaction's meter values, in time order",
+        tag="transactions",
+        path={"transaction_id": {"type": "integer", "minimum": 1}},
+        query=PAGING,
+        responses={200: ok("a page of meter values", page_of(S.METER_VALUE))},
+    )
     async def meter_values(self, request: web.Request) -> web.Response:
         """A transaction's meter values, a page at a time, in time order."""
         tx_id = _transaction_id(request)
-        limit, offset = _paging(request)
+        limit, offset = paging(request)
         row = await self.s.store.transactions.get(tx_id, count_meter_values=True)
         if row is None:
             raise ApiError(404, "not_found", f"no transaction {tx_id}")
         rows = await self.s.store.transactions.meter_values_of(tx_id, limit, offset)
-        return _page([self._meter_view(m) for m in rows], row["meter_values_count"], limit, offset)
+        return page_response(
+            [self._meter_view(m) for m in rows], row["meter_values_count"], limit, offset
+        )
 
     # ------------------------------------------------------------------ exports
 
+    @operation(
+        "Sessions as CSV, streamed",
+        tag="exports",
+        description=EXPORT_NOTE,
+        query=EXPORT_QUERY,
+        responses={
+            200: file_answer("the CSV file", "text/csv"),
+            422: fails("a filter is missing or invalid (fields names it)"),
+        },
+    )
     async def export_sessions(self, request: web.Request) -> web.StreamResponse:
         """The transactions started in ``[from, to)`` as CSV, streamed (csms.exports)."""
         try:

@@ -54,6 +54,7 @@ from .http import (
 )
 from .members import ClusterNode, default_url
 from .metrics import Metrics
+from .openapi import contract_routes, package_version
 from .outbox import Cursor, EventRelay, latest_seen
 from .passwords import hash_password, is_password_hash
 from .ports import CsmsPort
@@ -212,6 +213,8 @@ class CentralSystem:
             more_metrics=self._delivery_metrics if delivery is not None else None,
         )
         self.http_app.add_routes(self.security.api_routes())
+        # the API's contract, built from the routes at its first request (csms.openapi)
+        self.http_app.add_routes(contract_routes(self.http_app, package_version()))
         if delivery is not None or self.cluster is not None:
             self.http_app.add_routes(command_routes(self.commands, self._internal_secrets))
         if delivery is not None:

@@ -39,6 +39,7 @@ from .db import DatabaseUnavailable
 from .guard import api_guard
 from .logs import json_dumps
 from .metrics import metrics_handler
+from .openapi import PUBLIC_PATHS, query_middleware
 from .passwords import parse_basic_auth
 
 if TYPE_CHECKING:
@@ -627,7 +628,7 @@ def basic_auth_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
+        if not request.path.startswith(prefix) or request.path in PUBLIC_PATHS:
             return await handler(request)
         creds = parse_basic_auth(request.headers.get("Authorization"))
         verdict = await guard.check_basic(creds, user, password_hash, request.remote)
@@ -690,7 +691,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as e:
         if not request.path.startswith("/api/"):
             raise
-        return error(e.status, e.reason.lower().replace(" ", "_"), e.reason)
+        resp = error(e.status, e.reason.lower().replace(" ", "_"), e.reason)
+        if "Allow" in e.headers:  # (a 405 names the methods the path has: RFC 9110)
+            resp.headers["Allow"] = e.headers["Allow"]
+        return resp
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -711,6 +715,7 @@ def build_app(
     middlewares: list[Any] = [
         errors_middleware,
         basic_auth_middleware(admin_user, admin_password_hash),
+        query_middleware,  # (a described route takes only the query parameters it names)
     ]
     if guard is not None:
         middlewares.insert(0, guard.middleware)

@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 from aiohttp import web as aiohttp_web
 from prometheus_client import CollectorRegistry
 
-from .api import DEFAULT_LIMIT, MAX_LIMIT, ApiError
+from . import openapi as api_contract  # extensions describe their /api/v1 routes with it
+from .api_common import DEFAULT_LIMIT, MAX_LIMIT
+from .api_common import paging as api_paging
 from .authorization import IdTagInfo, TokenSource
 from .clock import Clock, SystemClock
 from .cluster import Link, RemoteCommands, loopback_host
@@ -52,7 +54,7 @@ from .events import (
 from .exports import ExportError, ExportFilter, stream_csv
 from .exports import kwh as export_kwh
 from .exports import parse_filter as parse_export_filter
-from .http import dumps
+from .http import ApiError, dumps
 from .members import RoutedCommands
 from .meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
 from .repositories.rows import json_or
@@ -117,6 +119,8 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     "configure_client",  # read tls.ca_file for a command-line tool's calls
     "TlsConfigError",  # a TLS file that cannot be used (the message names the setting)
     "ApiError",  # an operator API error answer, raised by an extension's API handlers
+    "api_paging",  # an API request's ?limit= and ?offset=, checked (ApiError 400)
+    "api_contract",  # csms.openapi: describe an extension's /api/v1 handlers (operation)
     "DEFAULT_LIMIT",  # the operator API's page size, by default
     "MAX_LIMIT",  # and at most
     "IdTagInfo",  # what a token source answers for an id tag

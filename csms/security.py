@@ -41,9 +41,23 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import ocppj, pki
+from .api_common import paging
 from .commands import CommandError, CommandPort, ConnectionRegistry, InvalidCommand
 from .handlers import Services
-from .http import ApiError, json_response
+from .http import INT64_MAX, ApiError, json_response
+from .openapi import (
+    INT,
+    PAGING,
+    Param,
+    array,
+    fails,
+    file_answer,
+    list_of,
+    obj,
+    ok,
+    operation,
+    page_of,
+)
 from .repositories.security import REQUESTS_KEPT, SIGN_REQUESTS_KEPT
 from .timeparse import from_db, parse_charger_time, to_ocpp
 
@@ -55,7 +69,6 @@ log = structlog.get_logger("csms.security")
 RETRY_SECONDS = 60.0
 FILE_CACHE_SECONDS = 60.0
 UPLOAD_CHUNK = 1 << 16
-MAX_API_LIMIT = 1000
 # certificate requests signed (and delivered) at once, for all stations
 MAX_CONCURRENT_SIGNING = 4
 
@@ -763,6 +776,21 @@ class SecurityService:
             )
         return out
 
+    @operation(
+        "The certificates csms knows, with their expiry",
+        tag="security",
+        query=(
+            *PAGING,
+            Param("station", description="one station's only"),
+            Param("expiring_within_days", {"type": "integer", "minimum": 0, "maximum": 36500}),
+        ),
+        responses={
+            200: ok(
+                "csms's own certificates (csms) and a page of the stations' (items)",
+                page_of(obj(), csms=array(obj()), expiry_warning_days=INT),
+            )
+        },
+    )
     async def api_certificates(self, request: web.Request) -> web.Response:
         q = request.query
         now = self.clock.now()
@@ -776,7 +804,7 @@ class SecurityService:
                 ) from None
             if not 0 <= within <= 36500:
                 raise ApiError(400, "invalid_query", "expiring_within_days: 0 to 36500")
-        limit, offset = _paging(q)
+        limit, offset = paging(request)
         station = q.get("station")
         deadline = now + timedelta(days=within) if within is not None else None
         csms_certs = []
@@ -873,35 +901,74 @@ class SecurityService:
             }
         return out
 
+    @operation(
+        "A station's SecurityEventNotifications",
+        tag="security",
+        query=PAGING,
+        responses={200: ok("a page of them, newest first", page_of(obj()))},
+    )
     async def api_events(self, request: web.Request) -> web.Response:
         sid = await self._require_station(request)
-        limit, offset = _paging(request.query)
+        limit, offset = paging(request)
         items, total = await self.events_page(sid, limit, offset)
         return json_response({"items": items, "total": total, "limit": limit, "offset": offset})
 
+    @operation(
+        "A station's certificate signing requests (SignCertificate)",
+        tag="security",
+        responses={200: ok("the latest ones", list_of(obj()))},
+    )
     async def api_sign_requests(self, request: web.Request) -> web.Response:
         sid = await self._require_station(request)
         items = await self.sign_requests(sid, SIGN_REQUESTS_KEPT)
         return json_response({"items": items, "total": len(items)})
 
+    @operation(
+        "Send a signed certificate again (CertificateSigned)",
+        tag="security",
+        path={"request_id": {"type": "integer", "minimum": 1}},
+        responses={
+            200: ok("the station's answer", obj({"status": {"const": "ok"}, "response": obj()})),
+            409: fails("not signed yet, or the station is not connected"),
+            502: fails("the station answered with a CallError"),
+            504: fails("no answer in time"),
+        },
+    )
     async def api_resend(self, request: web.Request) -> web.Response:
         sid = await self._require_station(request)
         try:
             rid = int(request.match_info["request_id"])
         except ValueError:
             raise ApiError(404, "not_found", "a sign request id is a number") from None
+        if not 1 <= rid <= INT64_MAX:
+            raise ApiError(404, "not_found", f"no sign request {rid}")
         answer = await self.resend(sid, rid)
         return json_response({"status": "ok", "response": answer})
 
+    @operation(
+        "A station's GetLog and SignedUpdateFirmware requests and their statuses",
+        tag="security",
+        responses={200: ok("per kind (log, firmware): latest status, history, requests", obj())},
+    )
     async def api_requests(self, request: web.Request) -> web.Response:
         sid = await self._require_station(request)
         return json_response(await self.requests_of(sid, REQUESTS_KEPT))
 
+    @operation(
+        "The log files a station uploaded",
+        tag="security",
+        responses={200: ok("the files", list_of(obj()))},
+    )
     async def api_logs(self, request: web.Request) -> web.Response:
         sid = await self._require_station(request)
         files = self.log_files(sid)
         return json_response({"items": files, "total": len(files)})
 
+    @operation(
+        "One uploaded log file",
+        tag="security",
+        responses={200: file_answer("the file")},
+    )
     async def api_log_file(self, request: web.Request) -> web.StreamResponse:
         sid = await self._require_station(request)
         path = self.log_file_path(sid, request.match_info["name"])
@@ -941,14 +1008,3 @@ def _days_left(not_after: datetime | None, now: datetime) -> dict[str, Any]:
     if not_after is None:
         return {}
     return {"expires_in_days": round((not_after - now).total_seconds() / 86400, 1)}
-
-
-def _paging(q: Any) -> tuple[int, int]:
-    try:
-        limit = int(q.get("limit", 100))
-        offset = int(q.get("offset", 0))
-    except ValueError:
-        raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
-    if not 1 <= limit <= MAX_API_LIMIT or not 0 <= offset <= 10**9:
-        raise ApiError(400, "invalid_query", f"limit must be 1..{MAX_API_LIMIT}, offset >= 0")
-    return limit, offset

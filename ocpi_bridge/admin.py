@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from csms.ports import ApiError, ExportError, parse_export_filter, to_iso
+from csms.ports import ApiError, ExportError, api_contract, api_paging, parse_export_filter, to_iso
 
 from .client import OcpiCallFailed
 from .credentials import new_token
@@ -34,6 +34,17 @@ if TYPE_CHECKING:
     from .bridge import Bridge
 
 log = structlog.get_logger("ocpi.admin")
+
+C = api_contract
+operation = C.operation
+GRANT_BODY = C.obj(
+    {"role": {"type": "string", "enum": ["HUB", "EMSP"]}, "parties": C.array(C.STR)},
+    optional=("role", "parties"),
+)
+TARIFF_BODY = C.obj(
+    {"currency": {"type": "string", "pattern": "^[A-Z]{3}$"}, "elements": C.array(C.obj())},
+    description="see the README's Tariffs section for every field",
+)
 
 
 async def _body(request: web.Request) -> Any:
@@ -98,6 +109,16 @@ class OcpiAdminApi:
             web.get(f"{p}/exports/cdrs.csv", self.export_cdrs),
         ]
 
+    @operation(
+        "CDRs as CSV, streamed",
+        tag="exports",
+        description=C.EXPORT_NOTE,
+        query=C.EXPORT_QUERY,
+        responses={
+            200: C.file_answer("the CSV file", "text/csv"),
+            422: C.fails("a filter is missing or invalid (fields names it)"),
+        },
+    )
     async def export_cdrs(self, request: web.Request) -> web.StreamResponse:
         """The CDRs of the sessions started in ``[from, to)`` as CSV, streamed
         (ocpi_bridge.exports)."""
@@ -111,6 +132,11 @@ class OcpiAdminApi:
                 raise ApiError(e.status, e.code, e.message, fields=fields) from None
             raise ApiError(e.status, e.code, e.message) from None
 
+    @operation(
+        "OCPI peers: roles, what they were granted, endpoints",
+        tag="ocpi",
+        responses={200: C.ok("every peer", C.list_of(C.obj()))},
+    )
     async def peers(self, request: web.Request) -> web.Response:
         peers = await self.bridge.store.peers()
         items = [
@@ -140,6 +166,11 @@ class OcpiAdminApi:
         ]
         return web.json_response({"items": items, "total": len(items)})
 
+    @operation(
+        "What each peer has not acknowledged yet, and what is failing",
+        tag="ocpi",
+        responses={200: C.ok("pending pushes", C.list_of(C.obj(), failing=C.INT))},
+    )
     async def pushes(self, request: web.Request) -> web.Response:
         """What each peer has not acknowledged yet, per object, and what is failing."""
         items = [
@@ -159,6 +190,20 @@ class OcpiAdminApi:
         failing = sum(1 for i in items if i["failing_since"])
         return web.json_response({"items": items, "total": len(items), "failing": failing})
 
+    @operation(
+        "MOBI.E's push rules as measured, per station and session",
+        tag="ocpi",
+        query=(
+            C.Param("since", description="ISO time (default: 24 hours before until)"),
+            C.Param("until", description="ISO time (default: now)"),
+        ),
+        responses={
+            200: C.ok(
+                "the report",
+                C.list_of(C.obj(), since=C.nullable(C.TIME), until=C.nullable(C.TIME)),
+            )
+        },
+    )
     async def compliance(self, request: web.Request) -> web.Response:
         """MOBI.E's push rules as measured, per station and session, over ``since`` to
         ``until`` (ISO times; default: the last 24 hours)."""
@@ -178,24 +223,51 @@ class OcpiAdminApi:
             {"since": _iso(since), "until": _iso(until), "items": items, "total": len(items)}
         )
 
+    @operation(
+        "OCPI commands received, what we answered, what the station did",
+        tag="ocpi",
+        query=C.PAGING,
+        responses={200: C.ok("a page of them", C.page_of(C.obj()))},
+    )
     async def commands(self, request: web.Request) -> web.Response:
         """OCPI commands received, what we answered, what the station did, the result."""
-        try:
-            limit = min(int(request.query.get("limit", 100)), 1000)
-            offset = int(request.query.get("offset", 0))
-        except ValueError:
-            raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
+        limit, offset = api_paging(request)
         items, total = await self.bridge.commands.list(limit, offset)
         return web.json_response(
             {"items": items, "total": total, "limit": limit, "offset": offset},
             headers={"X-Total-Count": str(total)},
         )
 
+    @operation(
+        "OCPI security events: claims refused, uids another party holds",
+        tag="ocpi",
+        responses={200: C.ok("the latest 100", C.list_of(C.obj()))},
+    )
     async def security_events(self, request: web.Request) -> web.Response:
         rows = await self.bridge.store.security_events(100)
         items = [{k: r[k] for k in ("id", "at", "kind", "peer_id", "detail")} for r in rows]
         return web.json_response({"items": items, "total": len(items)})
 
+    @operation(
+        "Make a token A for a peer to register with, and grant it a role for parties",
+        tag="ocpi",
+        body=GRANT_BODY,
+        body_required=False,
+        responses={
+            201: C.ok(
+                "the token (shown once)",
+                C.obj(
+                    {
+                        "token": C.STR,
+                        "versions_url": C.STR,
+                        "party_id": C.STR,
+                        "country_code": C.STR,
+                        "granted": C.obj(),
+                    }
+                ),
+            )
+        },
+    )
     async def token_a(self, request: web.Request) -> web.Response:
         grant = _grant(await _body(request) if request.can_read_body else None)
         token = new_token()
@@ -213,6 +285,24 @@ class OcpiAdminApi:
             status=201,
         )
 
+    @operation(
+        "Register with a peer using its token A",
+        tag="ocpi",
+        body=C.obj(
+            {
+                "versions_url": {"type": "string", "format": "uri"},
+                "token": {"type": "string", "minLength": 1},
+                "role": {"type": "string", "enum": ["HUB", "EMSP"]},
+                "parties": C.array(C.STR),
+            },
+            optional=("role", "parties"),
+        ),
+        responses={
+            201: C.ok("registered", C.obj()),
+            409: C.fails("a granted party is already another peer's"),
+            502: C.fails("the peer refused or could not be reached"),
+        },
+    )
     async def register(self, request: web.Request) -> web.Response:
         body = await _body(request)
         url, token = (
@@ -245,16 +335,28 @@ class OcpiAdminApi:
     def _view(self, row: dict[str, Any]) -> dict[str, Any]:
         return self.bridge.tariff_object(row)
 
+    @operation(
+        "Our OCPI tariffs",
+        tag="tariffs",
+        responses={200: C.ok("every tariff", C.list_of(C.obj()))},
+    )
     async def list_tariffs(self, request: web.Request) -> web.Response:
         items = [self._view(t) for t in await self.bridge.store.tariffs()]
         return web.json_response({"items": items, "total": len(items)})
 
+    @operation("One tariff", tag="tariffs", responses={200: C.ok("the tariff", C.obj())})
     async def get_tariff(self, request: web.Request) -> web.Response:
         rows = await self.bridge.store.tariffs([request.match_info["tariff_id"]])
         if not rows:
             raise ApiError(404, "not_found", "no such tariff")
         return web.json_response(self._view(rows[0]))
 
+    @operation(
+        "Define a tariff (OCPI 2.2.1 Tariff without country_code, party_id, last_updated)",
+        tag="tariffs",
+        body=TARIFF_BODY,
+        responses={200: C.ok("replaced", C.obj()), 201: C.ok("created", C.obj())},
+    )
     async def put_tariff(self, request: web.Request) -> web.Response:
         tariff_id = request.match_info["tariff_id"]
         body = await _body(request)
@@ -280,6 +382,7 @@ class OcpiAdminApi:
         log.info("tariff defined", tariff_id=tariff_id, created=created)
         return web.json_response(self._view(rows[0]), status=201 if created else 200)
 
+    @operation("Delete a tariff", tag="tariffs", responses={204: C.NO_CONTENT})
     async def delete_tariff(self, request: web.Request) -> web.Response:
         if not await self.bridge.store.delete_tariff(request.match_info["tariff_id"]):
             raise ApiError(404, "not_found", "no such tariff")

@@ -51,10 +51,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from csms.ports import (
     DEFAULT_LIMIT,
-    MAX_LIMIT,
-    ApiError,
     CsmsPort,
     StationBooted,
+    api_contract,
+    api_paging,
     from_db,
     to_db,
     to_ocpp,
@@ -467,18 +467,18 @@ class CommissioningNotices:
         total = await self.store.read_one("SELECT COUNT(*) AS n FROM ocpi_notices")
         return [_view(r) for r in rows], int(total["n"] if total else 0)
 
+    @api_contract.operation(
+        "Commissioning notices: stations that booted for the first time",
+        tag="ocpi",
+        query=api_contract.PAGING,
+        responses={
+            200: api_contract.ok("a page of them", api_contract.page_of(api_contract.obj()))
+        },
+    )
     async def list_handler(self, request: web.Request) -> web.Response:
         """``GET /api/v1/ocpi/notices?limit=&offset=``: ``{"items", "total", "limit",
         "offset"}``, as the other lists of the operator API."""
-        try:
-            limit = int(request.query.get("limit", DEFAULT_LIMIT))
-            offset = int(request.query.get("offset", 0))
-        except ValueError:
-            raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
-        if not 1 <= limit <= MAX_LIMIT or offset < 0:
-            raise ApiError(
-                400, "invalid_query", f"limit must be 1..{MAX_LIMIT} and offset at least 0"
-            )
+        limit, offset = api_paging(request)
         items, total = await self.list(limit, offset)
         return web.json_response(
             {"items": items, "total": total, "limit": limit, "offset": offset},

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..db import Database, Tx
-from .rows import json_or
+from .rows import count, json_or
 
 
 async def record(
@@ -70,14 +70,17 @@ class AnomalyRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def find(self, station_id: str | None = None) -> list[dict[str, Any]]:
-        """Every anomaly (of one station when given), oldest first, ``detail`` decoded."""
-        if station_id is None:
-            rows = await self.db.read("SELECT * FROM anomalies ORDER BY id")
-        else:
-            rows = await self.db.read(
-                "SELECT * FROM anomalies WHERE station_id = ? ORDER BY id", (station_id,)
-            )
+    async def page(
+        self, station_id: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the anomalies (of one station when given), oldest first, ``detail``
+        decoded, and how many there are."""
+        clause, params = ("WHERE station_id = ?", [station_id]) if station_id else ("", [])
+        rows = await self.db.read(
+            f"SELECT * FROM anomalies {clause} ORDER BY id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self.db.read_one(f"SELECT COUNT(*) AS n FROM anomalies {clause}", params)
         for r in rows:
             r["detail"] = json_or(r["detail"])
-        return rows
+        return rows, count(total)
