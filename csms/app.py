@@ -436,6 +436,7 @@ class CentralSystem:
                     n = await self.store.status.prune_log(now - STATUS_HISTORY)
                     if n:
                         log.info("status history pruned", rows=n, kept_days=STATUS_HISTORY.days)
+                    await self.store.connections.prune(now - STATUS_HISTORY)
                 except Exception:
                     log.exception("could not prune the status history")
             self.metrics.store_commits.set(self.store.commits)

@@ -86,6 +86,9 @@ _TIME_FIELDS = frozenset({"at", "timestamp", "start_time", "stop_time"})
 _SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
 
 INSERT = "INSERT INTO events (kind, station_id, body, created_at) VALUES (?, ?, ?, ?)"
+# connects and disconnects also go to the connection log, which keeps them for the status
+# timelines long after the events are pruned (csms.repositories.connections)
+INSERT_CONNECTION = "INSERT INTO connection_log (station_id, connected, at) VALUES (?, ?, ?)"
 
 
 # ---------------------------------------------------------------------------- codec
@@ -148,6 +151,7 @@ class EventOutbox:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._staged: list[tuple[str, str | None, str, str]] = []
+        self._connections: list[tuple[str, int, str]] = []
         self._flush: asyncio.TimerHandle | None = None
         self._marks: deque[tuple[float, int]] = deque()  # (monotonic time, max id then)
         db.add_batch_hook(self._take)
@@ -155,6 +159,9 @@ class EventOutbox:
     def stage(self, event: Event) -> None:
         """Record ``event`` with the next commit (within ``FLUSH_DELAY``)."""
         self._staged.append(encode(event))
+        if isinstance(event, StationConnected | StationDisconnected):
+            connected = 1 if isinstance(event, StationConnected) else 0
+            self._connections.append((event.station_id, connected, to_db(event.at)))
         if self._flush is None:
             loop = asyncio.get_running_loop()
             self._flush = loop.call_later(FLUSH_DELAY, self._flush_now)
@@ -178,9 +185,12 @@ class EventOutbox:
         if not self._staged:
             return None
         rows, self._staged = self._staged, []
+        connections, self._connections = self._connections, []
 
         async def insert(tx: Tx) -> None:
             await tx.executemany(INSERT, rows)
+            if connections:
+                await tx.executemany(INSERT_CONNECTION, connections)
 
         return insert
 

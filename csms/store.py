@@ -30,6 +30,7 @@ from .repositories import (
     TransactionRepository,
     UnknownStationRepository,
 )
+from .repositories.connections import ConnectionLog
 
 T = TypeVar("T")
 
@@ -63,6 +64,8 @@ class Store:
         self.security = SecurityRepository(self.db)
         # every domain event, committed with its state change (see csms.outbox)
         self.outbox = EventOutbox(self.db)
+        # when stations connected and disconnected (their status timelines' offline time)
+        self.connections = ConnectionLog(self.db)
 
     @classmethod
     def for_settings(cls, settings: Settings, clock: Clock) -> Store:

@@ -8,6 +8,7 @@ transaction's job, with the functions of :mod:`.anomalies`).
 
 - :mod:`.stations`: definitions, boot information, configuration checks, last seen;
 - :mod:`.status`: each connector's latest status and the status log;
+- :mod:`.connections`: when stations connected and disconnected (the connection log);
 - :mod:`.transactions`: transactions and their meter values;
 - :mod:`.anomalies`: what stations sent that could not be stored as a plain fact;
 - :mod:`.id_tags`: the local authorization list;

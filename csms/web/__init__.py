@@ -1,7 +1,8 @@
 """The operator web interface: server-rendered pages on the HTTP port, behind a login.
 
 Pages: ``/login``, ``/`` (dashboard), ``/stations``, ``/stations/{id}`` (admins: commands,
-``/stations/{id}/edit``), ``/new-station``, ``/sessions``, ``/id-tags``, ``/exports``
+``/stations/{id}/edit``), ``/new-station``, ``/sessions``, ``/sessions/{id}`` (its power
+and energy chart, :mod:`csms.web.chart_pages`), ``/id-tags``, ``/exports``
 (CSV downloads, ``/exports/sessions.csv``); ``/live/...``
 serves the live parts of pages as JSON for ``static/app.js``. Roles: ``viewer`` reads
 everything; ``admin`` also sends commands and changes stations and id tags. Any request

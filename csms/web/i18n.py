@@ -18,6 +18,63 @@ PT: dict[str, str] = {
     "nav.sessions": "Sessões",
     "nav.tags": "Cartões",
     "nav.exports": "Exportações",
+    # charts and availability (csms/web/chart_pages.py)
+    "chart.session_title": "Sessão {id}",
+    "chart.no_session": "Não há nenhuma sessão {id}.",
+    "chart.power": "Potência (kW)",
+    "chart.energy": "Energia entregue (kWh)",
+    "chart.power_title": "Potência da sessão {id} ao longo do tempo",
+    "chart.energy_title": "Energia entregue na sessão {id} ao longo do tempo",
+    "chart.power_desc": "{n} pontos; potência máxima {peak} kW.",
+    "chart.energy_desc": "{n} pontos; total {total} kWh.",
+    "chart.power_measured": "Potência medida pelo posto (Power.Active.Import).",
+    "chart.power_derived": (
+        "O posto não envia Power.Active.Import: potência média calculada entre leituras"
+        " do contador de energia."
+    ),
+    "chart.kw": "Potência (kW)",
+    "chart.kwh": "Energia (kWh)",
+    "chart.time": "Hora",
+    "chart.time_axis": "Hora ({zone})",
+    "chart.no_values": "Esta sessão não tem valores de medição.",
+    "chart.figures": "Valores em tabela",
+    "chart.raw_values": "Todos os valores de medição (API, JSON)",
+    "chart.peak": "Potência máxima",
+    "chart.energy_total": "Energia entregue",
+    "chart.timeline": "Estado dos conectores ao longo do tempo",
+    "chart.timeline_title": "Estado dos conectores do posto {station} nos últimos {days} dias",
+    "chart.timeline_desc": (
+        "Uma faixa por conector, colorida pelo estado; à direita, a disponibilidade no"
+        " período ({days} dias)."
+    ),
+    "chart.period": "Período",
+    "chart.days": "{n} d",
+    "chart.connector": "Conector {id}",
+    "chart.no_connectors": "Este posto ainda não tem conectores com estado.",
+    "chart.availability": "Disponibilidade",
+    "chart.availability_def": (
+        "Disponibilidade = tempo livre ou em uso ÷ (período − tempo sem dados); em avaria"
+        " (Faulted), indisponível (Unavailable) ou desligado conta como não disponível."
+    ),
+    "chart.truncated": "Demasiados registos: depois de {when} o período aparece sem dados.",
+    "chart.state.available": "Livre",
+    "chart.state.occupied": "Em uso",
+    "chart.state.faulted": "Avaria",
+    "chart.state.unavailable": "Indisponível",
+    "chart.state.offline": "Desligado",
+    "chart.state.unknown": "Sem dados",
+    "chart.fleet": "Disponibilidade da rede",
+    "chart.fleet_title": "Disponibilidade dos conectores em cada um dos últimos dias",
+    "chart.fleet_desc": (
+        "Uma barra por período de 24 h, nos últimos {days} dias (o último acaba agora)."
+    ),
+    "chart.fleet_now": "agora ({up} de {n} conectores livres ou em uso)",
+    "chart.fleet_24h": "últimas 24 h",
+    "chart.fleet_7d": "últimos 7 dias",
+    "chart.fleet_cached": "Calculado às {when}; recalculado no máximo uma vez por minuto.",
+    "chart.fleet_cut": (
+        "Alguns postos têm registos demais: o fim do período deles conta como sem dados."
+    ),
     "exports.title": "Exportações para a contabilidade",
     "exports.intro": (
         "Ficheiros CSV das sessões e dos CDRs, lidos e enviados aos poucos, com as horas em"
@@ -250,6 +307,61 @@ EN: dict[str, str] = {
     "nav.sessions": "Sessions",
     "nav.tags": "Id tags",
     "nav.exports": "Exports",
+    # charts and availability (csms/web/chart_pages.py)
+    "chart.session_title": "Session {id}",
+    "chart.no_session": "There is no session {id}.",
+    "chart.power": "Power (kW)",
+    "chart.energy": "Energy delivered (kWh)",
+    "chart.power_title": "Power of session {id} over time",
+    "chart.energy_title": "Energy delivered in session {id} over time",
+    "chart.power_desc": "{n} points; peak power {peak} kW.",
+    "chart.energy_desc": "{n} points; total {total} kWh.",
+    "chart.power_measured": "Power measured by the station (Power.Active.Import).",
+    "chart.power_derived": (
+        "The station sends no Power.Active.Import: average power computed between readings"
+        " of the energy register."
+    ),
+    "chart.kw": "Power (kW)",
+    "chart.kwh": "Energy (kWh)",
+    "chart.time": "Time",
+    "chart.time_axis": "Time ({zone})",
+    "chart.no_values": "This session has no meter values.",
+    "chart.figures": "Figures as a table",
+    "chart.raw_values": "All meter values (API, JSON)",
+    "chart.peak": "Peak power",
+    "chart.energy_total": "Energy delivered",
+    "chart.timeline": "Connector status over time",
+    "chart.timeline_title": "Status of station {station}'s connectors over the last {days} days",
+    "chart.timeline_desc": (
+        "One band per connector, coloured by status; on the right, the availability over"
+        " the period ({days} days)."
+    ),
+    "chart.period": "Period",
+    "chart.days": "{n} d",
+    "chart.connector": "Connector {id}",
+    "chart.no_connectors": "This station has no connector with a status yet.",
+    "chart.availability": "Availability",
+    "chart.availability_def": (
+        "Availability = time free or in use ÷ (period − time without data); Faulted,"
+        " Unavailable or offline counts as not available."
+    ),
+    "chart.truncated": "Too many records: after {when} the period shows no data.",
+    "chart.state.available": "Free",
+    "chart.state.occupied": "In use",
+    "chart.state.faulted": "Faulted",
+    "chart.state.unavailable": "Unavailable",
+    "chart.state.offline": "Offline",
+    "chart.state.unknown": "No data",
+    "chart.fleet": "Fleet availability",
+    "chart.fleet_title": "Availability of the connectors in each of the last days",
+    "chart.fleet_desc": "One bar per 24 h period over the last {days} days (the last ends now).",
+    "chart.fleet_now": "now ({up} of {n} connectors free or in use)",
+    "chart.fleet_24h": "last 24 h",
+    "chart.fleet_7d": "last 7 days",
+    "chart.fleet_cached": "Computed at {when}; recomputed at most once a minute.",
+    "chart.fleet_cut": (
+        "Some stations have too many records: the end of their period counts as no data."
+    ),
     "exports.title": "Exports for accounting",
     "exports.intro": (
         "CSV files of sessions and CDRs, read and sent a page at a time, with times in {zone}"

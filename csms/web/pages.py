@@ -31,6 +31,7 @@ from ..usecases import (
 )
 from . import fmt
 from .auth import LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, same_token
+from .chart_pages import ChartPages
 from .commands import BY_ACTION, COMMANDS, FormError, payload_from_form
 from .i18n import LANGUAGES
 from .queries import SESSION_STATES, STATION_SORTS, STATION_STATES, SessionFilter
@@ -104,6 +105,7 @@ class Pages:
         self.system = ui.system
         self.q = ui.queries
         self.size = ui.settings.page_size
+        self.charts = ChartPages(ui)  # session page, status timeline, fleet availability
 
     def routes(self) -> list[WebRoute]:
         return [
@@ -136,6 +138,7 @@ class Pages:
             WebRoute("POST", "/stations/{station_id}/retire", self.retire, access="admin"),
             WebRoute("GET", "/sessions", self.sessions),
             WebRoute("GET", "/live/sessions", self.live_sessions, json=True),
+            *self.charts.routes(),
             WebRoute("GET", "/id-tags", self.id_tags),
             WebRoute("GET", "/exports", self.exports),
             WebRoute("GET", "/exports/sessions.csv", self.export_sessions),
@@ -249,6 +252,7 @@ class Pages:
             "today_zone": fmt.zone_label(tz, lang, now),
             "today_tz": tz,
             "now": now,
+            "fleet": await self.charts.fleet(),
             "ext": await self.ui.provider_data("dashboard", request),
         }
 
@@ -379,6 +383,9 @@ class Pages:
                     await self.q.station_commands(sid, 10) if session and session.is_admin else []
                 ),
                 "flash": self.ui.pop_flash(session),
+                "timeline": await self.charts.station_timeline(
+                    request, row, data["tz"], data["connected"]
+                ),
                 "ext": await self.ui.provider_data("station", request, sid),
             }
         )
