@@ -67,7 +67,13 @@ class Behaviour:
     ``data_transfer``
         Status answered to a DataTransfer from the central system (default UnknownVendorId).
     ``firmware_update`` / ``diagnostics_upload``
-        Outcome of the simulated UpdateFirmware / GetDiagnostics processes.
+        Outcome of the simulated UpdateFirmware / GetDiagnostics processes. With
+        ``"Installed"`` / ``"Uploaded"`` the file is really transferred over HTTP(S)
+        (:mod:`charger_sim.transfers`); a transfer that fails gives DownloadFailed /
+        UploadFailed.
+    ``firmware_version_after``
+        The version booted after an install whose image does not declare one (its first
+        line ``simfw-version: <version>``); None: the version stays.
 
     Automatic behaviour:
 
@@ -112,6 +118,7 @@ class Behaviour:
     data_transfer: str = "UnknownVendorId"
     firmware_update: str = "Installed"
     diagnostics_upload: str = "Uploaded"
+    firmware_version_after: str | None = None
     auto_heartbeat: bool = True
     auto_meter_values: bool = True
     authorize_remote_tx: bool | None = None

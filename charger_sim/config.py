@@ -111,6 +111,8 @@ def _defaults(connectors: int) -> list[ConfigKey]:
         # Local auth list management profile
         ConfigKey("LocalAuthListEnabled", "true", False, "bool"),
         ConfigKey("LocalAuthListMaxLength", "100", True, "int"),
+        # (optional Core key; true keeps starts offline with any tag, as before)
+        ConfigKey("AllowOfflineTxForUnknownId", "true", False, "bool"),
         ConfigKey("SendLocalListMaxLength", "100", True, "int"),
         # Reservation profile
         ConfigKey("ReserveConnectorZeroSupported", "false", True, "bool"),

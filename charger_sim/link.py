@@ -532,21 +532,43 @@ class Link(ChargePoint):
     # ------------------------------------------------------------------ Firmware management
 
     @on(Action.get_diagnostics)
-    def on_get_diagnostics(self, location: str, **_: Any) -> Any:
+    def on_get_diagnostics(
+        self,
+        location: str,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> Any:
         st = self.station
         name = f"diagnostics-{st.id}-{iso().replace(':', '')}.log"
-        return Outcome(result.GetDiagnostics(file_name=name), st._diagnostics_flow)
+        return Outcome(
+            result.GetDiagnostics(file_name=name),
+            lambda: st._diagnostics_flow(location, name, retries, retry_interval),
+        )
 
     @on(Action.update_firmware)
-    def on_update_firmware(self, location: str, retrieve_date: str, **_: Any) -> Any:
+    def on_update_firmware(
+        self,
+        location: str,
+        retrieve_date: str,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> Any:
         st = self.station
-        return Outcome(result.UpdateFirmware(), lambda: st._firmware_flow(retrieve_date))
+        return Outcome(
+            result.UpdateFirmware(),
+            lambda: st._firmware_flow(retrieve_date, location, retries, retry_interval),
+        )
 
     # ------------------------------------------------------------------ Local auth list
 
     @on(Action.get_local_list_version)
     def on_get_local_list_version(self, **_: Any) -> Any:
-        return result.GetLocalListVersion(list_version=self.station.local_list_version)
+        st = self.station
+        # (OCPP 1.6: -1 when the local authorization list is disabled)
+        enabled = st.config.get_bool("LocalAuthListEnabled", True)
+        return result.GetLocalListVersion(list_version=st.local_list_version if enabled else -1)
 
     @on(Action.send_local_list)
     def on_send_local_list(
@@ -562,17 +584,20 @@ class Link(ChargePoint):
         entries = local_authorization_list or []
         if len(entries) > st.config.get_int("SendLocalListMaxLength", 100):
             return result.SendLocalList(status="Failed")
-        if update_type == "Full":
-            st.local_auth_list.clear()
-        elif list_version <= st.local_list_version:
+        if update_type != "Full" and list_version <= st.local_list_version:
             return result.SendLocalList(status="VersionMismatch")
+        # applied whole or not at all: Failed when the list would exceed LocalAuthListMaxLength
+        updated = {} if update_type == "Full" else dict(st.local_auth_list)
         for entry in entries:
             tag = entry["id_tag"]
             info = entry.get("id_tag_info")
             if info is None:
-                st.local_auth_list.pop(tag, None)
+                updated.pop(tag, None)
             else:
-                st.local_auth_list[tag] = snake_to_camel_case(info)
+                updated[tag] = snake_to_camel_case(info)
+        if len(updated) > st.config.get_int("LocalAuthListMaxLength", 100):
+            return result.SendLocalList(status="Failed")
+        st.local_auth_list = updated
         st.local_list_version = list_version
         return result.SendLocalList(status="Accepted")
 

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -52,6 +52,7 @@ from ocpp.v16 import call_result as v16_call_result
 from websockets.asyncio.client import connect as ws_connect
 from websockets.headers import build_authorization_basic
 
+from charger_sim import transfers
 from charger_sim.behaviour import Behaviour
 from charger_sim.config import ConfigurationStore
 from charger_sim.errors import (
@@ -186,13 +187,17 @@ class Station:
       StatusNotification Unavailable/Available for the affected idle connectors (0 too for
       connectorId 0).
     * ClearCache: Accepted. GetLocalListVersion / SendLocalList (Full, Differential,
-      VersionMismatch for an old differential version). ReserveNow (Accepted + Reserved
+      VersionMismatch for an old differential version, Failed beyond SendLocalListMaxLength
+      entries or a list beyond LocalAuthListMaxLength, NotSupported and version -1 when
+      LocalAuthListEnabled is false). ReserveNow (Accepted + Reserved
       status and expiry, Occupied, Faulted, Unavailable, Rejected for an unknown connector
       or connector 0) / CancelReservation (Accepted or Rejected). SetChargingProfile
       (Rejected for an unknown connector or a TxProfile without transaction) /
       ClearChargingProfile (Accepted or Unknown) / GetCompositeSchedule (one period at the
-      station's power). GetDiagnostics (file name, then Uploading, Uploaded/UploadFailed) /
-      UpdateFirmware (Downloading, Downloaded, Installing, reboot, Installed, or a failure).
+      station's power). GetDiagnostics (file name, then Uploading, a generated file really
+      uploaded with HTTP PUT, Uploaded/UploadFailed) / UpdateFirmware (Downloading, the image
+      really downloaded with HTTP GET, Downloaded, Installing, reboot with the new version,
+      Installed, or a failure): see :mod:`charger_sim.transfers`.
     * The security extension (CertificateSigned, InstallCertificate,
       GetInstalledCertificateIds, DeleteCertificate, ExtendedTriggerMessage, GetLog,
       SignedUpdateFirmware, ChangeConfiguration SecurityProfile): see
@@ -615,6 +620,33 @@ class Station:
             self.auth_cache[id_tag] = info
         return resp
 
+    def offline_authorized(self, id_tag: str) -> bool:
+        """Whether the station lets ``id_tag`` start while it cannot reach the central
+        system, as a charger does: from its local authorization list (LocalAuthorizeOffline
+        and LocalAuthListEnabled; the entry Accepted and not expired), else, for a tag the
+        list does not hold, AllowOfflineTxForUnknownId. (The authorization cache is not
+        consulted.)"""
+        cfg = self.config
+        if cfg.get_bool("LocalAuthorizeOffline", True) and cfg.get_bool(
+            "LocalAuthListEnabled", True
+        ):
+            info = next(
+                (v for k, v in self.local_auth_list.items() if k.lower() == id_tag.lower()), None
+            )
+            if info is not None:
+                if info.get("status") != "Accepted":
+                    return False
+                expiry = info.get("expiryDate")
+                if isinstance(expiry, str):
+                    try:
+                        at = datetime.fromisoformat(expiry.replace("Z", "+00:00"))
+                    except ValueError:
+                        return False
+                    if at.tzinfo is None or at <= datetime.now(UTC):
+                        return False
+                return True
+        return cfg.get_bool("AllowOfflineTxForUnknownId", True)
+
     async def data_transfer(
         self, vendor_id: str, message_id: str | None = None, data: str | None = None
     ) -> dict[str, Any]:
@@ -799,7 +831,8 @@ class Station:
         (skipped when ``authorize`` is false or the station is offline), StartTransaction,
         StatusNotification Charging.
 
-        An Authorize that is not Accepted ends with Available and returns None. A
+        An Authorize that is not Accepted ends with Available and returns None; offline,
+        a tag :meth:`offline_authorized` refuses does too (local list, unknown ids). A
         StartTransaction answered with a non-Accepted idTagInfo is stopped with reason
         DeAuthorized (Finishing, Available) when StopTransactionOnInvalidId is true, else the
         connector goes SuspendedEVSE. Returns the StartTransaction answer (None when queued
@@ -830,6 +863,7 @@ class Station:
     ) -> dict[str, Any] | None:
         if conn.status != "Preparing":
             await self._status_quietly(conn, "Preparing")
+        auth: dict[str, Any] | None = None
         if authorize and self.connected:
             try:
                 auth = await self.authorize(id_tag)
@@ -838,6 +872,9 @@ class Station:
             if auth is not None and _tag_status(auth) != "Accepted":
                 await self._status_quietly(conn, self._idle_status(conn))
                 return None
+        if authorize and auth is None and not self.offline_authorized(id_tag):
+            await self._status_quietly(conn, self._idle_status(conn))
+            return None
         try:
             resp = await self.start_transaction(
                 conn.connector_id, id_tag, reservation_id=reservation_id
@@ -1457,18 +1494,34 @@ class Station:
         elif requested == "FirmwareStatusNotification":
             await self.firmware_status_notification(self.firmware_status)
 
-    async def _firmware_flow(self, retrieve_date: str) -> None:
+    async def _firmware_flow(
+        self,
+        retrieve_date: str,
+        location: str | None = None,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+    ) -> None:
         wait = seconds_until(retrieve_date)
         if wait is not None and wait > 0:
             await asyncio.sleep(min(wait, 60.0))
         outcome = self.behaviour.firmware_update
-        steps = ["Downloading"]
-        steps += ["DownloadFailed"] if outcome == "DownloadFailed" else ["Downloaded", "Installing"]
-        for step in steps:
+        await self._firmware_step("Downloading")
+        image: bytes | None = b""
+        if outcome != "DownloadFailed" and location is not None:
+            # (charger_sim.transfers: a real HTTP(S) download, with the retries asked for)
+            image = await transfers.download(self, location, retries, retry_interval)
+        if outcome == "DownloadFailed" or image is None:
+            await self._firmware_step("DownloadFailed")
+            self.firmware_status = "Idle"
+            return
+        for step in ("Downloaded", "Installing"):
             await self._firmware_step(step)
         if outcome == "InstallationFailed":
             await self._firmware_step("InstallationFailed")
         elif outcome == "Installed":
+            new_version = transfers.version_in(image) or self.behaviour.firmware_version_after
+            if new_version:
+                self.firmware_version = new_version
             for conn in self._real_connectors():
                 if conn.in_transaction:
                     with contextlib.suppress(SimulatorError, TimeoutError):
@@ -1487,8 +1540,22 @@ class Station:
                 self.log.warning("firmware status not delivered", error=repr(exc))
         await asyncio.sleep(self.behaviour.step_delay)
 
-    async def _diagnostics_flow(self) -> None:
-        for status in ("Uploading", self.behaviour.diagnostics_upload):
+    async def _diagnostics_flow(
+        self,
+        location: str | None = None,
+        file_name: str = "diagnostics.log",
+        retries: int | None = None,
+        retry_interval: int | None = None,
+    ) -> None:
+        outcome = self.behaviour.diagnostics_upload
+        for status in ("Uploading", outcome):
+            if status == "Uploaded" and location is not None:
+                # (charger_sim.transfers: a real HTTP(S) PUT, with the retries asked for)
+                body = transfers.diagnostics_text(self)
+                ok = await transfers.upload(
+                    self, location, file_name, body, retries, retry_interval
+                )
+                status = "Uploaded" if ok else "UploadFailed"
             self.diagnostics_status = status
             if self.connected:
                 try:

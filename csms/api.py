@@ -43,6 +43,7 @@ from .openapi import (
     operation,
     page_of,
 )
+from .stuck import manual_close_view
 from .timeparse import from_db, parse_api_time, to_ocpp
 from .usecases import (
     Refused,
@@ -512,6 +513,8 @@ class Api:
             "start_received_at": _iso(row["start_received_at"]),
             "stop_received_at": _iso(row["stop_received_at"]),
             "updated_at": _iso(row["updated_at"]),
+            # closed by an admin (csms.stuck): who, when, why, the evidence; else null
+            "manual_close": manual_close_view(row),
         }
 
     @operation(

@@ -23,8 +23,10 @@ import structlog
 from aiohttp import web
 
 from . import ocppj
+from .alerts import AlertService
 from .api import Api
 from .authorization import Authorizer
+from .bulk import BulkService
 from .clock import Clock, SystemClock
 from .cluster import (
     NODE_URL_ENV,
@@ -40,8 +42,12 @@ from .config import ConfigError, Settings
 from .connection import StationConnection
 from .db import DatabaseError
 from .db.postgres import PostgresDatabase
+from .diagnostics import DiagnosticsService
 from .events import EventBus, StationDefined, Subscription
 from .extensions import Extension
+from .firmware import FirmwareService
+from .firmware_web import FirmwareWebProvider
+from .fleet_ops_web import FleetOpsWebProvider
 from .handlers import OcppHandlers, Services
 from .http import (
     ConnectionGuard,
@@ -52,6 +58,8 @@ from .http import (
     fd_limit,
     raise_fd_limit,
 )
+from .local_lists import LocalListService
+from .local_lists_web import LocalListWebProvider
 from .members import ClusterNode, default_url
 from .metrics import Metrics
 from .openapi import contract_routes, package_version
@@ -59,10 +67,15 @@ from .outbox import Cursor, EventRelay, latest_seen
 from .passwords import hash_password, is_password_hash
 from .ports import CsmsPort
 from .provisioning import provision
+from .repositories.alerts import AlertRepository
+from .repositories.bulk import BulkRepository
+from .reservations import ReservationApi, ReservationService
+from .reservations_web import HoldsWebProvider
 from .security import SecurityService
 from .security_web import SecurityWebProvider
 from .server import OcppServer
 from .store import Store
+from .stuck import StuckApi, StuckService
 from .supervisor import DeliverySupervisor
 from .tls import ServerTls, TlsConfigError, configure_client, reload_all
 from .topics import Topics
@@ -160,6 +173,10 @@ class CentralSystem:
         self.ocpp_server = OcppServer(self.services, self.handlers, self.registry)
         if settings.ocpp.provision_on_boot:
             self.services.on_boot_accepted.append(self._provision)
+        else:  # (local lists: after provisioning when there is one, csms.local_lists)
+            self.services.on_boot_accepted.append(
+                lambda c: self.local_lists.station_ready(c.station_id)
+            )
         # signals for every process ("the OCPI peers changed"), csms.topics
         self.topics = Topics()
         if delivery is not None:
@@ -196,6 +213,14 @@ class CentralSystem:
             self.handlers.add_route(action, handler)
         self.services.command_preparers.update(self.security.preparers())
         self.services.on_boot_accepted.append(self.security.on_boot)
+        # firmware campaigns and diagnostics (issue 16, items 2 and 3)
+        base_url = self.security.base_url
+        self.firmware = FirmwareService(self.services, self.registry, self.commands, base_url)
+        self.diagnostics = DiagnosticsService(self.services, self.commands, base_url)
+        for action, handler in {**self.firmware.handlers(), **self.diagnostics.handlers()}.items():
+            self.handlers.add_route(action, handler)
+        self.services.command_preparers.update(self.diagnostics.preparers())
+        self.services.on_boot_accepted.append(self.firmware.on_boot)
         password_hash = admin_password_hash or settings.api.admin_password_hash
         if password_hash is None:
             raise ValueError("an admin password hash is needed (see resolve_admin_password)")
@@ -213,6 +238,32 @@ class CentralSystem:
             more_metrics=self._delivery_metrics if delivery is not None else None,
         )
         self.http_app.add_routes(self.security.api_routes())
+        # local authorization lists kept in sync (issue 16, item 1)
+        self.local_lists = LocalListService(
+            self.store, self.clock, settings, self.registry, self.commands, self.bus
+        )
+        self.http_app.add_routes(self.local_lists.api_routes())
+        self.http_app.add_routes(self.firmware.api_routes() + self.diagnostics.api_routes())
+        # reservations and stuck transactions (issue 16, items 4 and 6)
+        self.reservations = ReservationService(self.store, self.clock, self.commands, self.bus)
+        self.stuck = StuckService(self.store, self.clock, settings.ocpp.stuck_silence_hours)
+        admin = settings.api.admin_user
+        self.http_app.add_routes(ReservationApi(self.reservations, admin).routes())
+        self.http_app.add_routes(StuckApi(self.stuck, admin).routes())
+        # bulk commands and alerts (issue 16, items 5 and 10: csms.bulk, csms.alerts)
+        self.bulk = BulkService(
+            self.services, self.registry, self.commands, BulkRepository(self.store.db, self.clock)
+        )
+        self.alerts = AlertService(
+            settings.alerts,
+            AlertRepository(self.store.db, self.clock),
+            self.clock,
+            self.bus,
+            self.registry,
+            self.store.stations,
+            self.metrics.registry,
+        )
+        self.http_app.add_routes(self.bulk.api_routes() + self.alerts.api_routes())
         # the API's contract, built from the routes at its first request (csms.openapi)
         self.http_app.add_routes(contract_routes(self.http_app, package_version()))
         if delivery is not None or self.cluster is not None:
@@ -221,6 +272,10 @@ class CentralSystem:
             self.store.db.add_commit_hook(delivery.wake)
         self.web = WebUI(self)
         self.web.add_provider(SecurityWebProvider(self.web, self.security))
+        self.web.add_provider(FirmwareWebProvider(self.web, self.firmware, self.diagnostics))
+        self.web.add_provider(LocalListWebProvider(self.web, self.local_lists))
+        self.web.add_provider(HoldsWebProvider(self.web, self.reservations, self.stuck))
+        self.web.add_provider(FleetOpsWebProvider(self.web, self.bulk, self.alerts))
         if settings.web.enabled:
             self.web.mount(self.http_app)
         self._runner: web.AppRunner | None = None
@@ -254,6 +309,8 @@ class CentralSystem:
             role="ocpp" if delivery is not None or delivery_elsewhere else "all",
             topics=self.topics,
             delivery=self._delivery_link if delivery is not None or delivery_elsewhere else None,
+            alerts=self.alerts.raise_alert,
+            local_lists=self.local_lists,
         )
         for ext, config in extensions or []:
             ext.attach(self.port, config)
@@ -294,7 +351,13 @@ class CentralSystem:
                 os.kill(pid, signal.SIGHUP)
 
     def _provision(self, conn: StationConnection) -> None:
-        conn.spawn(provision(conn, self.services, self.commands), "provisioning")
+        async def then_local_list() -> None:
+            try:
+                await provision(conn, self.services, self.commands)
+            finally:
+                self.local_lists.station_ready(conn.station_id)
+
+        conn.spawn(then_local_list(), "provisioning")
 
     @property
     def ocpp_port(self) -> int:
@@ -353,7 +416,12 @@ class CentralSystem:
             self.delivery.node_url = f"{scheme}://{loopback_host(h.host)}:{self.http_port}"
             await self.delivery.start()
         await self.security.start()
+        await self.local_lists.start()
+        await self.firmware.start()
+        await self.reservations.start()
+        await self.alerts.start()
         await self.ocpp_server.start()
+        await self.bulk.start()  # (resumed once stations can connect)
         self._tasks.append(asyncio.create_task(self._flush_seen_loop(), name="flush-seen"))
         retired = self.bus.subscribe("close-retired", maxsize=1000, kinds=(StationDefined,))
         self._tasks.append(asyncio.create_task(self._close_retired(retired), name="close-retired"))
@@ -367,8 +435,13 @@ class CentralSystem:
                 await self._probe
         if self.delivery is not None:
             await self.delivery.stop()
+        await self.bulk.stop()
         await self.ocpp_server.stop()
         await self.security.stop()
+        await self.local_lists.stop()
+        await self.firmware.stop()
+        await self.reservations.stop()
+        await self.alerts.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

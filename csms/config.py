@@ -70,6 +70,9 @@ class OcppSettings(_Section):
     max_unknown_stations: int = Field(1000, ge=1, le=1_000_000)
     # sampled values stored per transaction; the excess is counted and flagged, not stored
     max_meter_values_per_transaction: int = Field(100_000, ge=1)
+    # an open transaction with no meter or transaction message for this long is listed as
+    # stuck (GET /api/v1/transactions/stuck), besides a later Available or a reboot
+    stuck_silence_hours: float = Field(12.0, gt=0, le=24 * 365)
     provision_on_boot: bool = Field(True, description="set R3/R4 intervals after each boot")
     # wss:// on this port, with the [tls] certificate (security profiles 2 and 3)
     tls: bool = False
@@ -184,6 +187,20 @@ class IdTagSettings(_Section):
     accept_unknown: bool = Field(False, description="answer Accepted for tags not in the store")
 
 
+class LocalListSettings(_Section):
+    """Local authorization lists kept in sync with the stations (csms.local_lists)."""
+
+    enabled_by_default: bool = Field(False, description="for stations not switched on or off")
+    check_interval: float = Field(3600.0, ge=1, le=7 * 86400, description="GetLocalListVersion")
+    recompute_interval: float = Field(30.0, gt=0, le=3600, description="desired list re-read")
+    reconnect_delay: float = Field(10.0, ge=0, le=3600, description="after a reconnect")
+    max_entries: int = Field(10_000, ge=1, le=100_000, description="desired list read at most")
+    default_send_max: int = Field(20, ge=1, le=10_000, description="without SendLocalListMaxLength")
+    concurrency: int = Field(4, ge=1, le=100, description="stations synced at once")
+    retry_min: float = Field(10.0, gt=0, le=3600)
+    retry_max: float = Field(600.0, gt=0, le=86400)
+
+
 class WebUser(_Section):
     """A web interface user given in the configuration (``[[web.users]]``)."""
 
@@ -290,6 +307,73 @@ class PkiSettings(_Section):
         return self
 
 
+class AlertSettings(_Section):
+    """Alerts (csms.alerts): webhooks and e-mail when a station faults, stays offline, or
+    the pushes to an OCPI peer keep failing. The webhook HMAC secret and the SMTP password
+    come from the environment only: CSMS_ALERTS__WEBHOOK_SECRET, CSMS_ALERTS__SMTP_PASSWORD."""
+
+    webhook_urls: list[str] = Field(default_factory=list, max_length=10)
+    webhook_secret: SecretStr | None = None
+    webhook_timeout: float = Field(10.0, gt=0, le=120)
+    offline_minutes: float = Field(30.0, gt=0, le=7 * 24 * 60)
+    check_seconds: float = Field(60.0, gt=0, le=3600)
+    push_failing_minutes: float = Field(15.0, ge=0, le=7 * 24 * 60)
+    push_failing_attempts: int = Field(5, ge=1, le=10_000)
+    retry_base_seconds: float = Field(30.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(3600.0, gt=0, le=86400)
+    max_attempts: int = Field(20, ge=1, le=1000)
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_from: str | None = None
+    smtp_to: list[str] = Field(default_factory=list, max_length=50)
+    smtp_starttls: bool = True
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(20.0, gt=0, le=300)
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r}: must start with http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _smtp(self) -> AlertSettings:
+        if self.smtp_host and not (self.smtp_from and self.smtp_to):
+            raise _KeyError("alerts.smtp_from", "smtp_from and smtp_to are needed with smtp_host")
+        return self
+
+
+class FirmwareSettings(_Section):
+    """Firmware campaigns and diagnostics (csms.firmware, csms.diagnostics)."""
+
+    # the largest firmware file POST /api/v1/firmware accepts (kept in <data_dir>/firmware/)
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1024, le=1 << 36)
+    # how long a station's download URL (/downloads/firmware/<token>) works
+    download_token_hours: float = Field(48.0, gt=0, le=24 * 30)
+    # GetDiagnostics: the largest upload (<data_dir>/diagnostics/<station>/), how long its
+    # one-time URL (/uploads/diagnostics/<token>) works
+    max_diagnostics_bytes: int = Field(100 * 1024 * 1024, ge=1024, le=1 << 34)
+    diagnostics_token_hours: float = Field(24.0, gt=0, le=24 * 30)
+    # how often the campaign scheduler looks at running campaigns (it also wakes on news)
+    scheduler_seconds: float = Field(10.0, gt=0, le=3600)
+    # the default time zone of a campaign's daily window
+    time_zone: str = "Europe/Lisbon"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{v!r}: not a time zone name (e.g. Europe/Lisbon)") from None
+        return v
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     mobie_mode: bool = True
@@ -301,8 +385,11 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
     id_tags: IdTagSettings = IdTagSettings()
+    local_lists: LocalListSettings = LocalListSettings()
     web: WebSettings = WebSettings()
     pki: PkiSettings = PkiSettings()
+    alerts: AlertSettings = AlertSettings()
+    firmware: FirmwareSettings = FirmwareSettings()
     # a token that GET /metrics requires (Bearer, or the Basic password); from the
     # environment as CSMS_METRICS_TOKEN. None: /metrics is open
     metrics_token: str | None = Field(None, min_length=16)
@@ -435,7 +522,17 @@ def load_settings(
             "tls.key_password: give the key's passphrase in the environment only "
             "(CSMS_TLS__KEY_PASSWORD), never in the file"
         )
+    alerts_section = data.get("alerts")
+    for secret in ("webhook_secret", "smtp_password"):
+        if isinstance(alerts_section, dict) and secret in alerts_section:
+            raise ConfigError(
+                f"alerts.{secret}: give it in the environment only "
+                f"(CSMS_ALERTS__{secret.upper()}), never in the file"
+            )
     data = apply_env(data, environ)
+    for secret in ("webhook_secret", "smtp_password"):  # (taken as written, as below)
+        if environ.get(f"CSMS_ALERTS__{secret.upper()}"):
+            data.setdefault("alerts", {})[secret] = environ[f"CSMS_ALERTS__{secret.upper()}"]
     if environ.get("CSMS_TLS__KEY_PASSWORD"):
         # a passphrase is taken as written (never as a TOML number or boolean)
         data.setdefault("tls", {})["key_password"] = environ["CSMS_TLS__KEY_PASSWORD"]

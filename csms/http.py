@@ -222,6 +222,9 @@ def fd_limit() -> int:
 
 # uploads (stations' log files, over slow cellular links) are held to a rate, not a deadline
 UPLOADS_PREFIX = "/uploads/"
+# and so is a firmware file an admin uploads to the API (csms.firmware; unauthenticated
+# requests are answered 401 before their body is read)
+UPLOAD_PATHS = frozenset({"/api/v1/firmware"})
 UPLOAD_PROGRESS = 1024
 
 
@@ -514,7 +517,7 @@ class _BodyTimer:
         self.guard = guard
         self.conn = conn
         self.request = request
-        self.upload = request.path.startswith(UPLOADS_PREFIX)
+        self.upload = request.path.startswith(UPLOADS_PREFIX) or request.path in UPLOAD_PATHS
         self.seen = request.content.total_bytes
         self.handle: asyncio.TimerHandle | None = None
 

@@ -19,7 +19,7 @@ API's error type, the web interface's pieces) are re-exported at the end, each o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from aiohttp import web as aiohttp_web
 from prometheus_client import CollectorRegistry
 
 from . import openapi as api_contract  # extensions describe their /api/v1 routes with it
+from .alerts import KINDS, bounded_details, channels_of
 from .api_common import DEFAULT_LIMIT, MAX_LIMIT
 from .api_common import paging as api_paging
 from .authorization import IdTagInfo, TokenSource
@@ -55,9 +56,14 @@ from .exports import ExportError, ExportFilter, stream_csv
 from .exports import kwh as export_kwh
 from .exports import parse_filter as parse_export_filter
 from .http import ApiError, dumps
+from .local_lists import Entry as LocalListEntry
+from .local_lists import LocalListService, OfflineListSource
 from .members import RoutedCommands
 from .meter import ENERGY_IMPORT_REGISTER, POWER_IMPORT
+from .repositories.alerts import AlertRepository
 from .repositories.rows import json_or
+from .reservations import Outcome as ReservationOutcome
+from .reservations import ReservationRefused, ReservationService, ReserveRequest
 from .store import Store
 from .timeparse import from_db, parse_api_time, to_db, to_iso, to_ocpp
 from .tls import TlsConfigError, client_context, configure_client, link_context
@@ -102,6 +108,9 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     # --- commands to stations
     "CommandError",  # a command could not be sent or was not answered
     "StationRejected",  # the station answered with a CallError
+    # --- reservations (reserve_now, cancel_reservation)
+    "ReservationOutcome",  # the reservation (as the API shows it) and the station's answer
+    "ReservationRefused",  # refused before any call (.status, .code, .message)
     # --- clock and configuration
     "Clock",
     "SystemClock",  # the real clock (a command-line tool's)
@@ -125,6 +134,8 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     "MAX_LIMIT",  # and at most
     "IdTagInfo",  # what a token source answers for an id tag
     "TokenSource",  # the protocol of a token source (add_token_source)
+    "LocalListEntry",  # an entry of the stations' local lists (add_offline_list_source)
+    "OfflineListSource",  # what add_offline_list_source takes: async (limit) -> entries
     "ENERGY_IMPORT_REGISTER",  # the measurand of the energy register
     "POWER_IMPORT",  # the measurand of the active power imported
     "Measured",  # what the traffic monitor measured of a station
@@ -340,8 +351,12 @@ class CsmsPort:
         role: str = "all",
         topics: Topics | None = None,
         delivery: Callable[[], Link | None] | None = None,
+        alerts: Callable[..., Awaitable[int | None]] | None = None,
+        local_lists: LocalListService | None = None,
     ) -> None:
         self._store = store
+        self._local_lists = local_lists  # (csms.local_lists, in an OCPP node)
+        self._alerts = alerts  # (csms.alerts.AlertService.raise_alert, where it runs)
         self._topics = topics
         self.role = role
         self._delivery = delivery
@@ -410,6 +425,19 @@ class CsmsPort:
         """Let the authorizer also ask ``source`` about id tags it does not know."""
         self._need(self._token_sources, "authorizer")(source)
 
+    def add_offline_list_source(self, name: str, source: OfflineListSource) -> None:
+        """Add ``source``'s entries (tokens that may charge offline) to the local
+        authorization lists csms keeps on the stations (csms.local_lists). ``source(limit)``
+        returns at most ``limit`` entries, the preferred first (kept when room is short)."""
+        self._need(self._local_lists, "local lists").add_source(name, source)
+
+    def offline_list_changed(self) -> None:
+        """Tell csms that an offline list source's entries changed (a token invalidated):
+        it reads them again at once and updates the connected stations that need it (a
+        port without local lists, built over a store alone, ignores it)."""
+        if self._local_lists is not None:
+            self._local_lists.changed()
+
     async def send_command(
         self,
         station_id: str,
@@ -431,8 +459,73 @@ class CsmsPort:
     def is_connected(self, station_id: str) -> bool:
         return self._need(self._registry, "connection registry").is_connected(station_id)
 
+    async def raise_alert(
+        self,
+        kind: str,
+        subject: str,
+        details: dict[str, Any],
+        *,
+        open_key: str | None = None,
+        close_key: str | None = None,
+    ) -> int | None:
+        """Raise an operator alert (:mod:`csms.alerts`; kinds ``push_failing`` and
+        ``push_recovered`` are the extensions'): stored, then delivered by csms's alert
+        worker (webhooks, e-mail). ``open_key``: the condition it reports starts (a second
+        alert while it is open is a duplicate: None); ``close_key``: it ended (None when it
+        was not open). The alert's id, or None."""
+        if kind not in KINDS:
+            raise ValueError(f"alert kind is one of {', '.join(KINDS)}")
+        if self._alerts is not None:
+            return await self._alerts(
+                kind, subject, details, open_key=open_key, close_key=close_key
+            )
+        # (a process without the alert worker, the delivery process: stored for csms's)
+        repo = AlertRepository(self._store.db, self.clock)
+        channels = channels_of(self.settings.alerts)
+        return await repo.raise_alert(
+            kind,
+            subject[:200],
+            bounded_details(details),
+            channels,
+            open_key=open_key,
+            close_key=close_key,
+        )
+
     def traffic_measured(self, station_id: str) -> Measured:
         return self._need(self._traffic, "traffic monitor").measured(station_id)
+
+    # ------------------------------------------------------------------ reservations
+
+    def _reservations(self) -> ReservationService:
+        return ReservationService(self._store, self.clock, self._need(self._commands, "commands"))
+
+    async def reserve_now(
+        self,
+        station_id: str,
+        connector_id: int,
+        id_tag: str,
+        expiry: datetime,
+        requested_by: str,
+        *,
+        parent_id_tag: str | None = None,
+        timeout: float | None = None,
+    ) -> ReservationOutcome:
+        """Reserve a connector (csms allocates the reservationId, sends ReserveNow, keeps
+        the answer: ``answer`` is its status, or offline / timeout / CallError:CODE).
+        Raises ReservationRefused (unknown or retired station, not its connector)."""
+        req = ReserveRequest(connector_id, id_tag, expiry, parent_id_tag)
+        return await self._reservations().reserve(station_id, req, requested_by, timeout=timeout)
+
+    async def cancel_reservation(
+        self, reservation_id: int, by: str, *, timeout: float | None = None
+    ) -> ReservationOutcome:
+        """CancelReservation of a held reservation. Raises ReservationRefused (404 unknown,
+        409 no longer held)."""
+        return await self._reservations().cancel(reservation_id, by, timeout=timeout)
+
+    async def reservation(self, reservation_id: int) -> dict[str, Any] | None:
+        """A reservation as the operator API shows it (its ``state`` as of now)."""
+        return await ReservationService(self._store, self.clock, None).get(reservation_id)
 
     # ------------------------------------------------------------------ stations
 

@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import ocppj, pki
+from . import ocppj, pki, uploads
 from .api_common import paging
 from .commands import CommandError, CommandPort, ConnectionRegistry, InvalidCommand
 from .handlers import Services
@@ -59,6 +59,7 @@ from .openapi import (
     page_of,
 )
 from .repositories.security import REQUESTS_KEPT, SIGN_REQUESTS_KEPT
+from .tasks import Background
 from .timeparse import from_db, parse_charger_time, to_ocpp
 
 if TYPE_CHECKING:
@@ -68,7 +69,6 @@ log = structlog.get_logger("csms.security")
 
 RETRY_SECONDS = 60.0
 FILE_CACHE_SECONDS = 60.0
-UPLOAD_CHUNK = 1 << 16
 # certificate requests signed (and delivered) at once, for all stations
 MAX_CONCURRENT_SIGNING = 4
 
@@ -204,11 +204,10 @@ class SecurityService:
             ["outcome"],
             registry=r,
         )
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background("security")
         self._in_flight: set[int] = set()
         self._signing = asyncio.Semaphore(MAX_CONCURRENT_SIGNING)
         self._uploading: set[str] = set()
-        self._loop_task: asyncio.Task[None] | None = None
         self._file_certs: tuple[float, dict[str, list[pki.CertInfo]]] | None = None
         # station id -> not_after of its newest certificate (for /metrics), from the store
         self._station_expiry: dict[str, datetime] = {}
@@ -254,7 +253,7 @@ class SecurityService:
     def on_boot(self, conn: StationConnection) -> None:
         """After an accepted boot: what is waiting for the station is sent."""
         if conn.station_id in self._pending_stations:
-            self._spawn(self.deliver_pending(conn.station_id), "certificate-delivery")
+            self._tasks.spawn(self.deliver_pending(conn.station_id), "certificate-delivery")
 
     def load_ca(self) -> None:
         """(Re)load the operator's CA; an unusable one is logged, and SignCertificate is
@@ -276,27 +275,10 @@ class SecurityService:
         self.load_ca()
         await self.refresh_station_certificates()
         await self._refresh_pending()
-        self._loop_task = asyncio.create_task(self._retry_loop(), name="security-retry")
+        self._tasks.spawn(self._retry_loop(), name="security-retry")
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._loop_task, *self._tasks] if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        self._loop_task = None
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("security task failed", task=task.get_name(), error=repr(task.exception()))
+        await self._tasks.stop()
 
     async def _retry_loop(self) -> None:
         while True:
@@ -361,7 +343,9 @@ class SecurityService:
         else:
             log.info("SignCertificate accepted", subject=subject, sign_request=request_id)
             self._pending_stations.add(sid)
-            conn.after_answer(lambda: self._spawn(self.process(request_id), f"sign-{request_id}"))
+            conn.after_answer(
+                lambda: self._tasks.spawn(self.process(request_id), f"sign-{request_id}")
+            )
         return {"status": status}
 
     async def _status(
@@ -648,64 +632,27 @@ class SecurityService:
         directory = self.logs_dir / station_dir_name(sid)
         self.logs_dir.mkdir(mode=0o700, exist_ok=True)
         directory.mkdir(mode=0o700, exist_ok=True)
-        original = None
-        reader: Any
-        ctype = request.headers.get("Content-Type", "")
-        if ctype.startswith("multipart/form-data"):
-            multipart = await request.multipart()
-            part = None
-            while True:
-                candidate = await multipart.next()
-                if candidate is None:
-                    break
-                if getattr(candidate, "filename", None) is not None:
-                    part = candidate
-                    break
-            if part is None:
-                raise web.HTTPBadRequest(text="no file in the multipart body\n")
-            original = part.filename
-
-            async def chunks() -> Any:
-                while True:
-                    chunk = await part.read_chunk(UPLOAD_CHUNK)
-                    if not chunk:
-                        return
-                    yield chunk
-
-            reader = chunks()
-        else:
-            disposition = request.headers.get("Content-Disposition", "")
-            m = re.search(r'filename="?([^";]+)"?', disposition)
-            original = m.group(1) if m else None
-            reader = request.content.iter_chunked(UPLOAD_CHUNK)
+        # (csms.uploads: the same streaming, limit and temporary file as diagnostics')
+        try:
+            original, reader, _ = await uploads.open_body(request)
+        except uploads.NoFile:
+            raise web.HTTPBadRequest(text="no file in the multipart body\n") from None
         details = json.loads(row["details"] or "{}")
         stamp = self.clock.now().strftime("%Y%m%dT%H%M%SZ")
         base = safe_name(original or f"{details.get('logType') or 'log'}.log", 100)
         name = f"{stamp}-{row['request_id']}-{base}"
-        final = directory / name
-        partial = directory / f".{name}.{secrets.token_hex(4)}.part"
-        size = 0
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:
-                async for chunk in reader:
-                    size += len(chunk)
-                    if size > limit:
-                        bound.warning("log upload refused: too large", limit=limit)
-                        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-                    f.write(chunk)
-            os.replace(partial, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise
-        if not await self.repo.uploaded(row["id"], name, size, self.clock.now()):
+            got = await uploads.write_chunks(reader, directory, name, limit, original)
+        except uploads.UploadTooLarge as e:
+            bound.warning("log upload refused: too large", limit=limit)
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=e.size) from None
+        if not await self.repo.uploaded(row["id"], name, got.size, self.clock.now()):
             # (a concurrent upload won)
             with contextlib.suppress(OSError):
-                final.unlink()
+                got.path.unlink()
             raise web.HTTPGone(text="this upload URL was used\n")
-        bound.info("log uploaded", file=name, size=size)
-        return web.json_response({"status": "ok", "file": name, "size": size}, status=201)
+        bound.info("log uploaded", file=name, size=got.size)
+        return web.json_response({"status": "ok", "file": name, "size": got.size}, status=201)
 
     def log_files(self, station_id: str) -> list[dict[str, Any]]:
         directory = self.logs_dir / station_dir_name(station_id)

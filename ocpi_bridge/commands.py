@@ -1,5 +1,7 @@
 """OCPI commands (CPO as Receiver) with MOBI.E's semantics: START_SESSION, STOP_SESSION and
-UNLOCK_CONNECTOR.
+UNLOCK_CONNECTOR. RESERVE_NOW and CANCEL_RESERVATION: NOT_SUPPORTED for MOBI.E, handled
+for other peers by :mod:`ocpi_bridge.reservations` (their results decided and delivered
+here like the others').
 
 A command is validated (2001 naming the field), answered at once with the CommandResponse
 of MOBI.E's tables (command_rules.py), and only then acted on through csms's command port
@@ -44,6 +46,7 @@ from csms.ports import Tx as JobDb
 from . import command_rules as rules
 from .client import OcpiCallFailed
 from .locations import removed_at
+from .reservations import RESERVATION_COMMANDS, ReservationCommands, reservation_result
 from .schemas import CiString, Token, Url, parse
 from .service import BackgroundService
 from .store import Peer
@@ -105,6 +108,8 @@ class CommandService(BackgroundService):
         self._calls: dict[str, asyncio.Event] = {}  # OCPP requests of commands in flight
         # their answers heard but not yet stored (status; None: an answer without one)
         self._answers: dict[str, str | None] = {}
+        # RESERVE_NOW / CANCEL_RESERVATION, for peers other than MOBI.E (reservations.py)
+        self.reservations = ReservationCommands(self)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -134,7 +139,11 @@ class CommandService(BackgroundService):
         """Validate and answer a command; returns (OCPI status code, CommandResponse)."""
         if command not in OCPI_COMMANDS:
             raise OcpiError(2000, f"unknown command {command!r}", http_status=404)
-        if command not in SUPPORTED:
+        if command in RESERVATION_COMMANDS and not self.bridge.is_mobie(peer):
+            return await self.reservations.receive(
+                peer, f"{party[0]}/{party[1]}".upper(), command, body
+            )
+        if command not in SUPPORTED:  # (MOBI.E's profile: no reservations)
             response = {"result": "NOT_SUPPORTED", "timeout": self._timeout_s()}
             return 1000, response
         handler = {
@@ -465,6 +474,8 @@ class CommandService(BackgroundService):
             stopped = tx is not None and tx.stop_received_at is not None
             conf = _as_table_answer(await self._conf(command_id))
             decision = rules.stop_result(conf, stopped, tx.stop_reason if tx else None, timed_out)
+        elif cmd["command"] in RESERVATION_COMMANDS:
+            decision = reservation_result(cmd["command"], cmd["conf"], timed_out)
         else:
             raw = await self._conf(command_id)
             decision = rules.unlock_result(raw or None, timed_out)

@@ -33,7 +33,6 @@ import os
 import random
 import re
 import smtplib
-import ssl
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -55,6 +54,7 @@ from csms.ports import (
     StationBooted,
     api_contract,
     api_paging,
+    client_context,
     from_db,
     to_db,
     to_ocpp,
@@ -686,14 +686,14 @@ class CommissioningNotices:
         client: smtplib.SMTP
         if s.smtp_ssl:
             client = smtplib.SMTP_SSL(
-                s.smtp_host, s.smtp_port, timeout=s.timeout, context=ssl.create_default_context()
+                s.smtp_host, s.smtp_port, timeout=s.timeout, context=client_context()
             )
         else:
             client = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout)
         with client:
             client.ehlo()
             if s.smtp_starttls and not s.smtp_ssl:
-                client.starttls(context=ssl.create_default_context())
+                client.starttls(context=client_context())
                 client.ehlo()
             if s.smtp_username is not None and s.smtp_password is not None:
                 client.login(s.smtp_username, s.smtp_password.get_secret_value())

@@ -65,6 +65,8 @@ class OcpiExtension:
             port.http_app.add_routes(self.bridge.delivery.internal_routes())
             return
         port.add_token_source(self.bridge.token_source)
+        # the tokens that may charge offline, on the stations' local lists (csms.local_lists)
+        port.add_offline_list_source("ocpi", self.bridge.token_source.offline_entries)
         port.http_app.add_subapp("/ocpi", OcpiHttp(self.bridge).app())
         port.http_app.add_routes(OcpiAdminApi(self.bridge).routes())
         port.web.add_provider(OcpiWebProvider(self.bridge))

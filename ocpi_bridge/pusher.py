@@ -58,6 +58,7 @@ from .delivery import (
 from .deliveryview import PendingPush
 from .locations import ConnectorState, active_connectors, removed_at
 from .outbox import Outbox, Push
+from .push_alerts import PushAlerts
 from .rules import (
     Commissioned,
     Effect,
@@ -145,6 +146,8 @@ class Pusher(BackgroundService):
         self._ack_write: asyncio.Future[None] | None = None
         self._next_flush = self.clock.now()
         self.on_commissioned: Any = None  # async callable(Commissioned), set by the bridge
+        # an operator alert when a peer's pushes keep failing (ocpi_bridge.push_alerts)
+        self.push_alerts = PushAlerts(bridge.csms)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -156,6 +159,7 @@ class Pusher(BackgroundService):
 
     async def stop(self) -> None:
         await super().stop()
+        await self.push_alerts.stop()
         await self.compliance.flush()
         for _ in range(2):  # what is waiting; then what a failed write left, once more
             write = self._flush_acks()
@@ -595,6 +599,7 @@ class Pusher(BackgroundService):
         finally:
             elapsed = time.perf_counter() - started
             self.outbox.done(push, ok, self.clock.now(), error)
+            self.push_alerts.observe(peer_id, ok, self.clock.now(), error)
             self._in_flight.ended(peer_id)
             self.metrics.pushes.labels(push.kind, "ok" if ok else "failed").inc()
             self.metrics.seconds.labels(push.kind).observe(elapsed)

@@ -376,7 +376,10 @@ class OcpiHttp:
         """Store a token, unless another party holds its uid: then OCPI 2001 with the
         reason (not naming the other party), a warning and a row for the hub-link page."""
         try:
-            return await self.bridge.store.put_token(token, peer.id)
+            created = await self.bridge.store.put_token(token, peer.id)
+            # (valid or whitelist may have changed: the stations' local lists follow)
+            self.bridge.csms.offline_list_changed()
+            return created
         except UidTaken as e:
             party = f"{token['country_code']}/{token['party_id']}"
             log.warning(

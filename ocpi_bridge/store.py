@@ -484,6 +484,24 @@ class OcpiStore:
         )
         return json.loads(row["body"]) if row else None
 
+    async def offline_tokens(
+        self, whitelists: tuple[str, ...], types: tuple[str, ...], limit: int
+    ) -> list[dict[str, Any]]:
+        """At most ``limit`` valid tokens of these whitelist values and types, in the order
+        of ``whitelists`` then by uid; never a uid several parties hold (csms's local lists,
+        ocpi_bridge.tokens.offline_entry)."""
+        order = " ".join(f"WHEN ? THEN {i}" for i in range(len(whitelists)))
+        marks = ", ".join("?" for _ in whitelists)
+        kinds = ", ".join("?" for _ in types)
+        rows = await self.store.read(
+            f"SELECT body FROM ocpi_tokens WHERE valid <> 0 AND whitelist IN ({marks}) "
+            f"AND type IN ({kinds}) AND uid NOT IN (SELECT uid FROM ocpi_tokens GROUP BY uid "
+            "HAVING COUNT(DISTINCT country_code || '/' || party_id) > 1) "
+            f"ORDER BY CASE whitelist {order} END, uid LIMIT ?",
+            (*whitelists, *types, *whitelists, limit),
+        )
+        return [json.loads(r["body"]) for r in rows]
+
     async def tokens_by_uid(self, uid: str) -> list[dict[str, Any]]:
         rows = await self.store.read(
             "SELECT body FROM ocpi_tokens WHERE uid = ? ORDER BY last_updated DESC", (uid,)

@@ -17,17 +17,38 @@ from typing import Any
 
 import structlog
 
-from csms.ports import IdTagInfo
+from csms.ports import IdTagInfo, LocalListEntry
 
 from .store import OcpiStore
 
 log = structlog.get_logger("ocpi.tokens")
 
 WHITELISTED = ("ALWAYS", "ALLOWED")
+# on the stations' local lists (csms.local_lists), used when a station cannot reach csms:
+# ALLOWED_OFFLINE too (whitelisting "only allowed when the CPO cannot reach the eMSP", which
+# is exactly a station offline), NEVER never; the preferred first when room is short
+OFFLINE_WHITELISTED = ("ALWAYS", "ALLOWED", "ALLOWED_OFFLINE")
+# cards a station's reader presents (an APP_USER or AD_HOC_USER uid is never read there)
+OFFLINE_TYPES = ("RFID", "OTHER")
 
 
 def owner_of(token: dict[str, object]) -> str:
     return f"{str(token['country_code']).upper()}/{str(token['party_id']).upper()}"
+
+
+def offline_entry(token: dict[str, Any]) -> LocalListEntry | None:
+    """A token's entry on the stations' local lists, or None when it may not charge
+    offline (not valid, whitelist NEVER, not a card, a uid longer than OCPP's 20)."""
+    uid = token.get("uid")
+    if not (isinstance(uid, str) and 0 < len(uid) <= 20):
+        return None
+    if not token.get("valid") or token.get("whitelist") not in OFFLINE_WHITELISTED:
+        return None
+    if token.get("type") not in OFFLINE_TYPES:
+        return None
+    group = token.get("group_id")
+    parent = group if isinstance(group, str) and 0 < len(group) <= 20 else None
+    return LocalListEntry(uid, "Accepted", None, parent)
 
 
 class OcpiTokenSource:
@@ -37,6 +58,11 @@ class OcpiTokenSource:
         self.store = store
         # (station id, id tag) -> a remote start's grant, set by the commands service
         self.grants: Callable[[str, str], Any] = lambda station_id, id_tag: None
+
+    async def offline_entries(self, limit: int) -> list[LocalListEntry]:
+        """csms's offline list source (``CsmsPort.add_offline_list_source``)."""
+        tokens = await self.store.offline_tokens(OFFLINE_WHITELISTED, OFFLINE_TYPES, limit)
+        return [e for t in tokens if (e := offline_entry(t)) is not None][:limit]
 
     async def lookup(self, id_tag: str, station_id: str) -> IdTagInfo | None:
         grant = self.grants(station_id, id_tag)

@@ -785,7 +785,9 @@ async def test_unknown_command_is_404(scene: Scene) -> None:
     assert envelope["status_code"] == 2000 and "BOIL_THE_KETTLE" in envelope["status_message"]
 
 
-async def test_reserve_now_is_not_supported(scene: Scene) -> None:
+async def test_reserve_now_is_answered_to_an_emsp(scene: Scene) -> None:
+    """This peer is an eMSP, not MOBI.E: RESERVE_NOW is handled (issue 16, item 4; MOBI.E
+    keeps NOT_SUPPORTED, and the whole flow is in tests/test_reservations.py)."""
     body = {
         "token": TOKEN,
         "expiry_date": "2030-01-01T00:00:00Z",
@@ -794,7 +796,7 @@ async def test_reserve_now_is_not_supported(scene: Scene) -> None:
         "evse_uid": EVSE1,
     }
     answer, _ = await send(scene.peer, "RESERVE_NOW", body)
-    assert answer == response("NOT_SUPPORTED")
+    assert answer == response("REJECTED", START_OFFLINE)  # (no station connected)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,7 +300,7 @@ async def test_viewer_is_refused_every_post_and_admin_makes_a_token_a(site: Site
     for route in routes:
         if route.path == "/logout":
             continue
-        path = route.path.format(station_id="W1", action="Reset")
+        path = route.path.format_map(defaultdict(lambda: "1", station_id="W1", action="Reset"))
         for with_csrf in (True, False):
             status, text, _ = await viewer.post(path, {}, csrf=with_csrf)
             assert status == 403 and "403" in text, (path, status)

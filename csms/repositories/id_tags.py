@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,12 @@ class IdTagRepository:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        # told after every committed change (csms.local_lists reads the tags again)
+        self.on_change: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for hook in self.on_change:
+            hook()
 
     async def put(
         self, id_tag: str, status: str, expiry_date: datetime | None, parent_id_tag: str | None
@@ -40,7 +47,9 @@ class IdTagRepository:
             )
             return not rows
 
-        return await self.db.write(job)
+        created = await self.db.write(job)
+        self._changed()
+        return created
 
     async def delete(self, id_tag: str) -> bool:
         """Forget an id tag. Returns False when there was none."""
@@ -49,7 +58,10 @@ class IdTagRepository:
             cur = await db.execute("DELETE FROM id_tags WHERE id_tag = ?", (id_tag,))
             return cur.rowcount > 0
 
-        return await self.db.write(job)
+        deleted = await self.db.write(job)
+        if deleted:
+            self._changed()
+        return deleted
 
     async def get(self, id_tag: str) -> dict[str, Any] | None:
         return await self.db.read_one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,))

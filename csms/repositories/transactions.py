@@ -159,7 +159,13 @@ class TransactionRepository:
                 return StopResult(None, None, "unknown_transaction", ("unknown_transaction",))
             connector_id, meter_start, start_time, stopped_at, old_stop, flags_text = rows[0]
             if stopped_at is not None:
-                if old_stop != meter_stop:
+                if "manual_close" in json.loads(flags_text):
+                    # the station's own stop of one an admin closed (csms.stuck): kept,
+                    # never a second stop (no event, no second CDR)
+                    await anomalies.record(
+                        db, station_id, "stop_after_manual_close", transaction_id, payload, t_at
+                    )
+                elif old_stop != meter_stop:
                     await anomalies.record(
                         db, station_id, "second_stop", transaction_id, payload, t_at
                     )

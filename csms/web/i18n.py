@@ -19,6 +19,8 @@ PT: dict[str, str] = {
     "nav.tags": "Cartões",
     "nav.exports": "Exportações",
     # charts and availability (csms/web/chart_pages.py)
+    "session.closed_by": "Fechada à mão por {user} em {at}: {reason}",
+    "session.manual_close": "fecho manual",
     "chart.session_title": "Sessão {id}",
     "chart.no_session": "Não há nenhuma sessão {id}.",
     "chart.power": "Potência (kW)",
@@ -308,6 +310,8 @@ EN: dict[str, str] = {
     "nav.tags": "Id tags",
     "nav.exports": "Exports",
     # charts and availability (csms/web/chart_pages.py)
+    "session.closed_by": "Closed by hand by {user} at {at}: {reason}",
+    "session.manual_close": "manual close",
     "chart.session_title": "Session {id}",
     "chart.no_session": "There is no session {id}.",
     "chart.power": "Power (kW)",
