@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ from tests.conftest import Running, start_system
 from tests.raw_client import RawClient
 
 BOOT = {"chargePointVendor": "V", "chargePointModel": "M"}
+
+
+async def _until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait (bounded) until ``check()`` holds."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
 
 
 async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
@@ -142,14 +151,17 @@ async def test_connection_caps_per_address_and_in_all(tmp_path: Path) -> None:
         # 120 from one address: 100 held, 20 answered 503 and closed at once
         conns = [await _open(port, "127.0.0.2") for _ in range(120)]
         writers += [w for _, w in conns]
-        await asyncio.sleep(0.2)
-        closed = await asyncio.gather(*(_closed_by_server(r, 0.5) for r, _ in conns))
+        guard = system.http_guard
+        await _until(lambda: guard.refused.get("max_connections_per_address") == 20)
+        # (refused ones are closed already: 2 s is for a busy machine to read the EOF; the
+        # held ones stay open far longer, until the 10 s header timeout)
+        closed = await asyncio.gather(*(_closed_by_server(r, 2.0) for r, _ in conns))
         assert closed.count(True) == 20
         # another address is not held back by the first one's cap, but by the total (150)
         more = [await _open(port, "127.0.0.3") for _ in range(60)]
         writers += [w for _, w in more]
-        await asyncio.sleep(0.2)
-        closed = await asyncio.gather(*(_closed_by_server(r, 0.5) for r, _ in more))
+        await _until(lambda: guard.refused.get("max_connections") == 10 + base)
+        closed = await asyncio.gather(*(_closed_by_server(r, 2.0) for r, _ in more))
         assert closed.count(True) == 10 + base
         assert system.http_guard.open == 150
         assert system.http_guard.refused == {
