@@ -450,15 +450,22 @@ class Link(ChargePoint):
         self, requested_message: str, connector_id: int | None = None, **_: Any
     ) -> Any:
         st = self.station
+        return self._trigger(
+            result.TriggerMessage, st._trigger_flow, requested_message, connector_id
+        )
+
+    def _trigger(
+        self, answer: Any, flow: Any, requested_message: str, connector_id: int | None
+    ) -> Any:
+        """TriggerMessage and ExtendedTriggerMessage: the connector checked, the answer from
+        the behaviour, then the requested message sent by ``flow``."""
+        st = self.station
         if connector_id is not None and not 0 <= connector_id <= st.number_of_connectors:
-            return result.TriggerMessage(status="Rejected")
+            return answer(status="Rejected")
         mode = st.behaviour.trigger
         if mode != "Accepted":
-            return result.TriggerMessage(status=mode)
-        return Outcome(
-            result.TriggerMessage(status="Accepted"),
-            lambda: st._trigger_flow(requested_message, connector_id),
-        )
+            return answer(status=mode)
+        return Outcome(answer(status="Accepted"), lambda: flow(requested_message, connector_id))
 
     # ------------------------------------------------------------------ Security extension
 
@@ -466,16 +473,8 @@ class Link(ChargePoint):
     def on_extended_trigger_message(
         self, requested_message: str, connector_id: int | None = None, **_: Any
     ) -> Any:
-        st = self.station
-        if connector_id is not None and not 0 <= connector_id <= st.number_of_connectors:
-            return result.ExtendedTriggerMessage(status="Rejected")
-        mode = st.behaviour.trigger
-        if mode != "Accepted":
-            return result.ExtendedTriggerMessage(status=mode)
-        return Outcome(
-            result.ExtendedTriggerMessage(status="Accepted"),
-            lambda: st._extended_trigger_flow(requested_message, connector_id),
-        )
+        flow = self.station._extended_trigger_flow
+        return self._trigger(result.ExtendedTriggerMessage, flow, requested_message, connector_id)
 
     @on(Action.certificate_signed)
     def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Any:

@@ -419,6 +419,27 @@ async def test_ocpi_reserve_now_and_cancel_for_an_emsp_not_mobie(
             states = sorted((r["connector_id"], r["state"]) for r in page["items"])
             assert states == [(1, "cancelled"), (1, "rejected"), (2, "accepted")], page
 
+            # another eMSP can neither cancel EMS's reservation nor reserve with its token
+            async with Emsp(party_id="EM2") as em2:
+                await register_emsp(em2, cpo)
+                theirs = {
+                    "response_url": em2.base + "/2.2.1/commands/CANCEL_RESERVATION/x1",
+                    "reservation_id": "res-1",
+                }
+                answer = await ocpi(em2, cpo, "POST", "commands/CANCEL_RESERVATION", theirs)
+                assert answer["data"]["result"] == "REJECTED", answer
+                borrowed = {
+                    **reserve,
+                    "response_url": em2.base + "/2.2.1/commands/RESERVE_NOW/x2",
+                    "reservation_id": "res-9",
+                }
+                answer = await ocpi(em2, cpo, "POST", "commands/RESERVE_NOW", borrowed)
+                assert answer["data"]["result"] == "REJECTED", answer
+            _, page = await cpo.api.get("/api/v1/reservations?state=accepted")
+            assert [(r["connector_id"], r["requested_by"]) for r in page["items"]] == [
+                (2, "ocpi:PT/EMS")
+            ], page
+
             cancel = {
                 "response_url": emsp.base + "/2.2.1/commands/CANCEL_RESERVATION/c1",
                 "reservation_id": "RES-1",  # (a CiString)
