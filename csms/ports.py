@@ -65,12 +65,14 @@ from .repositories.rows import json_or
 from .reservations import Outcome as ReservationOutcome
 from .reservations import ReservationRefused, ReservationService, ReserveRequest
 from .store import Store
+from .tasks import Background
 from .timeparse import from_db, parse_api_time, to_db, to_iso, to_ocpp
 from .tls import TlsConfigError, client_context, configure_client, link_context
 from .topics import Topics
 from .traffic import Measured, TrafficMonitor, judge
 from .web import NavEntry, WebRoute, WebUI
 from .web import fmt as web_fmt
+from .web.auth import Proxies
 from .web.queries import SessionFilter, like_pattern
 from .web.ui import query_string
 
@@ -111,6 +113,8 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     # --- reservations (reserve_now, cancel_reservation)
     "ReservationOutcome",  # the reservation (as the API shows it) and the station's answer
     "ReservationRefused",  # refused before any call (.status, .code, .message)
+    # --- background tasks of an extension's service (started, logged, cancelled at stop)
+    "Background",
     # --- clock and configuration
     "Clock",
     "SystemClock",  # the real clock (a command-line tool's)
@@ -143,6 +147,7 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     "WebUI",  # the web interface (port.web): add_provider, t (messages), settings, queries
     "NavEntry",  # a web interface navigation entry of a provider
     "WebRoute",  # a web interface route of a provider
+    "Proxies",  # trusted reverse proxies (web.trusted_proxies): a request's client address
     "web_fmt",  # the web interface's formatting (times, zones, local dates)
     "query_string",  # the web interface's query string builder
     "SessionFilter",  # the web interface's filter of a session list

@@ -5,23 +5,24 @@
   and POWER) from the meter values, `last_updated` = when the transaction last changed.
 - A CDR is made once per finished transaction and never changed: totals, charging periods
   (ENERGY, TIME/PARKING_TIME, MAX/MIN_POWER), CdrToken, CdrLocation (with MOBI.E's
-  `mobie_voltage_level`), the connector's tariffs and the cost they give.
+  `mobie_voltage_level`), the connector's tariffs that concern the transaction and the cost
+  the first of them gives (``prices.applicable_tariffs``: an ad hoc transaction is priced
+  with the connector's AD_HOC_PAYMENT tariff, any other with its first other tariff).
+- An ad hoc transaction (``prices.is_ad_hoc`` of its token owner) carries our own CdrToken,
+  of type AD_HOC_USER, with the id tag as uid and contract_id.
 - Who sees what: a hub (MOBI.E) sees every session and CDR; an eMSP only those started with
-  its own tokens.
+  its own tokens (never an ad hoc one: its owner is no eMSP's party).
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 import structlog
 
 from csms.ports import (
-    ENERGY_IMPORT_REGISTER,
-    POWER_IMPORT,
     CsmsPort,
     StationSnapshot,
     TransactionView,
@@ -30,6 +31,16 @@ from csms.ports import (
 
 from .charging import MeterPoint, closed_periods, session_kwh, session_points, totals
 from .config import OcpiSettings
+from .prices import (
+    AD_HOC_TOKEN_TYPE,
+    applicable_tariffs,
+    connector_place,
+    connector_tariff_rows,
+    is_ad_hoc,
+    meter_points,
+    session_inputs,
+    transaction_points,
+)
 from .pricing import TariffDef, price_session
 from .store import OcpiStore
 from .transport import ocpi_time
@@ -90,39 +101,20 @@ class SessionBuilder:
 
     # ------------------------------------------------------------------ inputs
 
-    async def _meter_points(self, tx_ids: list[int]) -> dict[int, list[MeterPoint]]:
-        if not tx_ids:
-            return {}
-        rows = await self.csms.meter_series(tx_ids, (ENERGY_IMPORT_REGISTER, POWER_IMPORT))
-        # in arrival order: a late sample with an older time is then dropped by the cleaning,
-        # instead of changing periods already sent
-        grouped: dict[tuple[int, datetime], dict[str, Any]] = {}
-        for r in rows:
-            g = grouped.setdefault(
-                (r.transaction_id, r.timestamp),
-                {"energy": None, "energy_phase": None, "power": None, "power_phases": []},
-            )
-            if r.measurand == ENERGY_IMPORT_REGISTER:
-                if r.phase is None:
-                    g["energy"] = r.value
-                elif g["energy_phase"] is None:
-                    g["energy_phase"] = r.value
-            elif r.phase is None:
-                g["power"] = r.value
-            elif r.phase in ("L1", "L2", "L3", "L1-N", "L2-N", "L3-N"):
-                g["power_phases"].append(r.value)
-        out: dict[int, list[MeterPoint]] = defaultdict(list)
-        for (tx_id, when), g in grouped.items():
-            energy = g["energy"] if g["energy"] is not None else g["energy_phase"]
-            power = g["power"] if g["power"] is not None else (sum(g["power_phases"]) or None)
-            out[tx_id].append(MeterPoint(when, energy, power))
-        return out
-
     async def _stations(self, station_ids: set[str]) -> dict[str, StationSnapshot]:
         return await self.csms.stations(station_ids)
 
     async def _cdr_token(self, tx: TransactionView) -> dict[str, Any]:
         owner = tx.tag_owner
+        s = self.settings
+        if is_ad_hoc(owner):  # paid on the spot: our own token, of MOBI.E's ad hoc type
+            return {
+                "country_code": s.country_code,
+                "party_id": s.party_id,
+                "uid": tx.id_tag,
+                "type": AD_HOC_TOKEN_TYPE,
+                "contract_id": tx.id_tag,
+            }
         if owner:
             cc, _, pid = owner.partition("/")
             for token in await self.ocpi.tokens_by_uid(tx.id_tag):
@@ -134,37 +126,12 @@ class SessionBuilder:
                         "type": token["type"],
                         "contract_id": token["contract_id"],
                     }
-        s = self.settings
         return {
             "country_code": s.country_code,
             "party_id": s.party_id,
             "uid": tx.id_tag,
             "type": "RFID",
             "contract_id": tx.id_tag,
-        }
-
-    @staticmethod
-    def _place(
-        station: StationSnapshot | None, connector_id: int
-    ) -> tuple[dict, dict, dict] | None:
-        """(location, evse, connector) definitions of a transaction's connector."""
-        definition = station.definition if station is not None else None
-        if not definition:
-            return None
-        for evse in definition["evses"]:
-            if evse["connector_id"] == connector_id:
-                return definition["location"], evse, evse["connectors"][0]
-        return None
-
-    @staticmethod
-    def _inputs(tx: TransactionView, points: list[MeterPoint]) -> dict[str, Any]:
-        """The arguments of charging.session_points / session_kwh for a transaction."""
-        return {
-            "meter_start_wh": tx.meter_start,
-            "start_time": tx.start_time,
-            "points": points,
-            "meter_stop_wh": tx.meter_stop,
-            "stop_time": tx.stop_time,
         }
 
     # ------------------------------------------------------------------ sessions
@@ -176,11 +143,11 @@ class SessionBuilder:
         points: list[MeterPoint],
         cdr_token: dict[str, Any],
     ) -> dict[str, Any] | None:
-        place = self._place(station, tx.connector_id)
+        place = connector_place(station, tx.connector_id)
         if place is None:
             return None
         location, evse, connector = place
-        inputs = self._inputs(tx, points)
+        inputs = session_inputs(tx, points)
         cleaned = session_points(**inputs)
         stopped = tx.stop_received_at is not None
         status = "ACTIVE"
@@ -217,7 +184,7 @@ class SessionBuilder:
         decided already carries it."""
         out: dict[int, str | None] = {}
         for tx in txs:
-            if not tx.tag_owner:
+            if not tx.tag_owner or is_ad_hoc(tx.tag_owner):
                 continue  # only eMSPs' tokens start sessions by command
             row = await self.store.read_one(
                 """SELECT authorization_reference FROM ocpi_commands
@@ -248,7 +215,7 @@ class SessionBuilder:
 
     async def sessions_for(self, txs: list[TransactionView]) -> list[dict[str, Any]]:
         stations = await self._stations({t.station_id for t in txs})
-        points = await self._meter_points([t.id for t in txs])
+        points = await meter_points(self.csms, [t.id for t in txs])
         commanded = await self._commanded(txs)
         out = []
         for tx in txs:
@@ -292,13 +259,13 @@ class SessionBuilder:
             return None
         stations = await self._stations({tx.station_id})
         station = stations.get(tx.station_id)
-        place = self._place(station, tx.connector_id)
+        place = connector_place(station, tx.connector_id)
         if place is None:
             log.warning("no CDR: the station has no definition", transaction_id=transaction_id)
             return None
         location, evse, connector = place
-        points = (await self._meter_points([transaction_id])).get(transaction_id, [])
-        cleaned = session_points(**self._inputs(tx, points))
+        points = (await meter_points(self.csms, [transaction_id])).get(transaction_id, [])
+        cleaned = transaction_points(tx, points)  # as Pricing.bill prices it
         start, end = tx.start_time, tx.stop_time
         assert start is not None and end is not None
         end = max(end, start)
@@ -310,7 +277,11 @@ class SessionBuilder:
                 "dimensions": [{"type": "ENERGY", "volume": t.total_energy}],
             }
         ]
-        tariff_rows = await self.ocpi.tariffs(list(connector.get("tariff_ids") or []))
+        # the connector's tariffs that concern this transaction (ad hoc or not); the first
+        # prices it (prices.applicable_tariffs, which Pricing.bill uses too)
+        tariff_rows = applicable_tariffs(
+            await connector_tariff_rows(self.ocpi, connector), is_ad_hoc(tx.tag_owner)
+        )
         s = self.settings
         tariffs = [
             TariffDef.model_validate(r["body"]).to_ocpi(

@@ -7,7 +7,8 @@ What MOBI.E's viewers and the operator see of the hub link:
 - stations list: each EVSE's OCPI status, MOBI.E's word for it, and whether the hub has it;
 - station page: the Location as we push it and what the hub acknowledged of it, per EVSE,
   and what is pending for it;
-- sessions list: what the hub acknowledged of each Session and its CDR, the OCPI token;
+- sessions list: what the hub acknowledged of each Session and its CDR, the OCPI token
+  (an ad hoc session's is ours, of type AD_HOC_USER; the compliance page marks it too);
 - ``/compliance``: per station and per session, over a chosen period, how the platform
   meets R1 and R3 to R8 (measured by :mod:`ocpi_bridge.compliance` on every acknowledged
   push, and by :mod:`csms.traffic` for the stations' own intervals);
@@ -53,6 +54,7 @@ from .credentials import new_token
 from .deliveryview import PendingPush
 from .exports import CdrExport, hub_peer
 from .locations import MOBIE_NAMES
+from .prices import AD_HOC_TOKEN_TYPE, is_ad_hoc
 from .store import Grant, Peer
 
 if TYPE_CHECKING:
@@ -397,20 +399,38 @@ class OcpiWebProvider:
         return out
 
     async def _tokens(self, transaction_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """The OCPI token (contract id, issuer) of sessions started with an eMSP's token."""
+        """The OCPI token (contract id, issuer) of sessions started with an eMSP's token, and
+        ours, of type AD_HOC_USER, of ad hoc sessions (paid on the spot)."""
         txs = await self.csms.transactions_by_id(transaction_ids)
-        started = {tx.id_tag for tx in txs.values() if tx.tag_owner is not None}
+        s = self.bridge.settings
+        out: dict[int, dict[str, Any]] = {
+            tx.id: {
+                "id": tx.id,
+                "uid": tx.id_tag,
+                "contract_id": tx.id_tag,
+                "country_code": s.country_code,
+                "party_id": s.party_id,
+                "type": AD_HOC_TOKEN_TYPE,
+                "tag_owner": tx.tag_owner,
+            }
+            for tx in txs.values()
+            if is_ad_hoc(tx.tag_owner)
+        }
+        started = {
+            tx.id_tag
+            for tx in txs.values()
+            if tx.tag_owner is not None and not is_ad_hoc(tx.tag_owner)
+        }
         if not started:
-            return {}
+            return out
         tokens: dict[str, list[dict[str, Any]]] = {}
         for r in await self.store.read(
             tokens_sql(self.store.dialect),
             (json.dumps(sorted(started)),),
         ):
             tokens.setdefault(r["uid"].upper(), []).append(r)
-        out: dict[int, dict[str, Any]] = {}
         for tx in txs.values():
-            if tx.tag_owner is None:
+            if tx.tag_owner is None or tx.id in out:
                 continue
             for r in tokens.get(tx.id_tag.upper(), []):
                 if f"{r['country_code'].upper()}/{r['party_id'].upper()}" == tx.tag_owner:
@@ -577,6 +597,7 @@ class OcpiWebProvider:
                     "session_acked_at": sack["acked_at"] if sack else None,
                     "cdr_acked_at": (cdr_acks.get(key) or {}).get("acked_at"),
                     "pending": await self._family(hub.id, "session", key) if hub else None,
+                    "token_type": AD_HOC_TOKEN_TYPE if is_ad_hoc(r.get("tag_owner")) else None,
                 }
             )
             start = web_fmt.as_datetime(r["start_time"])
