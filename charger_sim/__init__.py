@@ -8,6 +8,7 @@ See :class:`Station` for the API and :class:`Behaviour` for how the station answ
 
 from charger_sim.behaviour import Behaviour
 from charger_sim.config import CORE_KEYS, ConfigurationStore
+from charger_sim.costdisplay import CostMessage
 from charger_sim.errors import (
     IGNORE,
     CallErrorReceived,
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigurationStore",
     "ConnectionLostError",
     "ConnectorState",
+    "CostMessage",
     "InvalidResponseError",
     "NotConnectedError",
     "SimulatorError",

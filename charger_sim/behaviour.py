@@ -65,7 +65,9 @@ class Behaviour:
         TriggerMessage answer: ``"Accepted"`` (then the requested message is sent),
         ``"Rejected"``, ``"NotImplemented"``.
     ``data_transfer``
-        Status answered to a DataTransfer from the central system (default UnknownVendorId).
+        Status answered to a DataTransfer from the central system (default UnknownVendorId),
+        except the pricing extension's on a station with ``cost_display=True`` (see
+        :mod:`charger_sim.costdisplay`).
     ``firmware_update`` / ``diagnostics_upload``
         Outcome of the simulated UpdateFirmware / GetDiagnostics processes. With
         ``"Installed"`` / ``"Uploaded"`` the file is really transferred over HTTP(S)

@@ -14,6 +14,11 @@ heartbeats and answers the central system's calls in all of them):
 * ``offline``: ``charging`` plus offline periods (``--offline-every``, ``--offline-time``)
   during which transaction messages are queued; they are delivered after reconnecting.
 
+With ``--cost-display`` the stations have the OCPP 1.6 pricing extension: each text the
+central system has a display show (SetUserPrice, RunningCost, FinalCost) is printed to
+stderr as ``[display <station>] <text>`` (not with ``--quiet``), and the summary lists
+each station's last one.
+
 A progress line goes to stderr every ``--progress-interval`` seconds (not with ``--quiet``),
 the summary to stdout at the end (``--json`` for JSON). Exit code 0 when no error occurred
 (connection failures, CallErrors, timeouts, invalid answers, unexpected disconnections,
@@ -138,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="SecurityEventNotification at start-up, after resets and firmware installs",
     )
+    parser.add_argument(
+        "--cost-display",
+        action="store_true",
+        help="stations have the OCPP 1.6 pricing extension (org.openchargealliance.costmsg):"
+        " what their displays show is printed to stderr, the last text is in the summary",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines, errors only")
     return parser
@@ -193,9 +204,18 @@ class Runner:
                     tls_url=args.tls_url,
                     send_events=args.security_events,
                 ),
+                cost_display=args.cost_display,
             )
             for index in range(1, args.count + 1)
         ]
+        if args.cost_display and not args.quiet:
+            for st in self.stations:
+                st.on_display = self._show
+
+    @staticmethod
+    def _show(st: Station, text: str) -> None:
+        """A station's display changed (the pricing extension)."""
+        print(f"[display {st.id}] {text}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ running
 
@@ -447,6 +467,7 @@ class Runner:
             "undelivered": totals["undelivered"],
             "errors": error_count,
             "error_samples": errors[:20],
+            "displays": {st.id: st.display for st in self.stations if st.display is not None},
         }
 
     @staticmethod
@@ -482,6 +503,9 @@ class Runner:
             f"  offline: periods {summary['offline_periods']}, queued {summary['queued_offline']},"
             f" dropped {summary['dropped']}, undelivered {summary['undelivered']}"
         )
+        if summary["displays"]:
+            lines.append("  displays (last text shown):")
+            lines.extend(f"    {sid}: {text}" for sid, text in summary["displays"].items())
         lines.append(f"  errors: {summary['errors']}")
         lines.extend(f"    {text}" for text in summary["error_samples"])
         return "\n".join(lines)

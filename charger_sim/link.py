@@ -440,8 +440,12 @@ class Link(ChargePoint):
         return result.ClearCache(status="Accepted")
 
     @on(Action.data_transfer)
-    def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
-        return result.DataTransfer(status=self.station.behaviour.data_transfer)
+    def on_data_transfer(
+        self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any
+    ) -> Any:
+        st = self.station
+        status = st._cost_message(vendor_id, message_id, data)
+        return result.DataTransfer(status=status or st.behaviour.data_transfer)
 
     # ------------------------------------------------------------------ Remote trigger
 

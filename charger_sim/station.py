@@ -52,7 +52,7 @@ from ocpp.v16 import call_result as v16_call_result
 from websockets.asyncio.client import connect as ws_connect
 from websockets.headers import build_authorization_basic
 
-from charger_sim import transfers
+from charger_sim import costdisplay, transfers
 from charger_sim.behaviour import Behaviour
 from charger_sim.config import ConfigurationStore
 from charger_sim.errors import (
@@ -164,13 +164,17 @@ class Station:
     handshake (``require_subprotocol``: fail when the server selects none);
     ``connect_kwargs`` go to ``websockets.asyncio.client.connect`` (e.g. ``ssl``, ``proxy``;
     the default is no proxy); ``max_queue`` caps the offline queue (the oldest MeterValues are
-    dropped first, Start/StopTransaction never).
+    dropped first, Start/StopTransaction never); ``cost_display`` gives the station the
+    pricing extension (see below).
 
     Public state: ``connectors`` (``{0..N: ConnectorState}``), ``config``
     (:class:`ConfigurationStore`), ``calls_received`` (``[(action, payload)]`` from the central
     system, in order), ``calls_sent`` (``[(action, payload)]`` sent), ``stats``,
     ``boot_status``, ``local_auth_list``, ``local_list_version``, ``charging_profiles``,
-    ``firmware_status``, ``diagnostics_status``.
+    ``firmware_status``, ``diagnostics_status``, ``display`` (the text its display shows,
+    None until the central system sent one) and ``cost_messages`` (the last 100
+    :class:`~charger_sim.costdisplay.CostMessage` accepted, oldest first); ``on_display``,
+    when set, is called with the station and the new text each time the display changes.
 
     Answers to the central system (``on_call`` overrides any of them; :class:`Behaviour`
     chooses the outcome where noted; the follow-up runs after the answer is sent and
@@ -198,6 +202,11 @@ class Station:
       uploaded with HTTP PUT, Uploaded/UploadFailed) / UpdateFirmware (Downloading, the image
       really downloaded with HTTP GET, Downloaded, Installing, reboot with the new version,
       Installed, or a failure): see :mod:`charger_sim.transfers`.
+    * The pricing extension (DataTransfer with vendorId ``org.openchargealliance.costmsg``:
+      SetUserPrice, RunningCost, FinalCost), only with ``cost_display=True`` (the read-only
+      key CustomDisplayCostAndPrice is then true): Accepted and shown, UnknownMessageId,
+      or Rejected for unusable data; see :mod:`charger_sim.costdisplay`. Without it, that
+      vendorId is answered like any other (``Behaviour.data_transfer``).
     * The security extension (CertificateSigned, InstallCertificate,
       GetInstalledCertificateIds, DeleteCertificate, ExtendedTriggerMessage, GetLog,
       SignedUpdateFirmware, ChangeConfiguration SecurityProfile): see
@@ -229,6 +238,7 @@ class Station:
         connect_kwargs: Mapping[str, Any] | None = None,
         max_queue: int = 1000,
         security: SecurityOptions | None = None,
+        cost_display: bool = False,
     ) -> None:
         if connectors < 1:
             raise ValueError("a station needs at least one connector")
@@ -247,6 +257,8 @@ class Station:
         self.max_queue = max_queue
 
         self.config = ConfigurationStore(connectors, config)
+        if cost_display:
+            self.config.set(costdisplay.SUPPORT_KEY, True, readonly=True)
         if self.behaviour.authorize_remote_tx is not None:
             self.config.set("AuthorizeRemoteTxRequests", self.behaviour.authorize_remote_tx)
         self.connectors: dict[int, ConnectorState] = {
@@ -264,6 +276,10 @@ class Station:
         self.charging_profiles: dict[int, dict[str, Any]] = {}
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
+        # the pricing extension (charger_sim.costdisplay): what the display shows
+        self.display: str | None = None
+        self.cost_messages: list[costdisplay.CostMessage] = []
+        self.on_display: Callable[[Station, str], None] | None = None
         # security profile, certificates and the security extension (charger_sim.security)
         self.security = SecurityState(self, security)
 
@@ -1010,6 +1026,33 @@ class Station:
         self.calls_received.append((action, payload))
         self.stats.received[action] += 1
         self._call_event.set()
+
+    def _cost_message(self, vendor_id: str, message_id: str | None, data: Any) -> str | None:
+        """A DataTransfer of the pricing extension: its status; None when it is not one
+        (another vendorId, or this station has no cost display)."""
+        if vendor_id != costdisplay.VENDOR_ID:
+            return None
+        if not self.config.get_bool(costdisplay.SUPPORT_KEY):
+            return None
+        if message_id not in costdisplay.MESSAGE_IDS:
+            self.log.info("cost message unknown", message_id=str(message_id)[:50])
+            return "UnknownMessageId"
+        try:
+            fields = costdisplay.read(message_id, data)
+        except costdisplay.BadCostMessage as exc:
+            self.log.warning("cost message rejected", message_id=message_id, reason=str(exc))
+            return "Rejected"
+        text = costdisplay.display_text(message_id, fields)
+        self.cost_messages.append(costdisplay.CostMessage(message_id, fields, datetime.now(UTC)))
+        del self.cost_messages[: -costdisplay.MAX_MESSAGES]
+        self.display = text
+        self.log.info("display", message_id=message_id, text=text)
+        if self.on_display is not None:
+            try:
+                self.on_display(self, text)
+            except Exception as exc:
+                self.log.error("on_display failed", error=repr(exc))
+        return "Accepted"
 
     async def wait_idle(self, timeout: float = 5.0) -> None:
         """Wait until the reactions to central-system calls (remote start flows, resets,
