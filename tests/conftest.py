@@ -217,16 +217,31 @@ OCPI_CONFIG = {
     "allow_private_peer_addresses": True,
 }
 
+ADHOC_CONFIG = {
+    "operator_name": "Operador de Teste Lda",
+    "operator_tax_id": "PT509999990",
+    "operator_address": "Rua do Teste 1, 1000-001 Lisboa",
+}
+
 
 async def start_system(
     tmp_path: Path,
     clock: Clock | None = None,
     ocpi: dict[str, Any] | None = None,
+    adhoc: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[CentralSystem, aiohttp.ClientSession, Running]:
-    """A central system on loopback; with ``ocpi`` (the [ocpi] section), the OCPI bridge too."""
+    """A central system on loopback; with ``ocpi`` (the [ocpi] section), the OCPI bridge too;
+    with ``adhoc`` (the [adhoc] section), ad hoc charging."""
     settings = make_settings(tmp_path, **overrides)
-    extensions = []
+    if ocpi is not None:
+        settings._extension_sections["ocpi"] = {**OCPI_CONFIG, **ocpi}
+    extensions: list[Any] = []
+    if adhoc is not None:
+        from adhoc.extension import AdhocExtension
+
+        ad = AdhocExtension()
+        extensions.append((ad, ad.validate_config({**ADHOC_CONFIG, **adhoc}, settings)))
     if ocpi is not None:
         from ocpi_bridge.extension import OcpiExtension
 

@@ -14,8 +14,11 @@ def test_example_config_is_valid_and_has_mobie_defaults() -> None:
     from csms.extensions import discover
 
     s, configured = load_with_extensions(str(ROOT / "config.example.toml"), discover())
-    [(ext, ocpi)] = configured
-    assert ext.name == "ocpi" and ocpi.offline_after == 300 and ocpi.tariffs[0].id == "AC-STANDARD"
+    sections = {ext.name: config for ext, config in configured}
+    assert set(sections) == {"ocpi", "adhoc"}
+    assert sections["adhoc"] is None  # ad hoc charging is off until the operator turns it on
+    ocpi = sections["ocpi"]
+    assert ocpi.offline_after == 300 and ocpi.tariffs[0].id == "AC-STANDARD"
     assert s.mobie_mode
     assert s.ocpp.port == 9000 and s.http.port == 8080
     assert s.ocpp.heartbeat_interval == 120
