@@ -80,7 +80,7 @@ class Facts:
     transaction_stopped: bool
     connected: bool  # the station is connected to csms now
     cost_minor: int | None  # the cost so far while charging (None: unknown)
-    hold_minor: int
+    hold_minor: int | None  # the amount held (None: nothing held, a terminal's charge)
 
 
 # ------------------------------------------------------------------ what to do next
@@ -178,6 +178,7 @@ def next_step(f: Facts, now: datetime, timing: Timing) -> Step:
         if (
             f.stop_requested_at is None
             and f.cost_minor is not None
+            and f.hold_minor is not None
             and f.cost_minor >= f.hold_minor
         ):
             return StopCharge(f.transaction_id)

@@ -428,7 +428,7 @@ class AdhocService:
             transaction_stopped=stopped,
             connected=True,  # known by sending: an offline station fails the start
             cost_minor=cost,
-            hold_minor=int(p["hold_amount"]),
+            hold_minor=int(p["hold_amount"]) if p["kind"] == "online" else None,
         )
 
     async def _transaction_of(self, p: dict[str, Any]) -> Any:

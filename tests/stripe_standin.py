@@ -284,6 +284,10 @@ class StripeStandin:
         client sees the error, as when a connection breaks after Stripe acted."""
         self._failures.append([path_prefix, status, times, after_execution])
 
+    def failures_left(self) -> int:
+        """How many of the failures asked for with :meth:`fail_next` have not happened yet."""
+        return sum(entry[2] for entry in self._failures)
+
     def delay_next(self, path_prefix: str, seconds: float) -> None:
         """The next API call whose path starts with ``path_prefix`` is answered only after
         ``seconds`` (it is carried out then: a client that timed out does not know)."""

@@ -412,3 +412,55 @@ async def test_price_messages_to_a_station_that_shows_them(tmp_path: Path) -> No
         assert final["cost"] == Decimal("1.97"), final
     finally:
         await close(s)
+
+
+async def test_a_station_with_its_own_card_terminal(tmp_path: Path) -> None:
+    """The terminal took the money: csms recognises its tags, prices the charge with the
+    ad hoc tariff, receipts it, and reports it to MOBI.E as AD_HOC_USER."""
+    s = await open_site(
+        tmp_path,
+        adhoc={"terminals": [{"station": STATION, "id_tag_pattern": "^CARD[0-9]{4}$"}]},
+    )
+    try:
+        st = s.station
+        # a tag of the terminal's pattern is accepted without a token list...
+        assert (await st.authorize("CARD1234"))["idTagInfo"]["status"] == "Accepted"
+        # ... on that station only, and only of that pattern
+        assert (await st.authorize("CARD12345"))["idTagInfo"]["status"] != "Accepted"
+        answer = await st.start_transaction(2, "CARD1234")
+        assert answer is not None and answer["idTagInfo"]["status"] == "Accepted"
+        tx = answer["transactionId"]
+        await asyncio.sleep(1.1)
+        await st.meter_values(2, energy_wh=st.connectors[2].meter_wh + 10000, power_w=50000)
+        await st.stop_transaction(tx, meter_stop=int(st.connectors[2].meter_wh))
+
+        async def receipted() -> bool:
+            await s.run()
+            _, body = await s.cpo.api.get("/api/v1/adhoc/payments?state=captured")
+            return body["total"] == 1
+
+        await eventually(receipted, timeout=15)
+        _, body = await s.cpo.api.get("/api/v1/adhoc/payments")
+        [p] = body["items"]
+        # 1.00 + 10 kWh x 0.30 = 4.00 excl. VAT, 4.92 incl.: not capped by any hold
+        assert p["kind"] == "terminal" and p["station_id"] == STATION
+        assert p["captured_amount"] == 492 and p["transaction_id"] == tx
+        status, receipts = await s.cpo.api.get("/api/v1/adhoc/receipts")
+        assert status == 200 and receipts["total"] == 1
+        number = receipts["items"][0]["number"]
+        status, receipt = await s.cpo.api.get(f"/api/v1/adhoc/receipts/{number}")
+        assert status == 200 and receipt["number"] == number, receipt
+        body = receipt["body"]
+        assert body["amount_captured"] == 492 and body["energy_wh"] == 10000, body
+        assert body["payment_method"] == "terminal" and body["transaction_id"] == tx
+        # the same tag on another station is nobody's
+        assert (await s.cpo.api.put("/api/v1/stations/AH2", station_body("AH2", 1)))[0] == 201
+        other = Station("AH2", s.cpo.ocpp_url, 1, behaviour=Behaviour(auto_heartbeat=False))
+        await other.connect()
+        try:
+            await other.boot_and_report()
+            assert (await other.authorize("CARD1234"))["idTagInfo"]["status"] != "Accepted"
+        finally:
+            await other.disconnect()
+    finally:
+        await close(s)

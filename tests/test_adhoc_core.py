@@ -86,6 +86,9 @@ def test_charging_and_after() -> None:
     running = facts(State.CHARGING, transaction_id=7, cost_minor=1200)
     assert next_step(running, T0, TIMING) == Wait()
     assert next_step(replace(running, cost_minor=3000), T0, TIMING) == StopCharge(7)
+    # a terminal's charge holds nothing here: it is never stopped for its cost
+    terminal = replace(running, cost_minor=90000, hold_minor=None)
+    assert next_step(terminal, T0, TIMING) == Wait()
     asked = replace(running, cost_minor=3100, stop_requested_at=T0)
     assert next_step(asked, T0, TIMING) == Wait()  # the stop is asked once
     assert next_step(replace(running, transaction_stopped=True), T0, TIMING) == MarkStopped(7)

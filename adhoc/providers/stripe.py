@@ -32,6 +32,7 @@ cannot hold an amount for a charge whose cost is not known yet, and it is refuse
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import ssl
@@ -57,6 +58,9 @@ from .base import (
 )
 
 log = structlog.get_logger("adhoc.stripe")
+# the client library logs every request at INFO (URLs, and bodies with the driver's e-mail
+# at DEBUG): our own lines say what happened, without them
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 SECRET_KEY_ENV = "CSMS_ADHOC_STRIPE_SECRET_KEY"
 WEBHOOK_SECRET_ENV = "CSMS_ADHOC_STRIPE_WEBHOOK_SECRET"
