@@ -142,6 +142,7 @@ class AdhocService:
         self.token_source = AdhocTokenSource(self.store, self.terminals)
         self.public_url = settings.public_url or ""
         self._wake = asyncio.Event()
+        self._mail_wake = asyncio.Event()  # a receipt was issued
         self._tasks = Background("adhoc")
         self._costmsg: set[str] = set()
         self._sub: Any = None
@@ -589,6 +590,7 @@ class AdhocService:
             captured=captured,
             receipt=number,
         )
+        self._mail_wake.set()
         if p["station_id"] in self._costmsg and p["transaction_id"] is not None:
             text = costmsg.price_text(_shown(p), p["language"])
             url = f"{self.public_url}/charge/s/{p['id']}"
@@ -689,11 +691,15 @@ class AdhocService:
         from .mail import send_receipts
 
         while True:
+            self._mail_wake.clear()
             try:
                 await send_receipts(self)
             except Exception:
                 log.exception("receipt e-mails failed")
-            await asyncio.sleep(max(5.0, self.settings.poll_interval))
+            try:  # a new receipt goes at once; others (a restart's) at the next pass
+                await asyncio.wait_for(self._mail_wake.wait(), timeout=60)
+            except TimeoutError:
+                pass
 
 
 # ---------------------------------------------------------------------- helpers

@@ -10,11 +10,13 @@ tests/test_adhoc_browser.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import pytest
 from charger_sim import Behaviour, Station
 from csms.clock import FakeClock
 from tests.conftest import Running, start_system, station_body
+from tests.test_alerts import SmtpSink
 from tests.test_push_faults import eventually
 
 AD_HOC = {
@@ -76,12 +79,14 @@ async def open_site(
     behaviour: Behaviour | None = None,
     adhoc: dict[str, Any] | None = None,
     cost_display: bool = False,
+    **overrides: Any,
 ) -> Site:
     system, session, cpo = await start_system(
         tmp_path,
         clock=clock,
         ocpi={},
         adhoc={"poll_interval": 0.2, "public_rate_limit": 100000, **(adhoc or {})},
+        **overrides,
     )
     assert (await cpo.api.put("/api/v1/tariffs/ADHOC", AD_HOC))[0] == 201
     assert (await cpo.api.put("/api/v1/tariffs/REG", REGULAR))[0] == 201
@@ -464,3 +469,56 @@ async def test_a_station_with_its_own_card_terminal(tmp_path: Path) -> None:
             await other.disconnect()
     finally:
         await close(s)
+
+
+async def test_the_receipt_by_e_mail(tmp_path: Path) -> None:
+    async with SmtpSink() as smtp:
+        s = await open_site(
+            tmp_path,
+            ALERTS__SMTP_HOST='"127.0.0.1"',
+            ALERTS__SMTP_PORT=str(smtp.port),
+            ALERTS__SMTP_FROM='"recibos@cpo.example.pt"',
+            ALERTS__SMTP_TO='["ops@cpo.example.pt"]',
+            ALERTS__SMTP_STARTTLS="false",
+        )
+        try:
+            async with driver() as d:
+                # an address that is not one is refused before anything is held
+                async with d.get(f"{s.cpo.http_url}/charge/{EVSE}?lang=pt") as r:
+                    token = csrf_of(await r.text())
+                async with d.post(
+                    f"{s.cpo.http_url}/charge/{EVSE}",
+                    data={"csrf": token, "email": "a@b\r\nBcc: x@y.z", "lang": "pt"},
+                    allow_redirects=False,
+                ) as r:
+                    assert r.status == 400
+                _, where = await pay(s, d, email="condutor@example.pt")
+                pid = where.rsplit("/", 1)[1]
+                await state_is(s, d, pid, "charging")
+                assert await s.service.stop_requested(pid)
+                await state_is(s, d, pid, "captured")
+
+            def receipts() -> list[Any]:
+                mails = [message_from_bytes(m) for m in smtp.messages]
+                return [m for m in mails if m["To"] != "ops@cpo.example.pt"]  # not alerts
+
+            await eventually(receipts, timeout=15)
+            [mail] = receipts()
+            assert mail["To"] == "condutor@example.pt"
+            assert mail["From"] == "recibos@cpo.example.pt"
+            assert "Operador de Teste Lda" in mail["Subject"]
+            parts = {p.get_content_type(): p for p in mail.walk()}
+            assert "AH-000001" in parts["text/plain"].get_payload(decode=True).decode()
+            pdf = parts["application/pdf"].get_payload(decode=True)
+            assert pdf.startswith(b"%PDF")
+
+            async def recorded() -> bool:
+                _, body = await s.cpo.api.get("/api/v1/adhoc/receipts/1")
+                return body["emailed_at"] is not None and body["email_error"] is None
+
+            await eventually(recorded)
+            # the operator's list does not show the driver's address
+            _, body = await s.cpo.api.get(f"/api/v1/adhoc/payments/{pid}")
+            assert body["email_given"] is True and "condutor" not in json.dumps(body)
+        finally:
+            await close(s)
