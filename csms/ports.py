@@ -22,7 +22,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web as aiohttp_web
 from prometheus_client import CollectorRegistry
@@ -113,6 +114,9 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, not sorted)
     # --- reservations (reserve_now, cancel_reservation)
     "ReservationOutcome",  # the reservation (as the API shows it) and the station's answer
     "ReservationRefused",  # refused before any call (.status, .code, .message)
+    # --- charging limits of a session (smart charging offers them, the OCPI bridge uses them)
+    "ChargingLimits",  # the protocol: set, clear and read a session's limit
+    "SessionSchedule",  # a session's charging schedule, unit A or W
     # --- background tasks of an extension's service (started, logged, cancelled at stop)
     "Background",
     # --- clock and configuration
@@ -172,6 +176,35 @@ def _must_time(text: str) -> datetime:
 
 
 # ---------------------------------------------------------------------------- read models
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSchedule:
+    """A limit over time for one session (OCPI's ChargingProfile, OCPP's schedule):
+    ``periods`` are (seconds from ``start``, limit in ``unit``); ``start`` None: from now
+    (a set) or the session's start (a read)."""
+
+    unit: str  # "A" (per phase) or "W"
+    periods: tuple[tuple[int, Decimal], ...]
+    start: datetime | None = None
+    duration: int | None = None
+    min_rate: Decimal | None = None
+
+
+class ChargingLimits(Protocol):
+    """What an extension that manages charging limits (smartcharge) offers others: a
+    session's limit set by a smart charging party, never above what the site allows.
+    Results are OCPI's words: ACCEPTED, REJECTED, UNKNOWN (no such running session)."""
+
+    async def set_session_limit(
+        self, transaction_id: int, schedule: SessionSchedule, origin: str
+    ) -> str: ...
+
+    async def clear_session_limit(self, transaction_id: int, origin: str) -> str: ...
+
+    async def session_schedule(
+        self, transaction_id: int, duration: int
+    ) -> SessionSchedule | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +410,7 @@ class CsmsPort:
         self._token_sources = token_sources
         self._metrics_registry = metrics_registry
         self._http_port = http_port
+        self._charging_limits: ChargingLimits | None = None
 
     @property
     def delivery_link(self) -> Link | None:
@@ -425,6 +459,16 @@ class CsmsPort:
     def http_port(self) -> int:
         """The HTTP port csms listens on (known once it started)."""
         return self._need(self._http_port, "HTTP server")()
+
+    def provide_charging_limits(self, limits: ChargingLimits) -> None:
+        """Offer ``limits`` to the other extensions (smart charging does, at attach)."""
+        self._charging_limits = limits
+
+    @property
+    def charging_limits(self) -> ChargingLimits | None:
+        """The session limits an extension offers (None: none does; look it up when
+        needed, not at attach: extensions attach in turn)."""
+        return self._charging_limits
 
     def add_token_source(self, source: TokenSource) -> None:
         """Let the authorizer also ask ``source`` about id tags it does not know."""

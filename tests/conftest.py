@@ -229,10 +229,12 @@ async def start_system(
     clock: Clock | None = None,
     ocpi: dict[str, Any] | None = None,
     adhoc: dict[str, Any] | None = None,
+    smart: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[CentralSystem, aiohttp.ClientSession, Running]:
     """A central system on loopback; with ``ocpi`` (the [ocpi] section), the OCPI bridge too;
-    with ``adhoc`` (the [adhoc] section), ad hoc charging."""
+    with ``adhoc`` (the [adhoc] section), ad hoc charging; with ``smart`` (the [smart]
+    section), smart charging."""
     settings = make_settings(tmp_path, **overrides)
     if ocpi is not None:
         settings._extension_sections["ocpi"] = {**OCPI_CONFIG, **ocpi}
@@ -242,6 +244,11 @@ async def start_system(
 
         ad = AdhocExtension()
         extensions.append((ad, ad.validate_config({**ADHOC_CONFIG, **adhoc}, settings)))
+    if smart is not None:
+        from smartcharge.extension import SmartExtension
+
+        sm = SmartExtension()
+        extensions.append((sm, sm.validate_config(smart, settings)))
     if ocpi is not None:
         from ocpi_bridge.extension import OcpiExtension
 

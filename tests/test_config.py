@@ -15,7 +15,7 @@ def test_example_config_is_valid_and_has_mobie_defaults() -> None:
 
     s, configured = load_with_extensions(str(ROOT / "config.example.toml"), discover())
     sections = {ext.name: config for ext, config in configured}
-    assert set(sections) == {"ocpi", "adhoc"}
+    assert set(sections) == {"ocpi", "adhoc", "smart"}
     assert sections["adhoc"] is None  # ad hoc charging is off until the operator turns it on
     ocpi = sections["ocpi"]
     assert ocpi.offline_after == 300 and ocpi.tariffs[0].id == "AC-STANDARD"
