@@ -59,6 +59,7 @@ class Reason(StrEnum):
     STATION_REFUSED = "station_refused"  # RemoteStartTransaction Rejected or a CallError
     START_TIMEOUT = "start_timeout"  # accepted but no transaction in time
     NOTHING_TO_PAY = "nothing_to_pay"  # the charge cost nothing: the hold is let go
+    CANCELLED = "cancelled"  # the driver cancelled before paying
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,8 @@ def next_step(f: Facts, now: datetime, timing: Timing) -> Step:
         if s == State.PENDING:
             return MarkAuthorized()  # (accepted only once authorized: cannot happen before)
         return MarkCharging(f.transaction_id)
+    if s in (State.PENDING, State.AUTHORIZED) and f.stop_requested_at is not None:
+        return Release(Reason.CANCELLED)  # the driver cancelled before the start
     if s == State.PENDING:
         if f.hold == HoldStatus.AUTHORIZED:
             return MarkAuthorized()

@@ -281,6 +281,18 @@ class AdhocService:
         await self._remote_stop(p, int(p["transaction_id"]))
         return True
 
+    async def cancel_requested(self, payment_id: str) -> bool:
+        """The driver cancelled before paying (or before the start): the hold is released
+        by the worker, at once. False when it is too late (the charge is starting)."""
+        p = await self.store.get(payment_id)
+        if p is None or p["state"] not in (State.PENDING, State.AUTHORIZED):
+            return False
+        now = self.clock.now()
+        await self.store.note(payment_id, now, stop_requested_at=to_db(now))
+        log.info("the driver cancelled the payment", payment=payment_id)
+        self.wake()
+        return True
+
     async def live(self, payment_id: str) -> dict[str, Any] | None:
         """What the driver's page shows now (their payment only)."""
         p = await self.store.get(payment_id)
@@ -483,8 +495,9 @@ class AdhocService:
         return False
 
     async def _release(self, p: dict[str, Any], reason: Reason, now: datetime) -> bool:
+        held = None
         if p["reference"] and p["kind"] == "online":
-            await self.provider.release(p["reference"], f"release-{p['id']}")
+            held = await self.provider.release(p["reference"], f"release-{p['id']}")
         moved = await self.store.move(
             p["id"],
             State(p["state"]),
@@ -493,6 +506,17 @@ class AdhocService:
             reason=str(reason),
             finished_at=to_db(now),
         )
+        if not moved and held is not None and held.status != HoldStatus.CAPTURED:
+            # the hold was confirmed meanwhile (a webhook), but the provider has let it go
+            # now: the charge must not start on it
+            moved = await self.store.move(
+                p["id"],
+                State.AUTHORIZED,
+                State.RELEASED,
+                now,
+                reason=str(reason),
+                finished_at=to_db(now),
+            )
         if moved:
             log.info("hold released", payment=p["id"], reason=str(reason))
         return moved

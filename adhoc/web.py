@@ -8,7 +8,8 @@
   so far, live), the stop button, the result and the receipt. The link is the secret (128
   random bits); a cookie brings it back from the EVSE page.
 - ``GET /charge/s/{payment}/live``: the same as JSON (the page polls it).
-- ``POST /charge/s/{payment}/stop``; ``GET /charge/s/{payment}/receipt.pdf``.
+- ``POST /charge/s/{payment}/stop``; ``POST /charge/s/{payment}/cancel`` (before the start:
+  the hold is released at once); ``GET /charge/s/{payment}/receipt.pdf``.
 - ``POST /charge/webhooks/{provider}``: the provider's signed notifications.
 
 Every page is rate-limited per client address (``adhoc.public_rate_limit`` a minute; the
@@ -58,7 +59,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ENERGY": "Energia",
         "TIME": "Tempo de carregamento",
         "PARKING_TIME": "Tempo de estacionamento",
-        "FLAT": "Taxa de início",
+        "FLAT": "Taxa de ativação",
         "per_kWh": "/kWh",
         "per_hour": "/hora",
         "per_session": "por carregamento",
@@ -85,6 +86,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "energy": "Energia",
         "duration": "Duração",
         "cost": "Custo até agora",
+        "cost_final": "Custo",
+        "cancel": "Cancelar o pagamento",
+        "back_to_evse": "Voltar ao posto",
         "stop": "Parar o carregamento",
         "held": "Cativado",
         "charged": "Cobrado",
@@ -97,6 +101,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason_station_refused": "O posto recusou iniciar; nada foi cobrado.",
         "reason_start_timeout": "O posto não iniciou a tempo; nada foi cobrado.",
         "reason_nothing_to_pay": "Nada a pagar.",
+        "reason_cancelled": "Cancelou o pagamento; nada foi cobrado.",
         "err_unknown_evse": "Este posto não existe ou não aceita pagamento no local.",
         "err_evse_busy": "Este posto está ocupado.",
         "err_evse_paying": "Outro condutor está a pagar neste posto.",
@@ -147,6 +152,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "energy": "Energy",
         "duration": "Duration",
         "cost": "Cost so far",
+        "cost_final": "Cost",
+        "cancel": "Cancel the payment",
+        "back_to_evse": "Back to the charger",
         "stop": "Stop charging",
         "held": "Held",
         "charged": "Charged",
@@ -159,6 +167,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason_station_refused": "The charger refused to start; nothing was charged.",
         "reason_start_timeout": "The charger did not start in time; nothing was charged.",
         "reason_nothing_to_pay": "Nothing to pay.",
+        "reason_cancelled": "You cancelled the payment; nothing was charged.",
         "err_unknown_evse": "This charger does not exist or takes no payment on the spot.",
         "err_evse_busy": "This charger is occupied.",
         "err_evse_paying": "Another driver is paying at this charger.",
@@ -185,6 +194,12 @@ def money(amount: Decimal | int | str, currency: str, lang: str, minor: bool = F
         text = text.replace(",", " ").replace(".", ",")
         return f"{text} {symbol.strip()}"
     return f"{symbol}{text}"
+
+
+def number(value: Decimal | float | int, places: int, lang: str) -> str:
+    """A quantity for a driver: ``5,00`` (pt) or ``5.00`` (en)."""
+    text = f"{Decimal(str(value)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP):.{places}f}"
+    return text.replace(".", ",") if lang == "pt" else text
 
 
 def unit_price(value: Decimal | str, currency: str, lang: str) -> str:
@@ -251,7 +266,7 @@ class ChargePages:
             loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
             autoescape=select_autoescape(["html"]),
         )
-        self.env.globals.update(money=money, unit_price=unit_price)
+        self.env.globals.update(money=money, unit_price=unit_price, number=number)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._limit], client_max_size=MAX_WEBHOOK_BODY)
@@ -260,6 +275,7 @@ class ChargePages:
                 web.get("/s/{payment}", self.session_page),
                 web.get("/s/{payment}/live", self.live),
                 web.post("/s/{payment}/stop", self.stop),
+                web.post("/s/{payment}/cancel", self.cancel),
                 web.get("/s/{payment}/receipt.pdf", self.receipt_pdf),
                 web.post("/webhooks/{provider}", self.webhook),
                 web.get("/{evse_uid}", self.evse_page),
@@ -450,6 +466,16 @@ class ChargePages:
         if await self._form(request) is None:
             return self._message(lang, "err_bad_form", 400)
         await self.service.stop_requested(p["id"])
+        raise web.HTTPSeeOther(f"/charge/s/{p['id']}")
+
+    async def cancel(self, request: web.Request) -> web.StreamResponse:
+        p = await self._payment(request)
+        lang = p["language"] if p else _language(request)
+        if p is None:
+            return self._message(lang, "err_not_found", 404)
+        if await self._form(request) is None:
+            return self._message(lang, "err_bad_form", 400)
+        await self.service.cancel_requested(p["id"])
         raise web.HTTPSeeOther(f"/charge/s/{p['id']}")
 
     async def receipt_pdf(self, request: web.Request) -> web.StreamResponse:

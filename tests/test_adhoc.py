@@ -163,7 +163,7 @@ async def test_scan_pay_charge_stop_receipt(site: Site) -> None:
         assert "Livre" in html and "PT*MOB*EAH1*1" in html
         # the ad hoc tariff in full (not the regular one): incl. VAT and excl. VAT
         assert "0,369 €" in html and "0,30 €" in html and "1,23 €" in html
-        assert "IVA 23%" in html and "30,00 €" in html  # the hold
+        assert "com IVA (23%)" in html and "30,00 €" in html  # the hold
         assert "Content-Security-Policy" in r.headers
 
         status, where = await pay(s, d, email=None)

@@ -66,6 +66,10 @@ def test_pending() -> None:
     assert next_step(facts(State.PENDING, hold=HoldStatus.AUTHORIZED), late, TIMING) == (
         MarkAuthorized()
     )
+    # the driver cancelled: released, even if the hold was confirmed meanwhile
+    for state in (State.PENDING, State.AUTHORIZED):
+        cancelled = facts(state, hold=HoldStatus.AUTHORIZED, stop_requested_at=T0)
+        assert next_step(cancelled, T0, TIMING) == Release(Reason.CANCELLED)
 
 
 def test_start() -> None:

@@ -266,3 +266,31 @@ async def test_a_capture_whose_answer_is_lost_is_not_made_twice(
     assert [amount for _, amount in s.stripe.captures] == [308]
     keys = {k for m, p, k in s.stripe.requests if p.endswith("/capture")}
     assert len(keys) == 1, keys
+
+
+async def test_the_driver_cancels_and_the_evse_is_free_at_once(stripe_site: StripeSite) -> None:
+    s = stripe_site
+    async with driver() as d:
+        pid, sid = await start_paying(s, d)
+        # back from Stripe's page without paying
+        async with d.post(f"{s.stripe.url}/pay/{sid}/cancel", allow_redirects=False) as r:
+            assert r.status == 303
+            back = r.headers["Location"]
+        assert back == f"{s.base}/charge/s/{pid}?cancelled=1"
+        async with d.get(back) as r:
+            page = await r.text()
+        assert "Payment cancelled." in page and 'id="cancel"' in page
+        async with d.post(
+            f"{s.base}/charge/s/{pid}/cancel", data={"csrf": csrf_of(page)}, allow_redirects=False
+        ) as r:
+            assert r.status == 303
+        await state_is(s.site, d, pid, "released")
+        assert (await live(s.site, d, pid))["reason"] == "cancelled"
+        # Stripe's session is expired: paying late cannot hold anything
+        assert s.stripe.sessions[sid]["status"] == "expired"
+        async with d.get(f"{s.base}/charge/{EVSE}?lang=en") as r:
+            assert "Pay and charge" in await r.text()
+        # a cancel without the form's token is refused
+        async with d.post(f"{s.base}/charge/s/{pid}/cancel", data={}) as r:
+            assert r.status == 400
+    assert s.stripe.captures == []
