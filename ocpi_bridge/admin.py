@@ -38,7 +38,7 @@ log = structlog.get_logger("ocpi.admin")
 C = api_contract
 operation = C.operation
 GRANT_BODY = C.obj(
-    {"role": {"type": "string", "enum": ["HUB", "EMSP"]}, "parties": C.array(C.STR)},
+    {"role": {"type": "string", "enum": ["HUB", "EMSP", "SCSP"]}, "parties": C.array(C.STR)},
     optional=("role", "parties"),
 )
 TARIFF_BODY = C.obj(
@@ -81,7 +81,7 @@ def _grant(body: Any) -> Grant:
         raise ApiError(
             422,
             "invalid_body",
-            "a token A grants a role (HUB or EMSP) for parties, e.g. "
+            "a token A grants a role (HUB, EMSP or SCSP) for parties, e.g. "
             '{"role": "HUB", "parties": ["PT/MOB"]}',
             fields=[{"field": field if message else "(body)", "message": message or str(e)}],
         ) from None
@@ -292,7 +292,7 @@ class OcpiAdminApi:
             {
                 "versions_url": {"type": "string", "format": "uri"},
                 "token": {"type": "string", "minLength": 1},
-                "role": {"type": "string", "enum": ["HUB", "EMSP"]},
+                "role": {"type": "string", "enum": ["HUB", "EMSP", "SCSP"]},
                 "parties": C.array(C.STR),
             },
             optional=("role", "parties"),

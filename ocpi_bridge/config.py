@@ -27,7 +27,7 @@ class OcpiSettings(BaseModel):
     # every token A it grants a role (HUB: MOBI.E's) for the parties listed ("PT/MOB"):
     # a registration with it may claim nothing else.
     token_a: str | None = Field(None, min_length=8, max_length=64, pattern=r"^[!-~]+$")
-    token_a_role: Literal["HUB", "EMSP"] = "HUB"
+    token_a_role: Literal["HUB", "EMSP", "SCSP"] = "HUB"
     token_a_parties: list[str] = []
     # Let peers' URLs (versions, endpoints, response_url) lead to loopback, private or
     # link-local addresses. Off: a peer cannot make us call our own network (a test or
@@ -48,6 +48,11 @@ class OcpiSettings(BaseModel):
     # OCPI commands: how long a station has to do what was asked (the CommandResponse's
     # timeout); a real charger needs time to start a transaction
     command_timeout: int = Field(120, ge=1, le=3600)
+    # ChargingProfiles (for a peer granted SCSP): the fewest seconds between two requests of
+    # one kind (set, get, clear) for one session by one peer (faster: TOO_OFTEN), and the
+    # seconds the peer is told to wait for a result (the ChargingProfileResponse's timeout)
+    charging_profile_interval: int = Field(10, ge=0, le=3600)
+    charging_profile_timeout: int = Field(60, ge=1, le=3600)
     # Tariffs defined here ([[ocpi.tariffs]]) are stored at start; connectors reference
     # them by id in their tariff_ids. The API (PUT /api/v1/tariffs/{id}) defines more.
     tariffs: list[TariffDef] = []
@@ -91,7 +96,7 @@ def load_ocpi_settings(raw: dict[str, Any], mobie_mode: bool = True) -> OcpiSett
     if settings.token_a and not settings.token_a_parties:
         raise ConfigError(
             "ocpi.token_a_parties: required with ocpi.token_a (the parties the configured "
-            'token A grants, e.g. ["PT/MOB"]; ocpi.token_a_role says HUB or EMSP)'
+            'token A grants, e.g. ["PT/MOB"]; ocpi.token_a_role says HUB, EMSP or SCSP)'
         )
     if mobie_mode and settings.session_update_interval > MOBIE_SESSION_INTERVAL:
         raise ConfigError(

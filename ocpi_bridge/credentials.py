@@ -6,7 +6,7 @@ details with A and POSTs its credentials (its token B and versions URL). Before 
 fetch its versions and details with B; then we answer with a fresh token C. A is spent.
 PUT renews (new B in, new C out), GET shows our credentials, DELETE unregisters.
 
-A peer's powers are the operator's: a token A carries a grant (HUB or EMSP, and the parties),
+A peer's powers are the operator's: a token A carries a grant (HUB, EMSP or SCSP, and the parties),
 and a registration or renewal whose credentials claim more (another role, a party never
 given) is refused with HTTP 403 and OCPI 2001, logged and recorded for the hub-link page.
 What the peer may do (hub or not, its parties) comes from the grant, never from its

@@ -213,9 +213,10 @@ def _grant_arguments(parser: argparse.ArgumentParser, who: str) -> None:
     parser.add_argument(
         "--role",
         required=True,
-        choices=("HUB", "EMSP"),
+        choices=("HUB", "EMSP", "SCSP"),
         type=str.upper,
-        help=f"what {who} may be: HUB (MOBI.E: every party's sessions and CDRs) or EMSP",
+        help=f"what {who} may be: HUB (MOBI.E: every party's sessions and CDRs), EMSP, or SCSP "
+        "(a smart charging party: chargingprofiles only)",
     )
     parser.add_argument(
         "--party",

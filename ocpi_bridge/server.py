@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from .charging_profiles import SCSP, ChargingProfiles
 from .schemas import Token, TokenPatch, dump, parse
 from .store import Peer, UidTaken, token_digest
 from .transport import (
@@ -45,6 +46,9 @@ V = r"{version:2\.2(?:\.1)?}"
 S = "{_s:/?}"
 ID = "[^/]+"
 CONFIG_MODULES = frozenset({"versions", "details", "credentials"})
+# what a peer granted SCSP (a smart charging party) may not use: it steers sessions, it does
+# not see their tokens or owners' data, nor act for an eMSP
+NOT_FOR_SCSP = frozenset({"sessions", "cdrs", "tokens", "commands"})
 CALLER = web.RequestKey("ocpi_caller", "Caller")
 # what we echo of a caller's X-Request-ID / X-Correlation-ID (anything else: a new UUID)
 _ECHOABLE = frozenset(map(chr, range(0x21, 0x7F)))
@@ -65,9 +69,11 @@ class Caller:
 class OcpiHttp:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
+        self.charging_profiles = ChargingProfiles(bridge)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
+        app.on_cleanup.append(self._cleanup)
         r = app.router
         r.add_get(f"/versions{S}", self.versions, name="versions")
         r.add_get(f"/{V}{S}", self.details, name="details")
@@ -103,7 +109,14 @@ class OcpiHttp:
         r.add_get(tokens, self.token_get, name="tokens-get")
         r.add_put(tokens, self.token_put, name="tokens-put")
         r.add_patch(tokens, self.token_patch, name="tokens-patch")
+        profiles = f"/{V}/chargingprofiles/{{session_id:{ID}}}{S}"
+        r.add_get(profiles, self.charging_profile_get, name="chargingprofiles-get")
+        r.add_put(profiles, self.charging_profile_put, name="chargingprofiles-put")
+        r.add_delete(profiles, self.charging_profile_delete, name="chargingprofiles-delete")
         return app
+
+    async def _cleanup(self, app: web.Application) -> None:
+        await self.charging_profiles.stop()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -121,6 +134,7 @@ class OcpiHttp:
             if request.match_info.http_exception is not None:
                 raise OcpiError(2000, "unknown OCPI endpoint", http_status=404)
             request[CALLER] = await self._authenticate(request, module)
+            _check_powers(request[CALLER], module)
             response = await handler(request)
         except OcpiError as e:
             if e.status_code >= 3000:
@@ -240,7 +254,19 @@ class OcpiHttp:
             }
             for identifier, role in self.bridge.modules
         ]
+        if self.charging_profiles.offered_to(await self._grant_role(request[CALLER])):
+            url = self.bridge.module_url(version, "chargingprofiles")
+            endpoints.append({"identifier": "chargingprofiles", "role": "RECEIVER", "url": url})
         return self._ok({"version": version, "endpoints": endpoints})
+
+    async def _grant_role(self, caller: Caller) -> str | None:
+        """The role the operator granted the caller (a peer's, or its token A's)."""
+        if caller.peer is not None:
+            return caller.peer.grant_role
+        if caller.token_a is not None:
+            grant = await self.bridge.store.token_a_grant(caller.token_a)
+            return grant.role if grant is not None else None
+        return None
 
     # ------------------------------------------------------------------ credentials
 
@@ -339,6 +365,33 @@ class OcpiHttp:
             peer, party, request.match_info["command"], body
         )
         return json_response(envelope(response, status, now=self.bridge.clock.now()))
+
+    # ------------------------------------------------------------------ charging profiles
+
+    def _profile_caller(self, request: web.Request) -> tuple[Peer, tuple[str, str], str]:
+        """(peer, the party it speaks for, session id) of a chargingprofiles request."""
+        peer = self._peer(request)
+        party = _requester_party(request, request[CALLER]) or peer.primary_party
+        if not peer.owns(*party):
+            raise OcpiError(
+                INVALID_PARAMETERS, f"OCPI-from {party[0]}/{party[1]} is not one of your parties"
+            )
+        return peer, (party[0].upper(), party[1].upper()), request.match_info["session_id"]
+
+    async def charging_profile_put(self, request: web.Request) -> web.Response:
+        peer, party, session_id = self._profile_caller(request)
+        body = await request.json(loads=_loads)
+        return self._ok(await self.charging_profiles.set(peer, party, session_id, body))
+
+    async def charging_profile_get(self, request: web.Request) -> web.Response:
+        peer, party, session_id = self._profile_caller(request)
+        answer = await self.charging_profiles.get(peer, party, session_id, request.query)
+        return self._ok(answer)
+
+    async def charging_profile_delete(self, request: web.Request) -> web.Response:
+        peer, party, session_id = self._profile_caller(request)
+        answer = await self.charging_profiles.clear(peer, party, session_id, request.query)
+        return self._ok(answer)
 
     # ------------------------------------------------------------------ tokens (we receive)
 
@@ -454,6 +507,18 @@ def _same(*checks: tuple[str, str, str]) -> None:
             raise OcpiError(
                 INVALID_PARAMETERS, f"{field}: {in_body!r} in the body, {in_url!r} in the URL"
             )
+
+
+def _check_powers(caller: Caller, module: str) -> None:
+    """A peer uses only the modules its grant allows (the operator's decision): only SCSP
+    opens chargingprofiles, and SCSP opens nothing of an eMSP's (HTTP 403, OCPI 2000)."""
+    peer = caller.peer
+    if peer is None or module in CONFIG_MODULES:
+        return
+    if module == "chargingprofiles":
+        ChargingProfiles.check_allowed(peer)
+    elif peer.grant_role == SCSP and module in NOT_FOR_SCSP:
+        raise OcpiError(2000, f"{module} is not for a smart charging party (SCSP)", 403)
 
 
 def _requester_party(request: web.Request, caller: Caller | None) -> tuple[str, str] | None:

@@ -17,7 +17,7 @@ from csms.ports import Tx as JobDb
 
 log = structlog.get_logger("ocpi.store")
 
-GRANT_ROLES = ("HUB", "EMSP")
+GRANT_ROLES = ("HUB", "EMSP", "SCSP")  # SCSP: a smart charging party (chargingprofiles)
 DIGEST_PREFIX = "sha256:"
 _PARTY = re.compile(r"^([A-Za-z]{2})[/*-]?([A-Za-z0-9]{3})$")
 # security events kept for the hub-link page (the newest; a hostile peer cannot grow it)
@@ -44,7 +44,7 @@ def parse_party(text: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Grant:
-    """What the operator lets a peer be: one role (HUB or EMSP) for these parties."""
+    """What the operator lets a peer be: one role (HUB, EMSP or SCSP) for these parties."""
 
     role: str
     parties: tuple[tuple[str, str], ...]
@@ -99,7 +99,7 @@ class Peer:
     # (country_code, party_id): granted by the operator (ocpi_peer_parties), never taken
     # from the peer's credentials
     parties: set[tuple[str, str]] = field(default_factory=set)
-    grant_role: str | None = None  # HUB | EMSP; None: no grant (no hub powers)
+    grant_role: str | None = None  # HUB | EMSP | SCSP; None: no grant (no hub powers)
     grant_source: str | None = None  # token_a | operator | legacy
     # (country_code, party_id, role) as granted: what its credentials may claim
     allowed: set[tuple[str, str, str]] = field(default_factory=set)

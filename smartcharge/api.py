@@ -83,14 +83,14 @@ _DAY = timedelta(days=1)
 
 def _station(request: web.Request) -> str:
     sid = request.match_info["station_id"]
-    if not ID_RE.match(sid):
+    if not ID_RE.fullmatch(sid):
         raise ApiError(404, "not_found", "no such station")
     return sid
 
 
 def _site(request: web.Request) -> str:
     sid = request.match_info["site_id"]
-    if not ID_RE.match(sid):
+    if not ID_RE.fullmatch(sid):
         raise ApiError(404, "not_found", "no such site")
     return sid
 
@@ -207,7 +207,7 @@ class SmartApi:
     async def clear(self, request: web.Request) -> web.Response:
         sid = _station(request)
         text = request.match_info["profile_id"]
-        if not text.isdigit() or len(text) > 9:
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise ApiError(404, "not_found", "no such profile")
         try:
             out = await self.service.clear_profile(sid, int(text))

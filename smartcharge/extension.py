@@ -44,15 +44,12 @@ class SmartExtension:
             return
         from .api import SmartApi
         from .service import SmartService
+        from .web import SmartWebProvider
 
         self._port = port
         self.service = SmartService(port, config)
         port.provide_charging_limits(self.service)
         port.http_app.add_routes(SmartApi(self.service).routes())
-        try:
-            from .web import SmartWebProvider
-        except ImportError:  # (the pages are optional while they are written)
-            return
         port.web.add_provider(SmartWebProvider(self.service))
 
     async def start(self) -> None:

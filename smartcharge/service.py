@@ -287,9 +287,14 @@ class SmartService:
         return {"station": await self._clear(station_id, profile_id)}
 
     async def _clear(self, station_id: str, profile_id: int) -> str:
-        await self.store.delete_profile(station_id, profile_id)
+        """ClearChargingProfile; a station not connected gets it when it connects (the
+        profile is kept as ``clearing`` until then)."""
         if not self.port.is_connected(station_id):
-            return "not connected"
+            await self.store.profile_answer(
+                station_id, profile_id, "clearing", None, self.clock.now()
+            )
+            return "not connected: cleared when it connects"
+        await self.store.delete_profile(station_id, profile_id)
         try:
             answer = await self.port.send_command(
                 station_id,
@@ -312,7 +317,7 @@ class SmartService:
         station = await self.port.station(station_id)
         if station is None:
             raise Refused(404, "not_found", f"unknown station {station_id}")
-        now = self.clock.now()
+        now = self.clock.now().replace(microsecond=0)
         tx = (
             await self.port.active_transaction_on(station_id, connector_id)
             if connector_id > 0
@@ -350,7 +355,7 @@ class SmartService:
             out["station_error"] = str(e)[:300]
             return out
         out["station"] = answer
-        out["matches"] = _agrees(expected, answer, unit)
+        out["matches"] = _agrees(expected, answer, unit, now)
         return out
 
     # ------------------------------------------------------------------ re-applying
@@ -362,6 +367,9 @@ class SmartService:
         async with self._lock(f"station:{station_id}"):
             sent = 0
             for row in await self.store.profiles(station_id):
+                if row["state"] == "clearing":
+                    await self._clear(station_id, int(row["profile_id"]))
+                    continue
                 profile = Profile.model_validate(row["body"])
                 if profile.purpose == "TxProfile":
                     tx_id = row["transaction_id"]
@@ -467,6 +475,10 @@ class SmartService:
     async def set_dynamic_limit(
         self, site_id: str, limit: Decimal | None, until: datetime | None
     ) -> dict[str, Any]:
+        if limit is not None and (not limit.is_finite() or not 0 <= limit <= 100000):
+            raise Refused(422, "invalid_body", "limit: a number from 0 to 100000")
+        if until is not None and until <= self.clock.now():
+            raise Refused(422, "invalid_body", "until: a time to come")
         if not await self.store.set_dynamic_limit(site_id, limit, until, self.clock.now()):
             raise Refused(404, "not_found", f"no site {site_id}")
         log.info("site dynamic limit", site_id=site_id, limit=str(limit), until=str(until))
@@ -660,7 +672,7 @@ class SmartService:
             kind, start = "Relative", None
         else:
             wanted = row["schedule"]
-            unit = wanted["unit"] if wanted["unit"] in caps.units else sorted(caps.units)[0]
+            unit = wanted["unit"] if wanted["unit"] in caps.units else min(caps.units or {"A"})
             factor = Decimal(1)
             if unit != wanted["unit"]:
                 factor = Decimal(volts_phases) if unit == "W" else 1 / Decimal(volts_phases)
@@ -677,6 +689,11 @@ class SmartService:
                     {"start_period": int(offset), "limit": limit.quantize(q, ROUND_DOWN)}
                 )
             schedule = {"charging_rate_unit": unit, "periods": periods}
+            if wanted.get("min_rate") is not None:
+                q = Decimal("0.1")
+                schedule["min_charging_rate"] = (Decimal(wanted["min_rate"]) * factor).quantize(
+                    q, ROUND_DOWN
+                )
             if wanted.get("duration") is not None:
                 schedule["duration"] = int(wanted["duration"])
             start = wanted.get("start") or row["created_at"]
@@ -724,8 +741,17 @@ class SmartService:
             "duration": schedule.duration,
             "min_rate": None if schedule.min_rate is None else str(schedule.min_rate),
         }
+        before = await self.store.session_limit(transaction_id)
         await self.store.put_session_limit(transaction_id, origin, body, self.clock.now())
-        return await self._apply_session(tx, "session limit set")
+        result = await self._apply_session(tx, "session limit set")
+        if result != "ACCEPTED":  # the station refused it: it is not kept (nor re-sent)
+            if before is None:
+                await self.store.delete_session_limit(transaction_id)
+            else:
+                await self.store.put_session_limit(
+                    transaction_id, before["origin"], before["schedule"], self.clock.now()
+                )
+        return result
 
     async def clear_session_limit(self, transaction_id: int, origin: str) -> str:
         tx = await self.port.transaction(transaction_id)
@@ -785,8 +811,10 @@ class SmartService:
                 for p in sched["chargingSchedulePeriod"]
             )
             start = answer.get("scheduleStart") or sched.get("startSchedule")
+            if sched.get("chargingRateUnit") not in ("A", "W"):
+                return None  # a schedule without its unit says nothing
             return SessionSchedule(
-                unit=str(sched.get("chargingRateUnit", "A")),
+                unit=str(sched["chargingRateUnit"]),
                 periods=periods,
                 start=parse_api_time(start) if isinstance(start, str) else None,
                 duration=int(sched["duration"]) if sched.get("duration") is not None else None,
@@ -899,9 +927,15 @@ def _float(v: Decimal | None) -> float | None:
     return None if v is None else float(v)
 
 
-def _agrees(expected: list[tuple[int, Decimal | None]], answer: Any, unit: str) -> bool | None:
-    """Whether the station's composite schedule says what csms expects (limits within
-    0.1 A or 1 W, periods at the same offsets); None when it did not send one."""
+def _agrees(
+    expected: list[tuple[int, Decimal | None]],
+    answer: Any,
+    unit: str,
+    start: datetime | None = None,
+) -> bool | None:
+    """Whether the station's composite schedule says what csms expects: the same limits
+    (within 0.1 A or 1 W) changing at the same moments (within 2 s, the station's start
+    taken into account); None when it did not send one; False when it sent nonsense."""
     if not isinstance(answer, dict) or answer.get("status") != "Accepted":
         return None
     schedule = answer.get("chargingSchedule")
@@ -910,16 +944,24 @@ def _agrees(expected: list[tuple[int, Decimal | None]], answer: Any, unit: str) 
     periods = schedule.get("chargingSchedulePeriod")
     if not isinstance(periods, list):
         return None
-    theirs = []
-    for p in periods:
-        if not isinstance(p, dict):
-            return False
-        theirs.append((int(p.get("startPeriod", -1)), Decimal(str(p.get("limit")))))
+    shift = 0.0
+    said = answer.get("scheduleStart") or schedule.get("startSchedule")
+    try:
+        if start is not None and isinstance(said, str):
+            shift = (parse_api_time(said) - start).total_seconds()
+        theirs = []
+        for p in periods:
+            offset, limit = p["startPeriod"], p["limit"]
+            if isinstance(offset, bool) or not isinstance(offset, int | float):
+                return False
+            theirs.append((float(offset) + shift, Decimal(str(limit))))
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return False
     ours = [(o, v) for o, v in expected if v is not None]
-    if len(ours) != len(theirs):
+    if len(ours) != len(theirs) or not all(v.is_finite() for _, v in theirs):
         return False
     tolerance = Decimal("0.1") if unit == "A" else Decimal("1")
     return all(
-        o1 == o2 and abs(v1 - v2) <= tolerance
+        abs(o1 - o2) <= 2 and abs(v1 - v2) <= tolerance
         for (o1, v1), (o2, v2) in zip(ours, theirs, strict=True)
     )

@@ -34,7 +34,7 @@ class SmartStore:
             where.append("station_id = ?")
             params.append(station_id)
         if origin_prefix is not None:
-            where.append("origin LIKE ?")
+            where.append("origin LIKE ? ESCAPE '\\'")
             params.append(origin_prefix.replace("%", "").replace("_", "\\_") + "%")
         sql = "SELECT * FROM smart_profiles"
         if where:
@@ -206,6 +206,13 @@ class SmartStore:
             return cur.rowcount > 0
 
         return await self.db.write(job)
+
+    async def member(self, station_id: str) -> dict[str, Any] | None:
+        """The site a station is in (site_id, priority), if any."""
+        return await self.db.read_one(
+            "SELECT site_id, priority FROM smart_site_members WHERE station_id = ?",
+            (station_id,),
+        )
 
     async def members(self, site_id: str | None = None) -> list[dict[str, Any]]:
         if site_id is None:

@@ -120,6 +120,25 @@ async def test_profiles_set_checked_cleared(net: Net) -> None:
     assert 1 not in held(st)
     status, _ = await api.request("DELETE", "/api/v1/smart/stations/SC1/profiles/1")
     assert status == 404
+    status, _ = await api.request("DELETE", "/api/v1/smart/stations/SC1/profiles/%C2%B2")
+    assert status == 404  # a Unicode digit is not a number here
+    status, _ = await api.put("/api/v1/smart/sites/abc%0A", {"rules": {"limit": 1, "unit": "A"}})
+    assert status == 404  # nor is an id with a line break
+    # cleared while the station is away: it is cleared when the station comes back
+    status, row = await api.post(
+        "/api/v1/smart/stations/SC1/profiles", {"connector_id": 0, "profile": cpmax(10, pid=4)}
+    )
+    assert status == 200 and 4 in held(st)
+    await st.disconnect()
+    await eventually(lambda: not net.system.port.is_connected("SC1"))
+    status, answer = await api.request("DELETE", "/api/v1/smart/stations/SC1/profiles/4")
+    assert status == 200 and answer["station"].startswith("not connected"), answer
+    assert 4 in held(st)
+    await st.connect()
+    await st.boot_and_report()
+    await eventually(lambda: 4 not in held(st))
+    status, listed = await api.get("/api/v1/smart/stations/SC1/profiles")
+    assert listed["items"] == []
 
 
 async def test_a_station_that_takes_watts_only(tmp_path: Path) -> None:

@@ -525,6 +525,10 @@ def build_app() -> FastAPI:
             ModuleID.tariffs,
             ModuleID.tokens,
             ModuleID.commands,
+            # a smart charging party (--role SCSP) also takes the CPO's ChargingProfile results,
+            # POSTed to {base}/ocpi/emsp/2.2.1/chargingprofiles/?... (the library's route); read
+            # them with GET /_control/requests?path=chargingprofiles
+            *([ModuleID.charging_profile] if PEER.role == "SCSP" else []),
         ],
         authenticator=MemoryAuthenticator,
         adapter=BaseAdapter,
