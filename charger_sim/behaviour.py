@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -89,7 +90,25 @@ class Behaviour:
     ``heartbeat_interval``
         When set, use this heartbeat interval and ignore the one in BootNotification.conf.
     ``charge_power_w``
-        Power drawn while charging; the meter register grows by power × time.
+        Power the car wants while charging (a connector's ``wanted_w`` overrides it); it
+        draws min(wanted, the charging profiles' limit) and the meter register grows by
+        power × time.
+    ``voltage`` / ``min_current_a`` / ``max_current_a``
+        Smart charging (:mod:`charger_sim.smart`): the phase voltage that converts limits in
+        A to W (W = A x voltage x phases), the car's minimum current (IEC 61851: 6 A; an
+        offer below it suspends charging, StatusNotification SuspendedEVSE) and the
+        station's rated current per phase (what GetCompositeSchedule reports where no
+        profile limits).
+    ``ramp_w_per_s``
+        How fast the car's power rises towards min(``charge_power_w``, limit) during a
+        transaction (0: at once). It drops at once when the limit falls (a car must follow a
+        lower offer within seconds; at once, the meter never shows more than the limit). A
+        transaction starts at its target power, as before profiles existed.
+    ``keep_profiles``
+        Keep the charging profiles across a hard reset or a firmware reboot (they are always
+        kept across a soft reset; TxProfiles end with their transaction anyway). Off: a hard
+        reboot loses them, as on chargers that keep profiles in RAM; csms re-applies them
+        after the boot.
     ``auto_reconnect``
         Reconnect (with backoff from ``reconnect_delay`` up to 30 s) when the central system
         or the network closes the connection unexpectedly. Off by default so that tests see
@@ -126,6 +145,11 @@ class Behaviour:
     authorize_remote_tx: bool | None = None
     heartbeat_interval: int | None = None
     charge_power_w: float = 11000.0
+    voltage: float = 230.0
+    min_current_a: float = 6.0
+    max_current_a: float = 32.0
+    ramp_w_per_s: float = 2000.0
+    keep_profiles: bool = False
     auto_reconnect: bool = False
     reconnect_delay: float = 1.0
     boot_on_reconnect: bool = True
@@ -145,3 +169,11 @@ class Behaviour:
             raise ValueError(f"Behaviour.remote_stop_reason={self.remote_stop_reason!r}")
         if self.charge_power_w < 0:
             raise ValueError("Behaviour.charge_power_w must not be negative")
+        for name in ("voltage", "max_current_a"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"Behaviour.{name}={value!r}: must be a finite number > 0")
+        for name in ("min_current_a", "ramp_w_per_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"Behaviour.{name}={value!r}: must be a finite number >= 0")

@@ -663,16 +663,11 @@ class Link(ChargePoint):
         self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any
     ) -> Any:
         st = self.station
-        if not 0 <= connector_id <= st.number_of_connectors:
+        why = st.install_profile(connector_id, cs_charging_profiles)
+        if why is not None:
+            st.log.info("charging profile rejected", reason=why)
             return result.SetChargingProfile(status="Rejected")
-        purpose = cs_charging_profiles.get("charging_profile_purpose")
-        if purpose == "TxProfile" and (
-            connector_id == 0 or not st.connectors[connector_id].in_transaction
-        ):
-            return result.SetChargingProfile(status="Rejected")
-        profile = dict(cs_charging_profiles, connector_id=connector_id)
-        st.charging_profiles[int(cs_charging_profiles["charging_profile_id"])] = profile
-        return result.SetChargingProfile(status="Accepted")
+        return Outcome(result.SetChargingProfile(status="Accepted"), st._limits_changed)
 
     @on(Action.clear_charging_profile)
     def on_clear_charging_profile(
@@ -684,40 +679,15 @@ class Link(ChargePoint):
         **_: Any,
     ) -> Any:
         st = self.station
-        removed = False
-        for profile_id, profile in list(st.charging_profiles.items()):
-            if id is not None and profile_id != id:
-                continue
-            if connector_id is not None and profile.get("connector_id") != connector_id:
-                continue
-            purpose = profile.get("charging_profile_purpose")
-            if charging_profile_purpose is not None and purpose != charging_profile_purpose:
-                continue
-            if stack_level is not None and profile.get("stack_level") != stack_level:
-                continue
-            del st.charging_profiles[profile_id]
-            removed = True
-        return result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
+        if not st.clear_profiles(id, connector_id, charging_profile_purpose, stack_level):
+            return result.ClearChargingProfile(status="Unknown")
+        return Outcome(result.ClearChargingProfile(status="Accepted"), st._limits_changed)
 
     @on(Action.get_composite_schedule)
     def on_get_composite_schedule(
         self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
     ) -> Any:
-        st = self.station
-        if not 0 <= connector_id <= st.number_of_connectors:
+        answer = self.station.composite_schedule(connector_id, duration, charging_rate_unit)
+        if answer is None:
             return result.GetCompositeSchedule(status="Rejected")
-        unit = charging_rate_unit or "W"
-        limit = round(st.behaviour.charge_power_w, 1) if unit == "W" else 32.0
-        now = iso()
-        schedule = {
-            "duration": duration,
-            "start_schedule": now,
-            "charging_rate_unit": unit,
-            "charging_schedule_period": [{"start_period": 0, "limit": limit}],
-        }
-        return result.GetCompositeSchedule(
-            status="Accepted",
-            connector_id=connector_id,
-            schedule_start=now,
-            charging_schedule=schedule,
-        )
+        return result.GetCompositeSchedule(**answer)

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -52,7 +53,7 @@ from ocpp.v16 import call_result as v16_call_result
 from websockets.asyncio.client import connect as ws_connect
 from websockets.headers import build_authorization_basic
 
-from charger_sim import costdisplay, transfers
+from charger_sim import costdisplay, smart, transfers
 from charger_sim.behaviour import Behaviour
 from charger_sim.config import ConfigurationStore
 from charger_sim.errors import (
@@ -87,7 +88,10 @@ class ConnectorState:
 
     ``transaction_id`` is the id the central system assigned (None while the
     StartTransaction is queued or unanswered); ``meter_wh`` is the energy register, which grows
-    by ``power_w`` while a transaction is active.
+    by ``power_w`` while a transaction is active. ``power_w`` follows min(``wanted_w`` (None:
+    ``Behaviour.charge_power_w``), the charging profiles' limit) with the behaviour's ramp;
+    ``held`` withholds power (an invalid idTag kept going); ``suspended``: the station
+    reported SuspendedEVSE because its limit is below the car's minimum.
     """
 
     connector_id: int
@@ -102,7 +106,11 @@ class ConnectorState:
     tx_ref: int | None = field(default=None, repr=False)
     pending_availability: str | None = field(default=None, repr=False)
     claimed: bool = field(default=False, repr=False)
-    meter_at: float = field(default_factory=time.monotonic, repr=False)
+    wanted_w: float | None = None
+    held: bool = False
+    suspended: bool = field(default=False, repr=False)
+    tx_started_at: datetime | None = field(default=None, repr=False)
+    next_sample_at: datetime | None = field(default=None, repr=False)
     meter_task: asyncio.Task[None] | None = field(default=None, repr=False)
     meter_waker: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     flow_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -111,12 +119,6 @@ class ConnectorState:
     def in_transaction(self) -> bool:
         """A transaction is active locally (its StartTransaction may still be queued)."""
         return self.tx_ref is not None
-
-    def advance_meter(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        if self.tx_ref is not None and self.power_w > 0:
-            self.meter_wh += self.power_w * max(0.0, now - self.meter_at) / 3600.0
-        self.meter_at = now
 
 
 @dataclass
@@ -167,6 +169,14 @@ class Station:
     dropped first, Start/StopTransaction never); ``cost_display`` gives the station the
     pricing extension (see below).
 
+    ``clock`` (a callable returning an aware datetime) gives the station its time: meter
+    integration, the timestamps it sends, profile validity. Without it the station lives in
+    real time and its loops sleep. With it (e.g. :class:`charger_sim.smart.SimClock`), time
+    only moves when the test moves it: the periodic MeterValues loops do not run, and
+    :meth:`catch_up` (or :meth:`advance` for a SimClock) does what they would have done for
+    the elapsed time, in time order and with the clock's timestamps, so a simulated day
+    takes seconds.
+
     Public state: ``connectors`` (``{0..N: ConnectorState}``), ``config``
     (:class:`ConfigurationStore`), ``calls_received`` (``[(action, payload)]`` from the central
     system, in order), ``calls_sent`` (``[(action, payload)]`` sent), ``stats``,
@@ -195,10 +205,9 @@ class Station:
       entries or a list beyond LocalAuthListMaxLength, NotSupported and version -1 when
       LocalAuthListEnabled is false). ReserveNow (Accepted + Reserved
       status and expiry, Occupied, Faulted, Unavailable, Rejected for an unknown connector
-      or connector 0) / CancelReservation (Accepted or Rejected). SetChargingProfile
-      (Rejected for an unknown connector or a TxProfile without transaction) /
-      ClearChargingProfile (Accepted or Unknown) / GetCompositeSchedule (one period at the
-      station's power). GetDiagnostics (file name, then Uploading, a generated file really
+      or connector 0) / CancelReservation (Accepted or Rejected). SetChargingProfile /
+      ClearChargingProfile / GetCompositeSchedule: see "Smart charging" below.
+      GetDiagnostics (file name, then Uploading, a generated file really
       uploaded with HTTP PUT, Uploaded/UploadFailed) / UpdateFirmware (Downloading, the image
       really downloaded with HTTP GET, Downloaded, Installing, reboot with the new version,
       Installed, or a failure): see :mod:`charger_sim.transfers`.
@@ -211,6 +220,24 @@ class Station:
       GetInstalledCertificateIds, DeleteCertificate, ExtendedTriggerMessage, GetLog,
       SignedUpdateFirmware, ChangeConfiguration SecurityProfile): see
       :mod:`charger_sim.security` (``security=SecurityOptions(...)``).
+    * Smart charging (:mod:`charger_sim.smart` holds the rules): SetChargingProfile is
+      Rejected for an unknown connector, a unit not in
+      ChargingScheduleAllowedChargingRateUnit, a stack level above
+      ChargeProfileMaxStackLevel, more periods than ChargingScheduleMaxPeriods, one profile
+      too many for MaxChargingProfilesInstalled (a profile with the same id, or the same
+      purpose, stack level and connector, replaces the old one), a ChargePointMaxProfile off
+      connector 0, a TxProfile without a transaction (or for another transactionId), and a
+      profile that makes no sense (periods out of order, ...); else Accepted and obeyed at
+      once: each connector's power follows min(wanted, limit) with ``Behaviour``'s ramp, an
+      offer below ``min_current_a`` suspends it (StatusNotification SuspendedEVSE, then
+      Charging again), and MeterValues add Current.Offered while a profile applies (and
+      Current.Import per phase when MeterValuesSampledData asks for it). TxProfiles end
+      with their transaction; a hard reboot drops all profiles unless
+      ``Behaviour.keep_profiles``. ClearChargingProfile: Accepted or Unknown.
+      GetCompositeSchedule: the real composite of the connector (0: the station's
+      ChargePointMaxProfile) in the unit asked (default: A when allowed), the rated current
+      where nothing limits; Rejected for an unknown connector or a duration below 1.
+      ``limit_a(connector_id)`` / ``limit_w(connector_id)`` read the limit now.
     * Other 1.6 actions (requests a charge point sends): CALLERROR NotImplemented; actions
       not in 1.6: NotSupported; schema-invalid requests: the library's code, with 1.6's
       spelling ``FormationViolation``.
@@ -239,6 +266,7 @@ class Station:
         max_queue: int = 1000,
         security: SecurityOptions | None = None,
         cost_display: bool = False,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if connectors < 1:
             raise ValueError("a station needs at least one connector")
@@ -273,7 +301,17 @@ class Station:
         self.local_auth_list: dict[str, dict[str, Any]] = {}
         self.local_list_version = 0
         self.auth_cache: dict[str, dict[str, Any]] = {}
+        self._clock: Callable[[], datetime] = clock or _wall_clock
+        self.simulated_time = clock is not None
         self.charging_profiles: dict[int, dict[str, Any]] = {}
+        self._parsed: dict[int, smart.Profile] = {}
+        # replaced or cleared profiles, with when: they still rule the time before that
+        # (a station catching up with an injected clock integrates that time later)
+        self._retired: list[tuple[smart.Profile, datetime]] = []
+        self._meter_at = self.now()
+        self._limits_lock = asyncio.Lock()
+        self._limit_waker = asyncio.Event()
+        self._limit_task: asyncio.Task[None] | None = None
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
         # the pricing extension (charger_sim.costdisplay): what the display shows
@@ -340,6 +378,331 @@ class Station:
     @property
     def active_transactions(self) -> int:
         return sum(1 for conn in self.connectors.values() if conn.in_transaction)
+
+    # ------------------------------------------------------------------ time & smart charging
+
+    def now(self) -> datetime:
+        """The station's time: its clock's (aware) datetime."""
+        moment = self._clock()
+        if not isinstance(moment, datetime) or moment.tzinfo is None:
+            raise SimulatorError(f"{self.id}: the clock must return an aware datetime")
+        return moment
+
+    @property
+    def _profiles(self) -> dict[int, smart.Profile]:
+        """The installed profiles, parsed. ``charging_profiles`` (by id: the
+        csChargingProfiles object as received, snake_case, plus ``connector_id``) is the
+        source: a test that edits it (``clear()`` as a lost memory) is obeyed."""
+        parsed: dict[int, smart.Profile] = {}
+        for pid, raw in self.charging_profiles.items():
+            known = self._parsed.get(pid)
+            if known is None or known.raw is not raw:
+                try:
+                    connector_id = int(raw.get("connector_id", 0))
+                    fresh = smart.parse_profile(raw, connector_id, self._meter_at)
+                except (smart.ProfileError, TypeError, ValueError, AttributeError):
+                    continue  # (a test put something unusable there: ignored)
+                known = dataclasses.replace(fresh, raw=raw)
+            parsed[pid] = known
+        self._parsed = parsed
+        return parsed
+
+    @property
+    def capabilities(self) -> smart.Capabilities:
+        """What the smart charging configuration keys allow (read at each use)."""
+        return smart.Capabilities.from_config(self.config.get)
+
+    def limit(self, connector_id: int, at: datetime | None = None) -> smart.Limit | None:
+        """The limit of a connector (0: the station's ChargePointMaxProfile) at ``at``
+        (default now) from the installed profiles, as OCPP 1.6 3.13 composes them; None when
+        no profile limits it. (The station's sharing of its maximum among connectors is not
+        included: see ``offered_a``.)"""
+        conn = self._connector(connector_id)
+        moment = self.now() if at is None else at
+        profiles = self._visible(moment)
+        voltage = self.behaviour.voltage
+        return smart.connector_limit(profiles, connector_id, moment, self._tx_of(conn), voltage)
+
+    def limit_a(self, connector_id: int) -> float | None:
+        """The connector's limit now, in A per phase (None: no profile limits it)."""
+        limit = self.limit(connector_id)
+        return None if limit is None else limit.amps
+
+    def limit_w(self, connector_id: int) -> float | None:
+        """The connector's limit now, in W (None: no profile limits it)."""
+        limit = self.limit(connector_id)
+        return None if limit is None else limit.watts
+
+    def offered_a(self, connector_id: int) -> float | None:
+        """What the station offers a charging connector now, in A per phase: its limit,
+        lowered to its share of the station maximum (what MeterValues report as
+        Current.Offered); None when nothing limits it or it has no transaction."""
+        cap = self._caps(self.now()).get(connector_id)
+        return None if cap is None or cap.limit is None else cap.limit.amps
+
+    def install_profile(self, connector_id: int, raw: Mapping[str, Any]) -> str | None:
+        """Install a charging profile as SetChargingProfile does; return why it is rejected
+        (None: installed, replacing the ones with its id or its purpose, stack level and
+        connector). Call :meth:`catch_up`/the central system's flow for the statuses."""
+        if not 0 <= connector_id <= self.number_of_connectors:
+            return f"no connector {connector_id}"
+        now = self.now()
+        try:
+            profile = smart.parse_profile(raw, connector_id, now)
+        except smart.ProfileError as exc:
+            return str(exc)
+        conn = self.connectors[connector_id]
+        tx = (True, conn.transaction_id) if connector_id > 0 and conn.in_transaction else None
+        caps = self.capabilities
+        why = smart.refusal(profile, self._profiles, caps, self.number_of_connectors, tx)
+        if why is not None:
+            return why
+        for pid in smart.replaced_by(self._profiles, profile):
+            self._retire(pid, now)
+        self.charging_profiles[profile.id] = profile.raw
+        self._parsed[profile.id] = profile
+        return None
+
+    def clear_profiles(
+        self,
+        profile_id: int | None = None,
+        connector_id: int | None = None,
+        purpose: str | None = None,
+        stack_level: int | None = None,
+    ) -> int:
+        """Remove the profiles that match every criterion given (ClearChargingProfile);
+        return how many."""
+        now = self.now()
+        removed = 0
+        for pid, profile in list(self._profiles.items()):
+            if profile_id is not None and pid != profile_id:
+                continue
+            if connector_id is not None and profile.connector_id != connector_id:
+                continue
+            if purpose is not None and profile.purpose != purpose:
+                continue
+            if stack_level is not None and profile.stack_level != stack_level:
+                continue
+            self._retire(pid, now)
+            removed += 1
+        return removed
+
+    def composite_schedule(
+        self, connector_id: int, duration: int, unit: str | None = None
+    ) -> dict[str, Any] | None:
+        """GetCompositeSchedule's answer (snake_case fields) from now for ``duration``
+        seconds, in ``unit`` (default: A when allowed, else W); None when it is Rejected
+        (unknown connector, duration below 1, unit not A/W)."""
+        if not 0 <= connector_id <= self.number_of_connectors or duration < 1:
+            return None
+        unit = unit or self.capabilities.preferred_unit
+        if unit not in ("A", "W"):
+            return None
+        now = self.now()
+        periods = smart.composite(
+            list(self._profiles.values()),
+            connector_id,
+            now,
+            duration,
+            unit,
+            self._tx_of(self.connectors[connector_id]),
+            self.behaviour.voltage,
+            self.behaviour.max_current_a,
+        )
+        start = as_timestamp(now)
+        return {
+            "status": "Accepted",
+            "connector_id": connector_id,
+            "schedule_start": start,
+            "charging_schedule": {
+                "duration": duration,
+                "start_schedule": start,
+                "charging_rate_unit": unit,
+                "charging_schedule_period": [
+                    {"start_period": offset, "limit": limit} for offset, limit in periods
+                ],
+            },
+        }
+
+    async def advance(self, seconds: float) -> None:
+        """Move the station's :class:`~charger_sim.smart.SimClock` forward and
+        :meth:`catch_up`. (A clock shared by several stations moves for all: catch each of
+        them up.)"""
+        clock = self._clock
+        if not isinstance(clock, smart.SimClock):
+            raise SimulatorError(
+                f"{self.id}: advance() needs Station(clock=SimClock(...)); "
+                "with another clock, move it and call catch_up()"
+            )
+        clock.advance(seconds)
+        await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Live the time between the last catch-up and the clock's now, in time order: the
+        meters integrate (power following the limits with the ramp), SuspendedEVSE /
+        Charging are reported when a limit crosses the car's minimum, and each connector
+        with a transaction sends its periodic MeterValues every MeterValueSampleInterval
+        (with those instants as timestamps). Only needed with an injected clock (in real
+        time the loops do it)."""
+        until = self.now()
+        while True:
+            at = self._meter_at
+            events = [until]
+            for conn in self._real_connectors():
+                due = conn.next_sample_at
+                if conn.in_transaction and due is not None and due < until:
+                    events.append(due)
+            if self._profiles or self._retired:
+                change = self._next_limit_change(at)
+                if change is not None and change < until:
+                    events.append(change)
+            moment = max(min(events), at)
+            await self._apply_limits(moment)
+            for conn in self._real_connectors():
+                due = conn.next_sample_at
+                if not conn.in_transaction or due is None or due > moment:
+                    continue
+                interval = self.config.get_int("MeterValueSampleInterval")
+                ok = interval > 0 and self.behaviour.auto_meter_values
+                conn.next_sample_at = moment + timedelta(seconds=interval) if ok else None
+                try:
+                    await self.meter_values(conn.connector_id, timestamp=moment)
+                except (SimulatorError, TimeoutError) as exc:
+                    self.log.warning("meter values failed", error=repr(exc))
+            if moment >= until:
+                return
+
+    def _retire(self, profile_id: int, at: datetime) -> None:
+        profile = self._profiles.get(profile_id)
+        del self.charging_profiles[profile_id]
+        if profile is not None and at > self._meter_at:
+            self._retired.append((profile, at))
+
+    def _visible(self, at: datetime) -> list[smart.Profile]:
+        """The profiles in force at ``at``: received by then, not yet replaced or cleared."""
+        current = [p for p in self._profiles.values() if p.received_at <= at]
+        return current + [p for p, gone in self._retired if p.received_at <= at < gone]
+
+    def _tx_of(self, conn: ConnectorState) -> smart.Tx | None:
+        if not conn.in_transaction or conn.tx_started_at is None:
+            return None
+        return smart.Tx(conn.transaction_id, conn.tx_started_at)
+
+    def _wanted(self, conn: ConnectorState) -> float:
+        return self.behaviour.charge_power_w if conn.wanted_w is None else max(0.0, conn.wanted_w)
+
+    def _caps(self, at: datetime) -> dict[int, smart.Cap]:
+        demands = [
+            smart.Demand(
+                conn.connector_id,
+                smart.Tx(conn.transaction_id, conn.tx_started_at or at),
+                self._wanted(conn),
+                conn.held,
+            )
+            for conn in self._real_connectors()
+            if conn.in_transaction
+        ]
+        behaviour = self.behaviour
+        profiles = self._visible(at)
+        return smart.station_caps(profiles, at, demands, behaviour.voltage, behaviour.min_current_a)
+
+    def _next_limit_change(self, after: datetime) -> datetime | None:
+        starts = {
+            conn.connector_id: conn.tx_started_at
+            for conn in self._real_connectors()
+            if conn.in_transaction and conn.tx_started_at is not None
+        }
+        best: datetime | None = None
+        edges = [p.received_at for p in self._profiles.values()]
+        edges += [m for p, gone in self._retired for m in (p.received_at, gone)]
+        for edge in edges:
+            if edge > after and (best is None or edge < best):
+                best = edge
+        everything = list(self._profiles.values()) + [p for p, _ in self._retired]
+        for profile in everything:
+            relative: list[datetime | None] = [None]
+            if profile.kind == "Relative" and profile.purpose != "ChargePointMaxProfile":
+                relative = [
+                    start for cid, start in starts.items() if profile.connector_id in (0, cid)
+                ] or [None]
+            for start in relative:
+                change = smart.next_change(profile, after, start)
+                if change is not None and (best is None or change < best):
+                    best = change
+        return best
+
+    def _integrate(self, until: datetime) -> None:
+        """Advance every connector's power and energy register up to ``until``, in steps
+        that end where a profile's limit may change (the power ramps within a step)."""
+        at = self._meter_at
+        rate = self.behaviour.ramp_w_per_s
+        while at < until:
+            step_end = until
+            if self._profiles or self._retired:
+                change = self._next_limit_change(at)
+                if change is not None and change < until:
+                    step_end = change
+            seconds = (step_end - at).total_seconds()
+            for cid, cap in self._caps(at).items():
+                conn = self.connectors[cid]
+                energy, conn.power_w = smart.ramp(conn.power_w, cap.target_w, rate, seconds)
+                conn.meter_wh += energy
+            at = step_end
+        self._meter_at = at
+        if self._retired:
+            self._retired = [(p, gone) for p, gone in self._retired if gone > at]
+        for cid, cap in self._caps(at).items():  # (a car follows a lower offer at once)
+            conn = self.connectors[cid]
+            conn.power_w = min(conn.power_w, cap.target_w)
+
+    async def _apply_limits(self, at: datetime) -> None:
+        """Integrate up to ``at`` and report the connectors whose limit crossed the car's
+        minimum: SuspendedEVSE, and Charging again when it allows charging."""
+        async with self._limits_lock:
+            self._integrate(at)
+            caps = self._caps(max(at, self._meter_at))
+            changes: list[tuple[ConnectorState, str]] = []
+            for conn in self._real_connectors():
+                cap = caps.get(conn.connector_id)
+                if cap is None or conn.held or conn.flow_lock.locked():
+                    continue
+                if cap.suspended and conn.status == "Charging":
+                    conn.suspended = True
+                    changes.append((conn, "SuspendedEVSE"))
+                elif not cap.suspended and conn.suspended:
+                    conn.suspended = False
+                    if conn.status == "SuspendedEVSE":
+                        changes.append((conn, "Charging"))
+            for conn, status in changes:
+                await self._status_quietly(conn, status, timestamp=at)
+
+    async def _limits_changed(self) -> None:
+        """After a profile was installed or cleared: apply it at once (statuses), and let
+        the real-time loop wait for the next change. With an injected clock, a station
+        that has not caught up yet applies it when :meth:`catch_up` reaches the instant it
+        arrived (so the MeterValues of the time before still follow the old limits)."""
+        await self._apply_limits(self._meter_at if self.simulated_time else self.now())
+        self._wake_limits()
+
+    def _wake_limits(self) -> None:
+        """Real time only: (re)start the loop that reports suspensions when a schedule
+        reaches a new period."""
+        if self.simulated_time or not self._profiles or not self.connected or self._closing:
+            return
+        if self._limit_task is None or self._limit_task.done():
+            self._limit_task = self._spawn(self._limit_loop(), "limits")
+        self._limit_waker.set()
+
+    async def _limit_loop(self) -> None:
+        while True:
+            self._limit_waker.clear()
+            now = self.now()
+            await self._apply_limits(now)
+            change = self._next_limit_change(now) if self.active_transactions else None
+            wait = _LONG_WAIT
+            if change is not None:
+                wait = min(_LONG_WAIT, max(0.0, (change - self.now()).total_seconds()) + 0.001)
+            await _wait_event(self._limit_waker, wait)
 
     # ------------------------------------------------------------------ connection
 
@@ -614,7 +977,7 @@ class Station:
             "connectorId": connector_id,
             "errorCode": error_code,
             "status": status,
-            "timestamp": as_timestamp(timestamp),
+            "timestamp": as_timestamp(timestamp if timestamp is not None else self.now()),
         }
         if info is not None:
             payload["info"] = info
@@ -700,8 +1063,8 @@ class Station:
         or None when queued offline. Periodic MeterValues start (Behaviour.auto_meter_values).
         """
         conn = self._connector(connector_id, allow_zero=False)
-        now = time.monotonic()
-        conn.advance_meter(now)
+        now = self.now()
+        self._integrate(now)
         if conn.in_transaction:
             self.log.warning("start replaces an active transaction", connector=connector_id)
             self._end_local_transaction(conn)
@@ -717,18 +1080,21 @@ class Station:
         conn.tx_ref = ref
         conn.transaction_id = None
         conn.id_tag = id_tag
-        conn.power_w = self.behaviour.charge_power_w
-        conn.meter_at = now
+        conn.tx_started_at = now
+        conn.held = conn.suspended = False
+        cap = self._caps(now).get(connector_id)  # (a car starts at its target power)
+        conn.power_w = 0.0 if cap is None else cap.target_w
         payload: dict[str, Any] = {
             "connectorId": connector_id,
             "idTag": id_tag,
             "meterStart": math.floor(conn.meter_wh),
-            "timestamp": as_timestamp(timestamp),
+            "timestamp": as_timestamp(timestamp if timestamp is not None else now),
         }
         if reservation_id is not None:
             payload["reservationId"] = reservation_id
         self.stats.tx_started += 1
         self._start_meter_loop(conn)
+        self._wake_limits()
         return await self._submit_tx("StartTransaction", payload, ref)
 
     async def meter_values(
@@ -746,13 +1112,21 @@ class Station:
         and Power.Active.Import (W).
 
         Values default to the connector's register (advanced by power × elapsed time) and
-        current power; ``energy_wh`` sets the register. ``extra_sampled`` sampledValue dicts
-        are appended as-is. With an active transaction (or an explicit ``transaction_id``) the
+        current power; ``energy_wh`` sets the register. While a profile limits the connector,
+        Current.Offered (A) is added, and Current.Import per phase (L1-L3) when the key
+        MeterValuesSampledData lists it. ``extra_sampled`` sampledValue dicts are appended
+        as-is. A datetime ``timestamp`` (not after the clock's now) is also the instant the
+        readings are taken at. With an active transaction (or an explicit ``transaction_id``) the
         message is a transaction message: queued offline (returns None), and its
         transactionId is filled in at delivery. Connector 0 reports the sum of connectors.
         """
         conn = self._connector(connector_id)
-        energy, power = self._readings(conn, energy_wh)
+        now = self.now()
+        at = now
+        if isinstance(timestamp, datetime):
+            moment = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=UTC)
+            at = min(moment, now)
+        energy, power = self._readings(conn, energy_wh, at)
         if power_w is not None:
             power = power_w
         sampled: list[dict[str, Any]] = [
@@ -769,10 +1143,12 @@ class Station:
                 "unit": "W",
             },
         ]
+        sampled.extend(self._current_readings(conn, power, at, context))
         sampled.extend(extra_sampled or [])
+        stamp = as_timestamp(timestamp if timestamp is not None else at)
         payload: dict[str, Any] = {
             "connectorId": connector_id,
-            "meterValue": [{"timestamp": as_timestamp(timestamp), "sampledValue": sampled}],
+            "meterValue": [{"timestamp": stamp, "sampledValue": sampled}],
         }
         if transaction_id is not None:
             payload["transactionId"] = transaction_id
@@ -810,10 +1186,13 @@ class Station:
             conn = next((c for c in self._real_connectors() if c.in_transaction), None)
         if conn is None and transaction_id is None:
             raise ValueError(f"{self.id}: no active transaction to stop")
-        payload: dict[str, Any] = {"timestamp": as_timestamp(timestamp)}
+        now = self.now()
+        payload: dict[str, Any] = {
+            "timestamp": as_timestamp(timestamp if timestamp is not None else now)
+        }
         ref: int | None = None
         if conn is not None:
-            conn.advance_meter()
+            self._integrate(now)
             if meter_stop is not None:
                 conn.meter_wh = float(meter_stop)
             payload["meterStop"] = math.floor(conn.meter_wh)
@@ -904,11 +1283,14 @@ class Station:
             if self.config.get_bool("StopTransactionOnInvalidId", True):
                 await self._stop_charging_locked(conn, "DeAuthorized", None, False)
             else:
-                conn.advance_meter()
+                self._integrate(self.now())
+                conn.held = True  # the station withholds power from now on
                 conn.power_w = 0.0
                 await self._status_quietly(conn, "SuspendedEVSE")
             return resp
-        await self._status_quietly(conn, "Charging")
+        cap = self._caps(self.now()).get(conn.connector_id)
+        conn.suspended = cap is not None and cap.suspended
+        await self._status_quietly(conn, "SuspendedEVSE" if conn.suspended else "Charging")
         return resp
 
     async def _stop_charging_locked(
@@ -939,7 +1321,12 @@ class Station:
         return "Available"
 
     async def _status_quietly(
-        self, conn: ConnectorState, status: str, error_code: str = "NoError"
+        self,
+        conn: ConnectorState,
+        status: str,
+        error_code: str = "NoError",
+        *,
+        timestamp: datetime | None = None,
     ) -> None:
         """Set the status locally and report it when online; failures are logged."""
         conn.status = status
@@ -947,7 +1334,7 @@ class Station:
         if not self.connected:
             return
         try:
-            await self.status(conn.connector_id, status, error_code=error_code)
+            await self.status(conn.connector_id, status, error_code=error_code, timestamp=timestamp)
         except (SimulatorError, TimeoutError) as exc:
             self.log.warning("status not delivered", status=status, error=repr(exc))
 
@@ -1292,6 +1679,11 @@ class Station:
     def _start_meter_loop(self, conn: ConnectorState) -> None:
         if not self.behaviour.auto_meter_values or conn.tx_ref is None:
             return
+        if self.simulated_time:  # (catch_up() sends them)
+            interval = self.config.get_int("MeterValueSampleInterval")
+            due = self.now() + timedelta(seconds=interval) if interval > 0 else None
+            conn.next_sample_at = due
+            return
         conn.meter_waker.set()  # a loop of an earlier transaction ends
         conn.meter_waker = asyncio.Event()
         conn.meter_task = self._spawn(
@@ -1299,6 +1691,9 @@ class Station:
         )
 
     def _resume_meter_loops(self) -> None:
+        self._wake_limits()
+        if self.simulated_time:
+            return
         for conn in self._real_connectors():
             if conn.in_transaction and (conn.meter_task is None or conn.meter_task.done()):
                 self._start_meter_loop(conn)
@@ -1325,6 +1720,8 @@ class Station:
         elif key == "MeterValueSampleInterval":
             for conn in self._real_connectors():
                 conn.meter_waker.set()
+                if self.simulated_time and conn.in_transaction:
+                    self._start_meter_loop(conn)  # (the period restarts, as in real time)
 
     # ------------------------------------------------------------------ helpers
 
@@ -1372,25 +1769,64 @@ class Station:
         return None
 
     def _end_local_transaction(self, conn: ConnectorState) -> None:
-        conn.advance_meter()
+        self._integrate(self.now())
         conn.tx_ref = None
         conn.transaction_id = None
         conn.id_tag = None
         conn.power_w = 0.0
+        conn.held = conn.suspended = False
+        conn.tx_started_at = conn.next_sample_at = None
+        for pid, profile in list(self._profiles.items()):  # (OCPP: a TxProfile ends with it)
+            if profile.purpose == "TxProfile" and profile.connector_id == conn.connector_id:
+                del self.charging_profiles[pid]
         conn.meter_waker.set()
+        self._wake_limits()
 
-    def _readings(self, conn: ConnectorState, energy_wh: float | None) -> tuple[float, float]:
-        now = time.monotonic()
+    def _readings(
+        self, conn: ConnectorState, energy_wh: float | None, at: datetime
+    ) -> tuple[float, float]:
+        self._integrate(at)
         if conn.connector_id == 0:
-            for other in self._real_connectors():
-                other.advance_meter(now)
             energy = sum(other.meter_wh for other in self._real_connectors())
             power = sum(other.power_w for other in self._real_connectors())
             return (energy if energy_wh is None else float(energy_wh)), power
-        conn.advance_meter(now)
         if energy_wh is not None:
             conn.meter_wh = float(energy_wh)
         return conn.meter_wh, (conn.power_w if conn.in_transaction else 0.0)
+
+    def _current_readings(
+        self, conn: ConnectorState, power_w: float, at: datetime, context: str
+    ) -> list[dict[str, Any]]:
+        """Current.Offered while a profile limits the connector (a real charger samples
+        what it offers the car), and Current.Import per phase when configured."""
+        if conn.connector_id == 0 or not conn.in_transaction:
+            return []
+        out: list[dict[str, Any]] = []
+        cap = self._caps(at).get(conn.connector_id)
+        if cap is not None and cap.limit is not None:
+            offered = 0.0 if cap.suspended else cap.limit.amps
+            out.append(
+                {
+                    "value": _number(offered),
+                    "context": context,
+                    "measurand": "Current.Offered",
+                    "unit": "A",
+                }
+            )
+        measurands = (self.config.get("MeterValuesSampledData") or "").split(",")
+        if "Current.Import" in (m.strip() for m in measurands):
+            amps = power_w / (self.behaviour.voltage * smart.DEFAULT_PHASES)
+            for phase in ("L1", "L2", "L3"):
+                out.append(
+                    {
+                        "value": _number(amps),
+                        "context": context,
+                        "measurand": "Current.Import",
+                        "phase": phase,
+                        "unit": "A",
+                    }
+                )
+        return out
 
     def _pick_remote_connector(self, connector_id: int | None, id_tag: str) -> int | None:
         """Connector for a RemoteStartTransaction, or None when none is usable."""
@@ -1477,6 +1913,8 @@ class Station:
             conn.reservation = None
             conn.status = self._idle_status(conn)
             conn.error_code = "NoError"
+        if kind == "Hard":
+            self._lose_profiles()
         await self._reboot()
         await self.security.optional_event("ResetOrReboot", f"{kind} reset")
 
@@ -1500,6 +1938,13 @@ class Station:
         self.stats.record_error("could not reconnect after reboot")
         if self.behaviour.auto_reconnect:
             self._start_reconnect()
+
+    def _lose_profiles(self) -> None:
+        """A hard reboot: profiles kept in RAM are gone (unless Behaviour.keep_profiles);
+        a soft reset keeps them, and csms re-applies them after the boot anyway."""
+        if not self.behaviour.keep_profiles:
+            self._integrate(self.now())
+            self.charging_profiles.clear()
 
     async def _availability_flow(self, targets: list[int]) -> None:
         for connector_id in targets:
@@ -1570,6 +2015,7 @@ class Station:
                     with contextlib.suppress(SimulatorError, TimeoutError):
                         await self.stop_transaction(connector_id=conn.connector_id, reason="Reboot")
                 conn.status = self._idle_status(conn)
+            self._lose_profiles()
             await self._reboot()
             await self._firmware_step("Installed")
         self.firmware_status = "Idle"
@@ -1631,6 +2077,10 @@ class Station:
         conn = self.connectors[connector_id]
         if not conn.in_transaction:
             await self._status_quietly(conn, self._idle_status(conn))
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def _tag_status(answer: Mapping[str, Any]) -> str | None:
