@@ -82,6 +82,10 @@ class Facts:
     connected: bool  # the station is connected to csms now
     cost_minor: int | None  # the cost so far while charging (None: unknown)
     hold_minor: int | None  # the amount held (None: nothing held, a terminal's charge)
+    # a RemoteStopTransaction of this payment is on its way (sent by this process, lately):
+    # a stop asked before a restart, or never answered, is asked again
+    stop_in_flight: bool = False
+    authorized_at: datetime | None = None  # when the hold was confirmed
 
 
 # ------------------------------------------------------------------ what to do next
@@ -168,7 +172,11 @@ def next_step(f: Facts, now: datetime, timing: Timing) -> Step:
             return Release(Reason.ABANDONED)
         return Wait()
     if s == State.AUTHORIZED:
-        return StartCharge() if f.connected else Release(Reason.STATION_OFFLINE)
+        # a station away for a moment (or csms just restarted) has start_timeout to be
+        # back; then the hold is released
+        if now >= (f.authorized_at or f.created_at) + timing.start_timeout:
+            return Release(Reason.STATION_OFFLINE if not f.connected else Reason.START_TIMEOUT)
+        return StartCharge() if f.connected else Wait()
     if s == State.STARTING:
         started = f.start_requested_at or f.created_at
         if now >= started + timing.start_timeout:
@@ -178,6 +186,8 @@ def next_step(f: Facts, now: datetime, timing: Timing) -> Step:
         assert f.transaction_id is not None
         if f.transaction_stopped:
             return MarkStopped(f.transaction_id)
+        if f.stop_requested_at is not None and not f.stop_in_flight:
+            return StopCharge(f.transaction_id)  # asked, but not (or no longer) on its way
         if (
             f.stop_requested_at is None
             and f.cost_minor is not None

@@ -70,6 +70,8 @@ TAG_PREFIX = "AH"
 _TAG_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # seconds a station may be silent and still be shown as reachable on the public page
 REACHABLE_SECONDS = 360
+# a stop not followed by the transaction's end is asked again after this long
+STOP_RETRY = timedelta(seconds=60)
 
 
 def new_payment_id() -> str:
@@ -143,6 +145,7 @@ class AdhocService:
         self.public_url = settings.public_url or ""
         self._wake = asyncio.Event()
         self._mail_wake = asyncio.Event()  # a receipt was issued
+        self._stops_sent: dict[str, datetime] = {}  # payment -> when this process asked
         self._tasks = Background("adhoc")
         self._costmsg: set[str] = set()
         self._sub: Any = None
@@ -439,9 +442,11 @@ class AdhocService:
             hold=hold,
             transaction_id=int(tx_id) if tx_id is not None else None,
             transaction_stopped=stopped,
-            connected=True,  # known by sending: an offline station fails the start
+            connected=self._reachable(p["station_id"]),
+            authorized_at=from_db(p["authorized_at"]),
             cost_minor=cost,
             hold_minor=int(p["hold_amount"]) if p["kind"] == "online" else None,
+            stop_in_flight=self._stop_in_flight(p["id"]),
         )
 
     async def _transaction_of(self, p: dict[str, Any]) -> Any:
@@ -482,8 +487,11 @@ class AdhocService:
                 log.info("ad hoc charge started", payment=pid, transaction_id=step.transaction_id)
             return moved
         if isinstance(step, StopCharge):
-            log.info("the charge reached the amount held: stopping it", payment=pid)
-            await self.store.note(pid, now, stop_requested_at=to_db(now))
+            if p["stop_requested_at"] is None:
+                log.info("the charge reached the amount held: stopping it", payment=pid)
+                await self.store.note(pid, now, stop_requested_at=to_db(now))
+            else:
+                log.info("the stop is asked again", payment=pid)
             await self._remote_stop(p, step.transaction_id)
             return False
         if isinstance(step, MarkStopped):
@@ -543,8 +551,17 @@ class AdhocService:
             return True
         except CommandError as e:
             if e.code == "station_offline":
-                await self._release({**p, "state": State.STARTING}, Reason.STATION_OFFLINE, now)
-                return True
+                # tried again at the next passes, until start_timeout (then released)
+                log.info("station not connected: the start waits for it", payment=p["id"])
+                await self.store.move(
+                    p["id"],
+                    State.STARTING,
+                    State.AUTHORIZED,
+                    now,
+                    attempts=0,
+                    next_try_at=to_db(now + timedelta(seconds=5)),
+                )
+                return False
             # (a timeout: the station may still start; the start timeout decides)
             log.warning("no answer to the start", payment=p["id"], error=e.code)
             return True
@@ -554,7 +571,20 @@ class AdhocService:
             await self._release({**p, "state": State.STARTING}, Reason.STATION_REFUSED, now)
         return True
 
+    def _reachable(self, station_id: str) -> bool:
+        """Connected here, or seen lately (connected to another node of a cluster)."""
+        if self.port.is_connected(station_id):
+            return True
+        seen = self.port.last_seen(station_id)
+        return seen is not None and (self.clock.now() - seen).total_seconds() < 90
+
+    def _stop_in_flight(self, payment_id: str) -> bool:
+        sent = self._stops_sent.get(payment_id)
+        return sent is not None and (self.clock.now() - sent) < STOP_RETRY
+
     async def _remote_stop(self, p: dict[str, Any], transaction_id: int) -> None:
+        """RemoteStopTransaction; asked again after STOP_RETRY, or after a restart, while
+        the transaction runs on (at the next pass when the station was not connected)."""
         try:
             await self.port.send_command(
                 p["station_id"],
@@ -564,6 +594,12 @@ class AdhocService:
             )
         except CommandError as e:
             log.warning("stop not sent", payment=p["id"], error=e.code)
+            if e.code == "station_offline":
+                return
+        self._stops_sent[p["id"]] = self.clock.now()
+        if len(self._stops_sent) > 10_000:  # (the oldest are long answered)
+            for old in sorted(self._stops_sent, key=self._stops_sent.__getitem__)[:5000]:
+                del self._stops_sent[old]
 
     async def _bill(self, p: dict[str, Any]) -> Bill | None:
         from ocpi_bridge.pricing import TariffDef

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -460,12 +461,21 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
-def apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+def apply_env(
+    data: dict[str, Any], environ: dict[str, str], extensions: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``CSMS_SECTION__KEY=value`` overrides ``[section] key``. A variable named
+    ``CSMS_<EXTENSION>_<NAME>`` (one underscore after an extension's name, e.g.
+    ``CSMS_ADHOC_STRIPE_SECRET_KEY``) is that extension's own (its secrets): not
+    configuration, and left to it."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    owned = tuple(f"{e.lower()}_" for e in extensions)
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX) or name == "CSMS_ADMIN_PASSWORD":
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) == 1 and owned and path[0].startswith(owned):
+            continue
         target = data
         for part in path[:-1]:
             target = target.setdefault(part, {})
@@ -529,7 +539,7 @@ def load_settings(
                 f"alerts.{secret}: give it in the environment only "
                 f"(CSMS_ALERTS__{secret.upper()}), never in the file"
             )
-    data = apply_env(data, environ)
+    data = apply_env(data, environ, extensions)
     for secret in ("webhook_secret", "smtp_password"):  # (taken as written, as below)
         if environ.get(f"CSMS_ALERTS__{secret.upper()}"):
             data.setdefault("alerts", {})[secret] = environ[f"CSMS_ALERTS__{secret.upper()}"]

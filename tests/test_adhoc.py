@@ -249,15 +249,28 @@ async def test_station_refuses_the_start(tmp_path: Path) -> None:
         await close(s)
 
 
-async def test_station_offline_releases(site: Site) -> None:
-    s = site
-    await s.station.disconnect()  # seen a moment ago: the page still offers it
-    async with driver() as d:
-        status, where = await pay(s, d)
-        assert status == 303
-        pid = where.rsplit("/", 1)[1]
-        await state_is(s, d, pid, "released")
-        assert (await live(s, d, pid))["reason"] == "station_offline"
+async def test_station_offline_releases(tmp_path: Path) -> None:
+    clock = FakeClock()
+    s = await open_site(tmp_path, clock=clock)
+    try:
+        await s.station.disconnect()  # seen a moment ago: the page still offers it
+        await eventually(lambda: not s.system.port.is_connected(STATION))
+        async with driver() as d:
+            status, where = await pay(s, d)
+            assert status == 303
+            pid = where.rsplit("/", 1)[1]
+            await s.run()
+            # it may be back in a moment (a csms restart, a network blip): the start waits
+            await state_is(s, d, pid, "authorized")
+            await clock.advance(179)
+            await s.run()
+            await state_is(s, d, pid, "authorized")
+            await clock.advance(2)  # start_timeout (180 s) is over
+            await s.run()
+            await state_is(s, d, pid, "released")
+            assert (await live(s, d, pid))["reason"] == "station_offline"
+    finally:
+        await close(s)
 
 
 async def test_station_never_starts_then_the_tag_is_refused(tmp_path: Path) -> None:

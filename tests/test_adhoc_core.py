@@ -74,9 +74,10 @@ def test_pending() -> None:
 
 def test_start() -> None:
     assert next_step(facts(State.AUTHORIZED), T0, TIMING) == StartCharge()
-    assert next_step(facts(State.AUTHORIZED, connected=False), T0, TIMING) == Release(
-        Reason.STATION_OFFLINE
-    )
+    # a station away: it has the start timeout to come back
+    away = facts(State.AUTHORIZED, connected=False, authorized_at=T0)
+    assert next_step(away, T0 + timedelta(minutes=2), TIMING) == Wait()
+    assert next_step(away, T0 + timedelta(minutes=3), TIMING) == Release(Reason.STATION_OFFLINE)
     sent = facts(State.STARTING, start_requested_at=T0)
     assert next_step(sent, T0 + timedelta(minutes=2), TIMING) == Wait()
     assert next_step(sent, T0 + timedelta(minutes=3), TIMING) == Release(Reason.START_TIMEOUT)
@@ -93,8 +94,10 @@ def test_charging_and_after() -> None:
     # a terminal's charge holds nothing here: it is never stopped for its cost
     terminal = replace(running, cost_minor=90000, hold_minor=None)
     assert next_step(terminal, T0, TIMING) == Wait()
-    asked = replace(running, cost_minor=3100, stop_requested_at=T0)
-    assert next_step(asked, T0, TIMING) == Wait()  # the stop is asked once
+    asked = replace(running, cost_minor=3100, stop_requested_at=T0, stop_in_flight=True)
+    assert next_step(asked, T0, TIMING) == Wait()  # the stop is on its way
+    # asked before a restart, or never answered: asked again
+    assert next_step(replace(asked, stop_in_flight=False), T0, TIMING) == StopCharge(7)
     assert next_step(replace(running, transaction_stopped=True), T0, TIMING) == MarkStopped(7)
     assert next_step(facts(State.STOPPED, transaction_id=7), T0, TIMING) == FixPrice()
     assert next_step(facts(State.CAPTURING, transaction_id=7), T0, TIMING) == Capture()

@@ -99,3 +99,15 @@ def test_hardening_settings_have_safe_defaults_and_bounds() -> None:
         name = key[len("CSMS_") :].lower().replace("__", ".")
         with pytest.raises(ConfigError, match=name):
             load_settings(None, {key: value})
+
+
+def test_an_extension_s_own_variables_are_not_configuration() -> None:
+    env = {
+        "CSMS_ADHOC_STRIPE_SECRET_KEY": "sk_test_abcdefgh12345678",
+        "CSMS_OCPP__HEARTBEAT_INTERVAL": "90",
+    }
+    s = load_settings(None, env, extensions=["adhoc", "ocpi"])
+    assert s.ocpp.heartbeat_interval == 90
+    # without the extension, the same name is an unknown key, as before
+    with pytest.raises(ConfigError, match="adhoc_stripe_secret_key"):
+        load_settings(None, env)
