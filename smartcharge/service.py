@@ -15,7 +15,6 @@ cannot reach, or a transaction that starts before its share is sent, is safe too
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -43,7 +42,15 @@ from csms.ports import (
 
 from .config import SmartSettings
 from .profiles import Capabilities, Profile, check, composite
-from .share import Demand, SiteRules, allocate, safe_default_a, site_limit_a, worth_sending
+from .share import (
+    Demand,
+    SiteRules,
+    allocate,
+    next_limit_change,
+    safe_default_a,
+    site_limit_a,
+    worth_sending,
+)
 from .store import SmartStore
 
 log = structlog.get_logger("smartcharge")
@@ -112,6 +119,8 @@ class SmartService:
         self._drawing: dict[tuple[str, int], Decimal] = {}  # measured A per phase
         self._last_recompute: dict[str, datetime] = {}
         self._reapplying: dict[str, asyncio.Task[Any]] = {}
+        self._checker_wake = asyncio.Event()  # a site or its limit changed
+        self._handling = 0  # events being handled now
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,6 +145,16 @@ class SmartService:
         for task in list(self._reapplying.values()):
             task.cancel()
         await self._tasks.stop()
+
+    def settled(self) -> bool:
+        """Nothing in hand: no event waiting or being handled, no site being shared, no
+        station's profiles being re-applied (a test steps its clock only then)."""
+        return (
+            self._handling == 0
+            and (self._sub is None or self._sub._queue.empty())
+            and not any(lock.locked() for lock in self._locks.values())
+            and all(task.done() for task in self._reapplying.values())
+        )
 
     async def _load_members(self) -> None:
         self._site_of = {
@@ -445,6 +464,7 @@ class SmartService:
         for gone in before - set(ids):
             await self._leave(gone)
         log.info("site saved", site_id=site_id, created=created, stations=len(ids))
+        self._checker_wake.set()
         await self.recompute(site_id, "site changed")
         view = await self.site_view(site_id)
         assert view is not None
@@ -482,6 +502,7 @@ class SmartService:
         if not await self.store.set_dynamic_limit(site_id, limit, until, self.clock.now()):
             raise Refused(404, "not_found", f"no site {site_id}")
         log.info("site dynamic limit", site_id=site_id, limit=str(limit), until=str(until))
+        self._checker_wake.set()
         await self.recompute(site_id, "limit changed")
         view = await self.site_view(site_id)
         assert view is not None
@@ -827,10 +848,13 @@ class SmartService:
     async def _events(self) -> None:
         assert self._sub is not None
         async for event in self._sub:
+            self._handling += 1
             try:
                 await self._on(event)
             except Exception:
                 log.exception("smart charging event not handled", event=type(event).__name__)
+            finally:
+                self._handling -= 1
 
     async def _on(self, event: Any) -> None:
         if isinstance(event, Overflow):
@@ -902,20 +926,47 @@ class SmartService:
             await self.recompute(site_id, "a car draws less than its share")
 
     async def _checker(self) -> None:
+        """Every site every ``check_seconds``, and exactly when a site's limit changes by
+        itself (a time-of-day window starts or ends, a dynamic limit expires)."""
         passes = 0
         while True:
+            now = self.clock.now()
+            wake = now + timedelta(seconds=self.settings.check_seconds)
+            self._handling += 1
             try:
                 for site in await self.store.sites():
                     await self.recompute(site["id"], "periodic check")
+                    change = self._next_change(site, now)
+                    if change is not None:
+                        wake = min(wake, change)
                 passes += 1
                 if passes % 1440 == 1:
-                    await self.store.prune_power(
-                        self.clock.now() - timedelta(days=self.settings.power_days)
-                    )
+                    await self.store.prune_power(now - timedelta(days=self.settings.power_days))
             except Exception:
                 log.exception("smart charging check failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.sleep(self.settings.check_seconds)
+            finally:
+                self._handling -= 1
+            self._checker_wake.clear()
+            await self._sleep_or_wake(wake)
+
+    async def _sleep_or_wake(self, when: datetime) -> None:
+        """Until ``when`` on the injected clock, or until a site changed (its next limit
+        change may be sooner)."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
+        woken = asyncio.ensure_future(self._checker_wake.wait())
+        try:
+            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            woken.cancel()
+
+    def _next_change(self, site: dict[str, Any], now: datetime) -> datetime | None:
+        rules = SiteRules.model_validate(site["rules"])
+        out = next_limit_change(rules, now)
+        until = from_db(site["dynamic_until"]) if site.get("dynamic_until") else None
+        if until is not None and until > now and (out is None or until < out):
+            out = until
+        return out
 
 
 def _aware(text: str) -> datetime:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from itertools import pairwise
 from typing import Annotated, Any, Literal
@@ -167,6 +167,25 @@ def site_limit_a(rules: SiteRules, now: datetime, dynamic: Decimal | None) -> De
             raise ValueError(f"the dynamic limit must be >= 0, not {dynamic}")
         candidates.append(value)
     return min(rules.to_amps(c) for c in candidates)
+
+
+def next_limit_change(rules: SiteRules, now: datetime) -> datetime | None:
+    """The next moment after ``now`` at which a time-of-day window starts or ends (in the
+    site's local time, so over a daylight saving change too); None without windows. csms
+    recomputes the site's shares then, not a check interval later."""
+    if not rules.windows:
+        return None
+    zone = ZoneInfo(rules.time_zone)
+    local = now.astimezone(zone)
+    edges = sorted({_minute(t) for w in rules.windows for t in (w.start, w.end)})
+    for day in range(3):
+        date = (local + timedelta(days=day)).date()
+        for minute in edges:
+            naive = datetime(date.year, date.month, date.day, minute // 60, minute % 60)
+            at = naive.replace(tzinfo=zone)
+            if at > now:
+                return at.astimezone(now.tzinfo)
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -857,3 +857,21 @@ def test_a_profile_stored_as_json_reads_back_equal(p: Profile) -> None:
     """csms keeps profiles as ``model_dump(mode="json")`` (decimals as text, times as ISO)."""
     stored = json.loads(json.dumps(p.model_dump(mode="json")))
     assert Profile.model_validate(stored) == p
+
+
+def test_next_limit_change_follows_the_local_day() -> None:
+    from smartcharge.share import next_limit_change
+
+    rules = SiteRules(
+        limit=Decimal(100),
+        unit="A",
+        windows=[Window(start="08:00", end="22:00", limit=Decimal(64))],
+        time_zone="Europe/Lisbon",
+    )
+    winter = datetime(2026, 12, 6, 7, 59, tzinfo=UTC)  # Lisbon = UTC in winter
+    assert next_limit_change(rules, winter) == datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+    summer = datetime(2026, 7, 6, 7, 30, tzinfo=UTC)  # 08:30 in Lisbon (UTC+1)
+    assert next_limit_change(rules, summer) == datetime(2026, 7, 6, 21, 0, tzinfo=UTC)
+    late = datetime(2026, 12, 6, 22, 0, tzinfo=UTC)  # the end itself is not "after"
+    assert next_limit_change(rules, late) == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    assert next_limit_change(SiteRules(limit=Decimal(10), unit="A"), winter) is None
