@@ -324,3 +324,55 @@ async def test_site_api_refusals(net: Net) -> None:
         assert status == 422, (body, answer)
     status, _ = await api.get("/api/v1/smart/sites/X/power?from=bad")
     assert status == 400
+
+
+async def test_a_smart_charging_party_stays_within_the_site(tmp_path: Path) -> None:
+    """A session's limit set through the port (as the OCPI ChargingProfiles module does) is
+    sent capped, period by period, by the site's share."""
+    from decimal import Decimal
+
+    from csms.ports import SessionSchedule
+
+    net = await open_net(tmp_path, ["SP1", "SP2"])
+    try:
+        api = net.cpo.api
+        status, _ = await api.put(
+            "/api/v1/smart/sites/SP",
+            {"rules": {"limit": 32, "unit": "A"}, "members": ["SP1", "SP2"]},
+        )
+        assert status == 201
+        for sid in ("SP1", "SP2"):
+            await net.stations[sid].start_transaction(1, f"T-{sid}")
+        st = net.stations["SP1"]
+        await eventually(lambda: tx_limit(st, 1) == 16)
+        limits = net.system.port.charging_limits
+        assert limits is not None
+        tx = st.connectors[1].transaction_id
+        wanted = SessionSchedule(unit="A", periods=((0, Decimal(32)), (600, Decimal(10))))
+        assert await limits.set_session_limit(tx, wanted, "ocpi:PT/SCP") == "ACCEPTED"
+        [profile] = [
+            p
+            for p in st.charging_profiles.values()
+            if p.get("charging_profile_purpose") == "TxProfile"
+        ]
+        periods = profile["charging_schedule"]["charging_schedule_period"]
+        assert [(p["start_period"], float(p["limit"])) for p in periods] == [(0, 16.0), (600, 10.0)]
+        # the other car leaves: the share grows, the party's own limit still applies
+        sp2 = net.stations["SP2"]
+        await sp2.stop_transaction(sp2.connectors[1].transaction_id)
+
+        def periods_now() -> list[tuple[int, float]]:
+            for p in st.charging_profiles.values():
+                if p.get("charging_profile_purpose") == "TxProfile":
+                    return [
+                        (q["start_period"], float(q["limit"]))
+                        for q in p["charging_schedule"]["charging_schedule_period"]
+                    ]
+            return []
+
+        await eventually(lambda: periods_now() == [(0, 32.0), (600, 10.0)])
+        assert await limits.clear_session_limit(tx, "ocpi:PT/SCP") == "ACCEPTED"
+        await eventually(lambda: periods_now() == [(0, 32.0)])
+        assert await limits.set_session_limit(999_999, wanted, "ocpi:PT/SCP") == "UNKNOWN"
+    finally:
+        await close(net)
