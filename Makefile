@@ -48,28 +48,34 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Both engines' passes at once (two pytest processes, each with its own temporary
-# directory); each pass's summary is printed, its whole output when it failed, and the
-# target fails when either did.
+# Both engines' passes at once, PostgreSQL's (the slower) in two processes that share its
+# test files (TEST_SHARD, tests/conftest.py): three pytest processes, each with its own
+# temporary directory and database server; each pass's summary is printed, its whole
+# output when it failed, and the target fails when any did.
+PASSES := sqlite postgresql-1 postgresql-2
 test: lint $(STAMP) $(PEER_STAMP) chromium postgresql
 	@runs=$$(mktemp -d); \
 	echo "running the suite on sqlite and on postgresql (logs: $$runs)"; \
 	CSMS_TEST_DATABASE=sqlite $(PYTEST) --basetemp=$$runs/sqlite >$$runs/sqlite.log 2>&1 & \
-	sqlite=$$!; \
-	CSMS_TEST_DATABASE=postgresql $(PYTEST) --basetemp=$$runs/postgresql \
-	  >$$runs/postgresql.log 2>&1 & \
-	postgresql=$$!; \
-	wait $$sqlite; sqlite_rc=$$?; wait $$postgresql; postgresql_rc=$$?; \
-	for engine in sqlite postgresql; do \
-	  eval rc=\$$$${engine}_rc; \
-	  if [ $$rc -ne 0 ]; then echo "======== $$engine: output"; cat $$runs/$$engine.log; fi; \
+	p0=$$!; \
+	CSMS_TEST_DATABASE=postgresql TEST_SHARD=1/2 $(PYTEST) --basetemp=$$runs/postgresql-1 \
+	  >$$runs/postgresql-1.log 2>&1 & \
+	p1=$$!; \
+	CSMS_TEST_DATABASE=postgresql TEST_SHARD=2/2 $(PYTEST) --basetemp=$$runs/postgresql-2 \
+	  >$$runs/postgresql-2.log 2>&1 & \
+	p2=$$!; \
+	wait $$p0; rc0=$$?; wait $$p1; rc1=$$?; wait $$p2; rc2=$$?; \
+	set -- $$rc0 $$rc1 $$rc2; failed=0; \
+	for pass in $(PASSES); do \
+	  if [ $$1 -ne 0 ]; then failed=1; echo "======== $$pass: output"; cat $$runs/$$pass.log; fi; \
+	  shift; \
 	done; \
 	echo "======== summary"; \
-	for engine in sqlite postgresql; do \
-	  eval rc=\$$$${engine}_rc; \
-	  printf '%-11s %s (exit %s)\n' "$$engine:" "$$(tail -n 1 $$runs/$$engine.log)" $$rc; \
+	set -- $$rc0 $$rc1 $$rc2; \
+	for pass in $(PASSES); do \
+	  printf '%-13s %s (exit %s)\n' "$$pass:" "$$(tail -n 1 $$runs/$$pass.log)" $$1; shift; \
 	done; \
-	if [ $$sqlite_rc -eq 0 ] && [ $$postgresql_rc -eq 0 ]; then rm -rf $$runs; exit 0; fi; \
+	if [ $$failed -eq 0 ]; then rm -rf $$runs; exit 0; fi; \
 	echo "logs kept in $$runs"; exit 1
 
 test-sqlite: $(STAMP) $(PEER_STAMP) chromium

@@ -594,7 +594,7 @@ class AdhocService:
             )
         except CommandError as e:
             log.warning("stop not sent", payment=p["id"], error=e.code)
-            if e.code == "station_offline":
+            if e.code not in ("timeout", "station_call_error"):  # not delivered: next pass
                 return
         self._stops_sent[p["id"]] = self.clock.now()
         if len(self._stops_sent) > 10_000:  # (the oldest are long answered)

@@ -33,8 +33,9 @@ class SmartSettings(BaseModel):
 
 
 def load_smart_settings(raw: dict[str, Any]) -> SmartSettings | None:
-    """None when smart charging is off (``enabled = false``); on by default."""
-    if raw.get("enabled") is False:
+    """None when smart charging is off: no ``[smart]`` section (an extension that is not
+    asked for costs nothing, not even a delivery process), or ``enabled = false``."""
+    if not raw or raw.get("enabled") is False:
         return None
     try:
         return SmartSettings.model_validate(raw or {})

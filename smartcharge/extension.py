@@ -37,7 +37,7 @@ class SmartExtension:
 
     def attach(self, port: CsmsPort, config: SmartSettings | None) -> None:
         if config is None:
-            log.info("smart charging is disabled ([smart] enabled = false)")
+            log.info("smart charging is disabled (no [smart] section, or enabled = false)")
             return
         port.db.add_migrations("smart", MIGRATIONS)
         if port.role == "delivery":  # (the OCPP nodes talk to the stations)

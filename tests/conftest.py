@@ -47,13 +47,30 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database engine: {dbs.ENGINE} (CSMS_TEST_DATABASE)"
 
 
+def _shard() -> tuple[int, int] | None:
+    """``TEST_SHARD=k/n`` (from the Makefile): this process runs the k-th of n shares of
+    the test files (every n-th file, in name order), so one engine's pass can use two
+    processes. (Not CSMS_*: csms reads every CSMS_* variable as its configuration.)"""
+    text = os.environ.get("TEST_SHARD", "")
+    if not text:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise pytest.UsageError(f"TEST_SHARD={text!r}: k/n with 1 <= k <= n")
+    return int(k), int(n)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Another engine's tests are deselected, not skipped: no test is skipped for want of
-    an engine."""
+    an engine; with TEST_SHARD, the other shards' files are deselected too."""
+    shard = _shard()
+    files = sorted({item.path.name for item in items})
+    mine = {f for i, f in enumerate(files) if shard is None or i % shard[1] == shard[0] - 1}
     keep, drop = [], []
     for item in items:
         engines = {e for m, e in ENGINE_MARKERS.items() if item.get_closest_marker(m)}
-        (drop if engines and dbs.ENGINE not in engines else keep).append(item)
+        wrong_engine = bool(engines) and dbs.ENGINE not in engines
+        (drop if wrong_engine or item.path.name not in mine else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -248,7 +265,7 @@ async def start_system(
         from smartcharge.extension import SmartExtension
 
         sm = SmartExtension()
-        extensions.append((sm, sm.validate_config(smart, settings)))
+        extensions.append((sm, sm.validate_config({"enabled": True, **smart}, settings)))
     if ocpi is not None:
         from ocpi_bridge.extension import OcpiExtension
 

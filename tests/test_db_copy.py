@@ -28,8 +28,7 @@ pytestmark = pytest.mark.sqlite_only
 
 
 def _config(tmp_path: Path) -> Path:
-    """The same installation as start_system(..., ocpi={}, smart={}) makes: csms, the OCPI
-    bridge and smart charging (on by default)."""
+    """The same installation as start_system(..., ocpi={}) makes: csms and the OCPI bridge."""
     lines = [f'data_dir = "{tmp_path / "data"}"', "", "[ocpi]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in OCPI_CONFIG.items()]
     config = tmp_path / "csms.toml"
@@ -41,7 +40,6 @@ async def _make_traffic(tmp_path: Path) -> None:
     system, session, csms = await start_system(
         tmp_path,
         ocpi={},
-        smart={},
         ocpp__accept_unknown_stations="true",
         id_tags__accept_unknown="true",
         ocpp__meter_value_sample_interval="1",
@@ -152,7 +150,7 @@ async def test_a_simulated_installation_moves_to_postgresql_without_losing_a_row
 
         # csms on the copy: the same transactions, and new rows get new keys
         system, session, csms = await start_system(
-            tmp_path / "on-postgresql", ocpi={}, smart={}, database__url=f'"{url}"'
+            tmp_path / "on-postgresql", ocpi={}, database__url=f'"{url}"'
         )
         try:
             _, page = await csms.api.get("/api/v1/transactions?limit=1")
