@@ -584,7 +584,12 @@ class AdhocService:
 
     async def _remote_stop(self, p: dict[str, Any], transaction_id: int) -> None:
         """RemoteStopTransaction; asked again after STOP_RETRY, or after a restart, while
-        the transaction runs on (at the next pass when the station was not connected)."""
+        the transaction runs on (at the next pass when it could not be delivered). Marked
+        in flight before it is sent: another pass meanwhile does not send it twice."""
+        self._stops_sent[p["id"]] = self.clock.now()
+        if len(self._stops_sent) > 10_000:  # (the oldest are long answered)
+            for old in sorted(self._stops_sent, key=self._stops_sent.__getitem__)[:5000]:
+                del self._stops_sent[old]
         try:
             await self.port.send_command(
                 p["station_id"],
@@ -595,11 +600,7 @@ class AdhocService:
         except CommandError as e:
             log.warning("stop not sent", payment=p["id"], error=e.code)
             if e.code not in ("timeout", "station_call_error"):  # not delivered: next pass
-                return
-        self._stops_sent[p["id"]] = self.clock.now()
-        if len(self._stops_sent) > 10_000:  # (the oldest are long answered)
-            for old in sorted(self._stops_sent, key=self._stops_sent.__getitem__)[:5000]:
-                del self._stops_sent[old]
+                self._stops_sent.pop(p["id"], None)
 
     async def _bill(self, p: dict[str, Any]) -> Bill | None:
         from ocpi_bridge.pricing import TariffDef
