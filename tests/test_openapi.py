@@ -35,8 +35,8 @@ EXCLUDED_CHECKS = "positive_data_acceptance,ignored_auth"
 
 @pytest.fixture
 async def cpo(tmp_path: Path) -> AsyncIterator[Running]:
-    # every extension that adds routes: the OCPI bridge and ad hoc charging
-    system, session, running = await start_system(tmp_path, ocpi={}, adhoc={})
+    # every extension that adds routes: the OCPI bridge, ad hoc and smart charging
+    system, session, running = await start_system(tmp_path, ocpi={}, adhoc={}, smart={})
     try:
         yield running
     finally:
