@@ -6,6 +6,9 @@
   new token A granting that role for those parties, with what to send to MOBI.E;
 - ``POST /api/v1/ocpi/register``: ``{"versions_url", "token", "role", "parties"}``,
   register with a peer, which gets that grant;
+- ``GET/PATCH/DELETE /api/v1/ocpi/peers/{id}``, ``POST .../suspend``, ``POST .../resume``:
+  one peer, its policy (ocpi_bridge.peers), its traffic and failures; suspend, resume,
+  remove (its token stops working; we DELETE our credentials at the peer, best effort);
 - ``GET /api/v1/ocpi/security-events``: claims refused, uids another party holds;
 - ``PUT/GET/DELETE /api/v1/tariffs/{id}``, ``GET /api/v1/tariffs``: our OCPI tariffs,
   which connectors reference through their ``tariff_ids``.
@@ -14,20 +17,29 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from csms.ports import ApiError, ExportError, api_contract, api_paging, parse_export_filter, to_iso
+from csms.ports import (
+    ApiError,
+    ExportError,
+    api_contract,
+    api_paging,
+    from_db,
+    parse_export_filter,
+    to_iso,
+)
 
 from .client import OcpiCallFailed
 from .credentials import new_token
 from .exports import CdrExport
+from .peers import CALLABLE, MAX_HIDDEN, MAX_NAME, MAX_TARIFFS, PUSHED, VERSIONS, PeerPolicy
 from .pricing import TariffDef
-from .store import Grant
+from .store import Grant, Peer
 from .transport import OcpiError
 
 if TYPE_CHECKING:
@@ -37,10 +49,49 @@ log = structlog.get_logger("ocpi.admin")
 
 C = api_contract
 operation = C.operation
-GRANT_BODY = C.obj(
-    {"role": {"type": "string", "enum": ["HUB", "EMSP", "SCSP"]}, "parties": C.array(C.STR)},
-    optional=("role", "parties"),
+_OCPI_ID = {"type": "string", "pattern": "^[A-Za-z0-9._\\-]{1,36}$"}
+POLICY_BODY = C.obj(
+    {
+        "name": {"type": "string", "maxLength": MAX_NAME},
+        "uses": C.array({"type": "string", "enum": list(CALLABLE)}),
+        "receives": C.array({"type": "string", "enum": list(PUSHED)}),
+        "mobie": C.BOOL,
+        "realtime_auth": C.BOOL,
+        "hidden": C.array(_OCPI_ID, max_items=MAX_HIDDEN),
+        "tariffs": {
+            "type": "object",
+            "additionalProperties": _OCPI_ID,
+            "maxProperties": MAX_TARIFFS,
+        },
+        "version": C.nullable({"type": "string", "enum": list(VERSIONS)}),
+    },
+    optional=(
+        "name",
+        "uses",
+        "receives",
+        "mobie",
+        "realtime_auth",
+        "hidden",
+        "tariffs",
+        "version",
+    ),
+    extra=False,
+    description="what the operator decides about a peer (every field optional: the "
+    "role's defaults, or what it has, for those not given); a module its role may not "
+    "have is refused (422)",
 )
+GRANT_BODY = C.obj(
+    {
+        "role": {"type": "string", "enum": ["HUB", "EMSP", "SCSP"]},
+        "parties": C.array(C.STR),
+        "policy": POLICY_BODY,
+    },
+    optional=("role", "parties", "policy"),
+)
+PEER_PATH = {"peer_id": {"type": "integer", "minimum": 1}}
+TRAFFIC_HOURS = 24
+# a peer's own security events shown with it
+PEER_EVENTS = 20
 TARIFF_BODY = C.obj(
     {"currency": {"type": "string", "pattern": "^[A-Z]{3}$"}, "elements": C.array(C.obj())},
     description="see the README's Tariffs section for every field",
@@ -70,21 +121,126 @@ def _fields(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def _grant(body: Any) -> Grant:
-    """The ``role`` and ``parties`` of a body: what the operator grants a peer."""
+def _grant(body: Any, mobie_mode: bool) -> Grant:
+    """The ``role``, ``parties`` and ``policy`` of a body: what the operator grants a peer."""
     if not isinstance(body, dict):
         body = {}
     try:
-        return Grant.make(body.get("role"), body.get("parties"))
+        return Grant.make(body.get("role"), body.get("parties"), body.get("policy"), mobie_mode)
     except ValueError as e:
         field, _, message = str(e).partition(": ")
+        if message and field not in ("role", "parties"):
+            field = f"policy.{field}"
         raise ApiError(
             422,
             "invalid_body",
             "a token A grants a role (HUB, EMSP or SCSP) for parties, e.g. "
-            '{"role": "HUB", "parties": ["PT/MOB"]}',
+            '{"role": "HUB", "parties": ["PT/MOB"]}, and optionally a policy',
             fields=[{"field": field if message else "(body)", "message": message or str(e)}],
         ) from None
+
+
+def _invalid_policy(e: ValueError) -> ApiError:
+    field, _, message = str(e).partition(": ")
+    return ApiError(
+        422,
+        "invalid_body",
+        "the policy is invalid",
+        fields=[{"field": field if message else "(body)", "message": message or str(e)}],
+    )
+
+
+def peer_item(peer: Peer, traffic: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A peer as the API and the pages show it (never a token)."""
+    return {
+        "id": peer.id,
+        "name": peer.name,
+        "status": peer.status,
+        "active": peer.active,
+        "suspended_at": _when(peer.suspended_at),
+        "initiated_by": peer.initiated_by,
+        "version": peer.version,
+        "versions_url": peer.versions_url,
+        "roles": [
+            {
+                "role": r.get("role"),
+                "country_code": r.get("country_code"),
+                "party_id": r.get("party_id"),
+                "name": (r.get("business_details") or {}).get("name"),
+            }
+            for r in peer.roles
+        ],
+        "granted": {
+            "role": peer.grant_role,
+            "parties": sorted(f"{cc}/{pid}" for cc, pid in peer.parties),
+            "source": peer.grant_source,
+        },
+        "policy": peer.policy.view(),
+        "endpoints": peer.endpoints,
+        "traffic_24h": traffic if traffic is not None else _no_traffic(),
+    }
+
+
+def _when(value: Any) -> str | None:
+    """A stored time (text or datetime, as the engine gives it) as the API writes it."""
+    if value is None or isinstance(value, datetime):
+        return _iso(value)
+    return _iso(from_db(str(value)))
+
+
+def _no_traffic() -> dict[str, Any]:
+    return {
+        "requests": {"ok": 0, "refused": 0, "failed": 0},
+        "pushes": {"ok": 0, "failed": 0},
+        "last_error": None,
+    }
+
+
+def peer_id_of(request: web.Request) -> int | None:
+    """The ``{peer_id}`` of the path as a number; None when it is not one."""
+    text = request.match_info.get("peer_id", "")
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+async def find_peer(bridge: Bridge, peer_id: int | None) -> Peer | None:
+    if peer_id is None:
+        return None
+    return next((p for p in await bridge.store.peers() if p.id == peer_id), None)
+
+
+async def peer_security_events(bridge: Bridge, peer_id: int, limit: int) -> list[dict[str, Any]]:
+    return await bridge.csms.db.read(
+        "SELECT id, at, kind, peer_id, detail FROM ocpi_security_events WHERE peer_id = ? "
+        "ORDER BY id DESC LIMIT ?",
+        (peer_id, limit),
+    )
+
+
+async def remove_peer(bridge: Bridge, peer: Peer) -> dict[str, Any]:
+    """Remove a peer: its token stops working at once (unregistered here, every process
+    told); then, as OCPI 2.2.1 section 7.2.4 has a party end a registration, we DELETE our
+    credentials at its credentials endpoint (best effort, a short timeout: a peer that is
+    gone must not stop the operator). Returns what happened at the peer."""
+    await bridge.store.unregister_peer(peer.id)
+    await bridge.peers_changed()
+    url = peer.endpoint("credentials")
+    notified, answer = False, "the peer has no credentials endpoint"
+    if url and peer.token_out:
+        try:
+            reply = await bridge.client.request(
+                "DELETE",
+                url,
+                peer.token_out,
+                base64_token=peer.token_out_base64,
+                timeout=min(5.0, bridge.settings.request_timeout),
+            )
+            notified, answer = reply.ok, reply.describe()
+        except OcpiCallFailed as e:
+            answer = str(e)[:200]
+    log.info("peer removed by the operator", peer_id=peer.id, name=peer.name, at_peer=answer)
+    return {"id": peer.id, "status": "unregistered", "peer_notified": notified, "answer": answer}
 
 
 class OcpiAdminApi:
@@ -95,6 +251,11 @@ class OcpiAdminApi:
         p = "/api/v1"
         return [
             web.get(f"{p}/ocpi/peers", self.peers),
+            web.get(f"{p}/ocpi/peers/{{peer_id}}", self.peer),
+            web.patch(f"{p}/ocpi/peers/{{peer_id}}", self.patch_peer),
+            web.delete(f"{p}/ocpi/peers/{{peer_id}}", self.delete_peer),
+            web.post(f"{p}/ocpi/peers/{{peer_id}}/suspend", self.suspend_peer),
+            web.post(f"{p}/ocpi/peers/{{peer_id}}/resume", self.resume_peer),
             web.get(f"{p}/ocpi/pushes", self.pushes),
             web.get(f"{p}/ocpi/notices", self.bridge.notices.list_handler),
             web.get(f"{p}/ocpi/commands", self.commands),
@@ -133,38 +294,174 @@ class OcpiAdminApi:
             raise ApiError(e.status, e.code, e.message) from None
 
     @operation(
-        "OCPI peers: roles, what they were granted, endpoints",
+        "OCPI peers: roles, what they were granted, their policy, last 24 hours' traffic",
         tag="ocpi",
         responses={200: C.ok("every peer", C.list_of(C.obj()))},
     )
     async def peers(self, request: web.Request) -> web.Response:
         peers = await self.bridge.store.peers()
-        items = [
-            {
-                "id": p.id,
-                "status": p.status,
-                "initiated_by": p.initiated_by,
-                "version": p.version,
-                "versions_url": p.versions_url,
-                "roles": [
-                    {
-                        "role": r["role"],
-                        "country_code": r["country_code"],
-                        "party_id": r["party_id"],
-                        "name": r["business_details"]["name"],
-                    }
-                    for r in p.roles
-                ],
-                "granted": {
-                    "role": p.grant_role,
-                    "parties": sorted(f"{cc}/{pid}" for cc, pid in p.parties),
-                    "source": p.grant_source,
-                },
-                "endpoints": p.endpoints,
-            }
-            for p in peers
-        ]
+        since = self.bridge.clock.now() - timedelta(hours=TRAFFIC_HOURS)
+        traffic = await self.bridge.traffic.summary(since)
+        backlog = await self._backlog()
+        items = [{**peer_item(p, traffic.get(p.id)), **backlog(p.id)} for p in peers]
         return web.json_response({"items": items, "total": len(items)})
+
+    async def _backlog(self) -> Any:
+        """Per peer: pushes not acknowledged yet, and how many of them are failing now."""
+        counts: dict[int, dict[str, int]] = {}
+        for f in await self.bridge.delivery.pending():
+            c = counts.setdefault(f.peer_id, {"pending_pushes": 0, "failing_pushes_now": 0})
+            c["pending_pushes"] += 1
+            c["failing_pushes_now"] += f.failing_since is not None
+        return lambda peer_id: counts.get(peer_id, {"pending_pushes": 0, "failing_pushes_now": 0})
+
+    async def _peer(self, request: web.Request) -> Peer:
+        peer = await find_peer(self.bridge, peer_id_of(request))
+        if peer is None:
+            raise ApiError(404, "not_found", "no such peer")
+        return peer
+
+    async def _registered(self, request: web.Request) -> Peer:
+        peer = await self._peer(request)
+        if peer.status != "registered":
+            raise ApiError(409, "conflict", "this peer is not registered (it was removed)")
+        return peer
+
+    @operation(
+        "One OCPI peer: its grant, policy, traffic per hour, failing pushes, refusals",
+        tag="ocpi",
+        path=PEER_PATH,
+        responses={200: C.ok("the peer", C.obj())},
+    )
+    async def peer(self, request: web.Request) -> web.Response:
+        """One peer, with its traffic per hour over the last 24 hours, its failing pushes,
+        its security events and (a hub) the parties it says it connects (hubclientinfo)."""
+        peer = await self._peer(request)
+        since = self.bridge.clock.now() - timedelta(hours=TRAFFIC_HOURS)
+        traffic = self.bridge.traffic
+        item = peer_item(peer, (await traffic.summary(since)).get(peer.id))
+        item.update((await self._backlog())(peer.id))
+        failures = await traffic.failures(peer.id, since)
+        events = await peer_security_events(self.bridge, peer.id, PEER_EVENTS)
+        clients = await self.bridge.store.client_info(hub_peer_id=peer.id, limit=1000)
+        item.update(
+            {
+                "traffic_hourly": await traffic.hourly(peer.id, since),
+                "failing_pushes": [
+                    {**f, "last_error_at": _iso(f["last_error_at"])} for f in failures
+                ],
+                "security_events": [
+                    {k: e[k] for k in ("id", "at", "kind", "detail")} for e in events
+                ],
+                "hub_client_info": [
+                    {
+                        k: c[k]
+                        for k in (
+                            "country_code",
+                            "party_id",
+                            "role",
+                            "status",
+                            "last_updated",
+                            "received_at",
+                        )
+                    }
+                    for c in clients
+                ],
+            }
+        )
+        return web.json_response(item)
+
+    @operation(
+        "Change what the operator decides about a peer (its policy)",
+        tag="ocpi",
+        path=PEER_PATH,
+        body=POLICY_BODY,
+        responses={200: C.ok("the peer as it is now", C.obj())},
+    )
+    async def patch_peer(self, request: web.Request) -> web.Response:
+        """The fields given replace the peer's; the others stay. Applied at once, in every
+        process (its next request, its next push)."""
+        peer = await self._peer(request)
+        body = await _body(request)
+        if not isinstance(body, dict):
+            raise ApiError(
+                422,
+                "invalid_body",
+                "the policy is invalid",
+                fields=[{"field": "(body)", "message": "an object is expected"}],
+            )
+        try:
+            policy = PeerPolicy.make(peer.grant_role or "EMSP", body, base=peer.policy)
+        except ValueError as e:
+            raise _invalid_policy(e) from None
+        if not await self.bridge.store.set_policy(peer.id, policy):
+            raise ApiError(404, "not_found", "no such peer")
+        await self.bridge.peers_changed()
+        log.info("peer policy changed", peer_id=peer.id, fields=sorted(body))
+        changed = await find_peer(self.bridge, peer.id)
+        assert changed is not None
+        return web.json_response(peer_item(changed))
+
+    @operation(
+        "Suspend a peer: refused (HTTP 403) and pushed nothing until resumed",
+        tag="ocpi",
+        path=PEER_PATH,
+        responses={
+            200: C.ok("the peer as it is now", C.obj()),
+            409: C.fails("the peer is not registered"),
+        },
+    )
+    async def suspend_peer(self, request: web.Request) -> web.Response:
+        return await self._suspend(request, True)
+
+    @operation(
+        "Resume a suspended peer: what it missed is pushed",
+        tag="ocpi",
+        path=PEER_PATH,
+        responses={
+            200: C.ok("the peer as it is now", C.obj()),
+            409: C.fails("the peer is not registered"),
+        },
+    )
+    async def resume_peer(self, request: web.Request) -> web.Response:
+        return await self._suspend(request, False)
+
+    async def _suspend(self, request: web.Request, suspended: bool) -> web.Response:
+        peer = await self._registered(request)
+        if (peer.suspended_at is not None) != suspended:
+            if not await self.bridge.store.set_suspended(peer.id, suspended):
+                raise ApiError(404, "not_found", "no such peer")
+            await self.bridge.peers_changed()
+            log.info("peer suspended" if suspended else "peer resumed", peer_id=peer.id)
+        changed = await find_peer(self.bridge, peer.id)
+        assert changed is not None
+        return web.json_response(peer_item(changed))
+
+    @operation(
+        "Remove a peer: its token stops working; our credentials are deleted at the peer",
+        tag="ocpi",
+        path=PEER_PATH,
+        description="We unregister the peer here first (its token stops working at once), "
+        "then DELETE our credentials at its credentials endpoint (OCPI 2.2.1 section "
+        "7.2.4), best effort: peer_notified and answer say how that went.",
+        responses={
+            200: C.ok(
+                "removed",
+                C.obj(
+                    {
+                        "id": C.INT,
+                        "status": C.STR,
+                        "peer_notified": C.BOOL,
+                        "answer": C.STR,
+                    }
+                ),
+            ),
+            409: C.fails("the peer is not registered"),
+        },
+    )
+    async def delete_peer(self, request: web.Request) -> web.Response:
+        peer = await self._registered(request)
+        return web.json_response(await remove_peer(self.bridge, peer))
 
     @operation(
         "What each peer has not acknowledged yet, and what is failing",
@@ -269,9 +566,12 @@ class OcpiAdminApi:
         },
     )
     async def token_a(self, request: web.Request) -> web.Response:
-        grant = _grant(await _body(request) if request.can_read_body else None)
+        body = await _body(request) if request.can_read_body else None
+        grant = _grant(body, self.bridge.store.mobie_mode)
         token = new_token()
-        await self.bridge.store.add_token_a(token, grant.role, grant.party_texts())
+        await self.bridge.store.add_token_a(token, grant.role, grant.party_texts(), grant.policy)
+        # (no policy given: the role's defaults, as the peer will have them)
+        policy = grant.policy or PeerPolicy.default(grant.role, self.bridge.store.mobie_mode)
         s = self.bridge.settings
         log.info("token A created", granted=grant.describe())
         return web.json_response(
@@ -280,7 +580,11 @@ class OcpiAdminApi:
                 "versions_url": self.bridge.versions_url,
                 "party_id": s.party_id,
                 "country_code": s.country_code,
-                "granted": {"role": grant.role, "parties": grant.party_texts()},
+                "granted": {
+                    "role": grant.role,
+                    "parties": grant.party_texts(),
+                    "policy": policy.view(),
+                },
             },
             status=201,
         )
@@ -294,8 +598,9 @@ class OcpiAdminApi:
                 "token": {"type": "string", "minLength": 1},
                 "role": {"type": "string", "enum": ["HUB", "EMSP", "SCSP"]},
                 "parties": C.array(C.STR),
+                "policy": POLICY_BODY,
             },
-            optional=("role", "parties"),
+            optional=("role", "parties", "policy"),
         ),
         responses={
             201: C.ok("registered", C.obj()),
@@ -314,7 +619,7 @@ class OcpiAdminApi:
             raise ApiError(422, "invalid_body", "versions_url: an http(s) URL is required")
         if not isinstance(token, str) or not token:
             raise ApiError(422, "invalid_body", "token: the peer's token A is required")
-        grant = _grant(body)
+        grant = _grant(body, self.bridge.store.mobie_mode)
         try:
             peer = await self.bridge.credentials.register_with(url, token, grant)
         except OcpiError as e:
@@ -380,10 +685,12 @@ class OcpiAdminApi:
         )
         rows = await self.bridge.store.tariffs([tariff_id])
         log.info("tariff defined", tariff_id=tariff_id, created=created)
+        await self.bridge.tariffs_changed()  # pushed to the peers (ocpi_bridge.tariff_push)
         return web.json_response(self._view(rows[0]), status=201 if created else 200)
 
     @operation("Delete a tariff", tag="tariffs", responses={204: C.NO_CONTENT})
     async def delete_tariff(self, request: web.Request) -> web.Response:
         if not await self.bridge.store.delete_tariff(request.match_info["tariff_id"]):
             raise ApiError(404, "not_found", "no such tariff")
+        await self.bridge.tariffs_changed()
         return web.Response(status=204)

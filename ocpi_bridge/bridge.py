@@ -21,10 +21,15 @@ from .config import OcpiSettings
 from .credentials import CredentialsService
 from .deliveryview import LocalDelivery, RemoteDelivery
 from .locations import LocationBuilder
+from .peers import location_for
 from .pusher import Pusher
+from .realtime_auth import RealtimeAuth
 from .sessions import SessionBuilder
 from .store import OcpiStore, Peer
+from .tariff_delivery import visible
+from .tariff_push import TARIFFS_TOPIC, TariffPusher
 from .tokens import OcpiTokenSource
+from .traffic import PeerTraffic
 from .transport import join_url, ocpi_time, parse_ocpi_time
 
 if TYPE_CHECKING:
@@ -54,7 +59,7 @@ class Bridge:
         self.settings = settings
         self.csms = csms
         self.clock = csms.clock
-        self.store = OcpiStore(csms.db, csms.clock)
+        self.store = OcpiStore(csms.db, csms.clock, csms.settings.mobie_mode)
         self.client = OcpiClient(
             settings.request_timeout, (settings.country_code, settings.party_id)
         )
@@ -65,7 +70,12 @@ class Bridge:
             self.store, self.client, self.our_credentials, self._peers_changed
         )
         self.modules = list(MODULES)
-        self.token_source = OcpiTokenSource(self.store)
+        self.token_source = OcpiTokenSource(
+            self.store,
+            RealtimeAuth(self, settings.realtime_auth_timeout, settings.realtime_auth_cache),
+        )
+        # each peer's requests and pushes per hour (issue 19), written in batches
+        self.traffic = PeerTraffic(csms.db, csms.clock)
         self._peers_by_token: dict[str, Peer] = {}
         # per station, its Location id and last_updated as last computed from the database
         # (see location_touch_of_station)
@@ -82,6 +92,7 @@ class Bridge:
             csms.settings.data_dir,
         )
         self.pusher: Pusher | None = None
+        self.tariff_pusher: TariffPusher | None = None  # (where the pusher is)
         self.delivery: LocalDelivery | RemoteDelivery
         # per station, when it spoke again after its last silence, as the pusher stored it
         # (role "ocpp": read from the database, see fresh_returns)
@@ -99,6 +110,9 @@ class Bridge:
             self.locations.returned_at = self.pusher.rules.returned_at
             self.compliance = self.pusher.compliance
             self.pusher.on_commissioned = self.notices.on_commissioned
+            self.tariff_pusher = TariffPusher(
+                self, self.pusher.metrics, self.pusher.push_alerts.observe
+            )
         self.commands = CommandService(self)
         self.token_source.grants = self.commands.grant_for
         csms.topics.subscribe(PEERS_TOPIC, self._peers_changed_here)
@@ -108,19 +122,25 @@ class Bridge:
 
     async def start(self, public_url: str) -> None:
         self.public_url = (self.settings.public_url or public_url).rstrip("/")
+        self.traffic.start()
         if self.role != "delivery":  # (the node's, before its delivery process starts)
             if self.settings.token_a:
                 await self.store.add_token_a(self.settings.token_a)
+            before = await self.store.tariffs()
             for tariff in self.settings.tariffs:
                 await self.store.put_tariff(
                     tariff.id, tariff.model_dump(mode="json", exclude_none=True)
                 )
+            if self.role == "ocpp" and before != await self.store.tariffs():
+                await self.tariffs_changed()  # (a delivery process already running)
         await self.reload_peers()
         if self.pusher is not None:
             await self.sessions.make_missing_cdrs(self.clock.now())
             await self.notices.reconcile(self.clock.now())
             self._notices_task = asyncio.create_task(self.notices.run(), name="ocpi-notices")
             await self.pusher.start()
+            assert self.tariff_pusher is not None
+            await self.tariff_pusher.start()
         if self.role != "delivery":
             await self.commands.start()
         log.info(
@@ -134,6 +154,8 @@ class Bridge:
     async def stop(self) -> None:
         if self.role != "delivery":
             await self.commands.stop()
+        if self.tariff_pusher is not None:
+            await self.tariff_pusher.stop()
         if self.pusher is not None:
             await self.pusher.stop()
         if self._notices_task is not None:
@@ -141,6 +163,7 @@ class Bridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._notices_task
         await self.notices.close()
+        await self.traffic.stop()
         await self.client.close()
 
     # ------------------------------------------------------------------ peers and tokens
@@ -156,10 +179,16 @@ class Bridge:
         serve its new token, the delivery pushes it what it lacks), this one at once."""
         await self.csms.topics.publish(PEERS_TOPIC)
 
+    async def peers_changed(self) -> None:
+        """The operator changed a peer (policy, suspended, resumed, removed)."""
+        await self._peers_changed()
+
     async def _peers_changed_here(self) -> None:
         await self.reload_peers()
         if self.pusher is not None and self.pusher.running:
             await self.pusher.reconcile()  # a new peer gets every Location (R1) and more
+        if self.tariff_pusher is not None and self.tariff_pusher.running:
+            await self.tariff_pusher.reconcile()  # and the tariffs it lacks, or no longer sees
 
     async def fresh_returns(self) -> None:
         """Role "ocpp": when each station spoke again after a silence (for its EVSEs'
@@ -181,10 +210,11 @@ class Bridge:
     def is_mobie(self, peer: Peer) -> bool:
         """Does MOBI.E's profile apply to what this peer gets? In MOBI.E mode, the hub is
         MOBI.E."""
-        return self.csms.settings.mobie_mode and peer.is_hub
+        return peer.policy.mobie
 
     def registered_peers(self) -> list[Peer]:
-        return list(self._peers_by_token.values())
+        """The peers that call us and get pushes: registered and not suspended."""
+        return [p for p in self._peers_by_token.values() if p.active]
 
     async def token_a_valid(self, token: str) -> bool:
         return await self.store.token_a_usable(token)
@@ -227,8 +257,17 @@ class Bridge:
         stations = await self.csms.defined_stations()
         return [self.locations.location(s, now) for s in stations]
 
-    async def list_locations(self, page: Page) -> tuple[list[dict[str, Any]], int]:
-        items = _date_filter(await self.all_locations(), page)
+    async def list_locations(
+        self, page: Page, peer: Peer | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of our Locations as ``peer`` sees them: without those hidden from it, with
+        its own tariff ids (ocpi_bridge.peers)."""
+        items = await self.all_locations()
+        if peer is not None:
+            items = [
+                location_for(peer.policy, i) for i in items if peer.policy.sees_location(i["id"])
+            ]
+        items = _date_filter(items, page)
         return items[page.offset : page.offset + page.limit], len(items)
 
     async def location_of_station(
@@ -281,12 +320,18 @@ class Bridge:
         """The station was (re)defined: the next touch computes from the database."""
         self._touch_basis.pop(station_id, None)
 
-    async def get_location(self, location_id: str) -> dict[str, Any] | None:
+    async def get_location(
+        self, location_id: str, peer: Peer | None = None
+    ) -> dict[str, Any] | None:
+        """One Location as ``peer`` sees it; None when unknown or hidden from it."""
+        if peer is not None and not peer.policy.sees_location(location_id):
+            return None
         await self.fresh_returns()
         station = await self.csms.station_by_location(location_id)
         if station is None:
             return None
-        return self.locations.location(station, self.clock.now())
+        location = self.locations.location(station, self.clock.now())
+        return location_for(peer.policy, location) if peer is not None else location
 
     # ------------------------------------------------------------------ sessions and CDRs
 
@@ -321,8 +366,21 @@ class Bridge:
 
     # ------------------------------------------------------------------ tariffs
 
-    async def list_tariffs(self, page: Page) -> tuple[list[dict[str, Any]], int]:
-        items = [self.tariff_object(t) for t in await self.store.tariffs()]
+    async def tariffs_changed(self) -> None:
+        """Our tariffs changed (admin API, config): the delivery pushes them to the peers."""
+        await self.csms.topics.publish(TARIFFS_TOPIC)
+
+    async def list_tariffs(
+        self, page: Page, peer: Peer | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of our tariffs as ``peer`` sees them: the public ones and its own
+        replacements (ocpi_bridge.peers), as pushed to it (ocpi_bridge.tariff_push)."""
+        rows = await self.store.tariffs()
+        if peer is not None:
+            policies = [p.policy for p in self._peers_by_token.values()]
+            ids = set(visible(peer.policy, [r["id"] for r in rows], policies))
+            rows = [r for r in rows if r["id"] in ids]
+        items = [self.tariff_object(t) for t in rows]
         items = _date_filter(items, page)
         return items[page.offset : page.offset + page.limit], len(items)
 
@@ -337,7 +395,7 @@ class Bridge:
 
 def _owners(peer: Peer) -> set[str] | None:
     """The token owners whose sessions and CDRs this peer may see; None = all (a hub)."""
-    if peer.is_hub:
+    if peer.routes_all:
         return None
     return {f"{cc}/{pid}" for cc, pid in peer.parties}
 

@@ -44,6 +44,7 @@ from csms.ports import (
 from csms.ports import Tx as JobDb
 
 from . import command_rules as rules
+from . import v211
 from .client import OcpiCallFailed
 from .locations import removed_at
 from .reservations import RESERVATION_COMMANDS, ReservationCommands, reservation_result
@@ -553,13 +554,16 @@ class CommandService(BackgroundService):
             error = "the peer is no longer registered"
         else:
             cc, _, pid = cmd["party"].partition("/")
+            result = json.loads(cmd["result"])
+            if peer.version == v211.VERSION:  # 2.1.1: a CommandResponse, result only
+                result = v211.command_result_out(result)
             try:
                 reply = await self.bridge.client.request(
                     "POST",
                     cmd["response_url"],
                     peer.token_out,
                     base64_token=peer.token_out_base64,
-                    body=json.loads(cmd["result"]),
+                    body=result,
                     module="commands",
                     to_party=(cc, pid),
                     timeout=self.bridge.settings.push_timeout,

@@ -48,6 +48,11 @@ class OcpiSettings(BaseModel):
     # OCPI commands: how long a station has to do what was asked (the CommandResponse's
     # timeout); a real charger needs time to start a transaction
     command_timeout: int = Field(120, ge=1, le=3600)
+    # real-time authorization (peers whose policy has realtime_auth): seconds to wait for the
+    # eMSPs' answers to POST tokens/{uid}/authorize (a driver waits at the charger), and
+    # seconds an answer is kept per (peer, card) (0: asked every time)
+    realtime_auth_timeout: float = Field(5.0, ge=1, le=30)
+    realtime_auth_cache: int = Field(300, ge=0, le=86400)
     # ChargingProfiles (for a peer granted SCSP): the fewest seconds between two requests of
     # one kind (set, get, clear) for one session by one peer (faster: TOO_OFTEN), and the
     # seconds the peer is told to wait for a result (the ChargingProfileResponse's timeout)

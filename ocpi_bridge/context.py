@@ -16,6 +16,7 @@ from .config import OcpiSettings
 from .locations import LocationBuilder
 from .sessions import SessionBuilder
 from .store import OcpiStore, Peer
+from .traffic import PeerTraffic
 
 
 class BridgeContext(Protocol):
@@ -27,6 +28,7 @@ class BridgeContext(Protocol):
     locations: LocationBuilder
     sessions: SessionBuilder
     notices: CommissioningNotices
+    traffic: PeerTraffic
 
     def is_mobie(self, peer: Peer) -> bool: ...
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from . import v211
 from .client import OcpiCallFailed, OcpiClient
 from .schemas import Credentials, dump, parse
 from .store import Grant, OcpiStore, Peer, excess_claims
@@ -35,6 +36,8 @@ from .transport import (
     VERSIONS,
     OcpiError,
 )
+from .versions import credentials as credentials_for
+from .versions import uses_base64
 
 log = structlog.get_logger("ocpi.credentials")
 
@@ -45,8 +48,8 @@ def new_token() -> str:
 
 
 def base64_for(version: str) -> bool:
-    """2.2.1 peers expect Base64-encoded tokens, 2.2 peers the raw token."""
-    return version != "2.2"
+    """2.2.1 peers expect Base64-encoded tokens, 2.2 and 2.1.1 peers the raw token."""
+    return uses_base64(version)
 
 
 class PeerEndpoints:
@@ -67,8 +70,10 @@ async def discover(
     both speak). Raises OcpiError 3001/3002 as the handshake requires."""
     tried: list[str] = []
     reply = None
-    # A 2.2.1 peer expects a Base64 token, a 2.2 peer the raw token: try the likely one first.
-    encodings = [base64_for(version)] if version else [True, False]
+    # A 2.2.1 peer expects a Base64 token, a 2.2 or 2.1.1 peer the raw token: try the likely
+    # one first. (The versions URL serves every version: some servers decode it there even
+    # when the version asked for takes the raw token, so a refusal tries the other form.)
+    encodings = [base64_for(version), not base64_for(version)] if version else [True, False]
     for use_b64 in encodings:
         try:
             reply = await client.request("GET", versions_url, token, base64_token=use_b64)
@@ -77,7 +82,7 @@ async def discover(
                 UNABLE_TO_USE_CLIENT_API, f"cannot reach the versions URL: {e}"
             ) from None
         tried.append(reply.describe())
-        if reply.http_status != 401:
+        if reply.ok and isinstance(reply.data, list):
             break
     assert reply is not None
     if not reply.ok or not isinstance(reply.data, list):
@@ -111,6 +116,9 @@ async def discover(
         for e in data["endpoints"]
         if isinstance(e, dict) and e.get("identifier") and e.get("url")
     ]
+    if chosen == v211.VERSION:  # 2.1.1 endpoints have no role: the one each plays for us
+        for e in endpoints:
+            e["role"] = e["role"] or v211.endpoint_role(e["identifier"])
     if not any(e["identifier"] == "credentials" for e in endpoints):
         raise OcpiError(NO_MATCHING_ENDPOINTS, "the peer has no credentials endpoint")
     return PeerEndpoints(chosen, endpoints)
@@ -142,6 +150,12 @@ class CredentialsService:
                 "this token A grants no role: ask the operator for a new one",
             )
         assert grant is not None
+        pinned = grant.policy.version if grant.policy else None
+        if pinned is not None and version != pinned:
+            # the operator chose the version for this peer
+            raise OcpiError(
+                UNSUPPORTED_VERSION, f"register on OCPI {pinned}: the operator set it for you"
+            )
         return await self._accept(version, body, token_a=token_a, grant=grant)
 
     async def renew(self, peer: Peer, version: str, body: Any) -> dict[str, Any]:
@@ -169,6 +183,9 @@ class CredentialsService:
         """Take a peer's credentials: check that they claim nothing beyond its grant, call
         its versions and details with its token B, then store them with a fresh token C,
         which we answer with (atomically, so the old C works until then)."""
+        if version == v211.VERSION:  # one party, no role: the operator's grant gives it
+            role = grant.role if grant is not None else (peer.grant_role if peer else None)
+            body = v211.credentials_in(body, role or "EMSP")
         creds: Credentials = parse(Credentials, body)
         roles = [dump(r) for r in creds.roles]
         allowed = grant.allowed if grant is not None else (peer.allowed if peer else set())
@@ -218,7 +235,7 @@ class CredentialsService:
             endpoints=[e["identifier"] for e in found.endpoints],
         )
         await self.on_change()
-        return self.our_credentials(token_c)
+        return credentials_for(self.our_credentials(token_c), version)
 
     async def unregister(self, peer: Peer) -> None:
         await self.store.unregister_peer(peer.id)
@@ -230,7 +247,8 @@ class CredentialsService:
     async def register_with(self, versions_url: str, token_a: str, grant: Grant) -> Peer:
         """Run the handshake against a peer that gave us ``token_a``; it gets the powers of
         ``grant`` (the operator's), and its answer may claim nothing beyond them."""
-        found = await discover(self.client, versions_url, token_a, None)
+        pinned = grant.policy.version if grant.policy else None  # the operator's choice
+        found = await discover(self.client, versions_url, token_a, pinned)
         token_b = new_token()
         # the peer will call our versions and details with B before it answers: accept B now
         peer_id = await self.store.register_peer(
@@ -254,14 +272,17 @@ class CredentialsService:
                 url,
                 token_a,
                 base64_token=base64_for(found.version),
-                body=self.our_credentials(token_b),
+                body=credentials_for(self.our_credentials(token_b), found.version),
             )
             if not reply.ok:
                 raise OcpiError(
                     UNABLE_TO_USE_CLIENT_API,
                     f"the peer refused our credentials: {reply.describe()}",
                 )
-            theirs: Credentials = parse(Credentials, reply.data)
+            data = reply.data
+            if found.version == v211.VERSION:
+                data = v211.credentials_in(data, grant.role)
+            theirs: Credentials = parse(Credentials, data)
             excess = excess_claims([dump(r) for r in theirs.roles], grant.allowed)
             if excess:
                 what = f"the peer's credentials claim {', '.join(excess)}; granted: " + (

@@ -51,12 +51,17 @@ class Recipient:
     """A registered peer, as far as delivery cares."""
 
     id: int
-    modules: frozenset[str]  # the OCPI modules it has a RECEIVER endpoint for
-    is_hub: bool = False  # granted HUB: sees every party's sessions and CDRs
+    modules: frozenset[str]  # what it receives: a RECEIVER endpoint and the operator's yes
+    is_hub: bool = False  # MOBI.E (the central hub): sees every party's sessions and CDRs
     parties: frozenset[tuple[str, str]] = frozenset()  # (country_code, party_id) granted
+    hidden: frozenset[str] = frozenset()  # Location ids hidden from it (upper case)
 
     def receives(self, module: str) -> bool:
         return module in self.modules
+
+    def sees(self, location_id: str | None) -> bool:
+        """May it get this Location (None: not known yet, so not hidden)?"""
+        return location_id is None or location_id.upper() not in self.hidden
 
     def may_see(self, owner: str | None) -> bool:
         """May it get a session or CDR of a token of ``owner`` ("CC/PID")?"""
@@ -213,18 +218,23 @@ def makes_cdr(effect: Effect) -> bool:
 
 
 def fan_out(
-    effect: Effect, peers: Iterable[Recipient], acks: Acks, owner: str | None = None
+    effect: Effect,
+    peers: Iterable[Recipient],
+    acks: Acks,
+    owner: str | None = None,
+    location_id: str | None = None,
 ) -> list[Mark]:
     """The marks an effect of the rules makes, for every peer that may have them.
 
-    ``owner``: for a SessionPush, the owner of the transaction's token. Effects that are
+    ``owner``: for a SessionPush, the owner of the transaction's token; ``location_id``:
+    for a Location's effects, its id (a peer it is hidden from gets none). Effects that are
     not pushes (a trigger, a return, a commissioning) make no mark; nor does the CDR of a
     final Session (see :func:`cdr_marks`)."""
     out: list[Mark] = []
     if isinstance(effect, LocationFull | EvseChange | LocationTouch):
         sid = effect.station_id
         for peer in peers:
-            if not peer.receives("locations"):
+            if not peer.receives("locations") or not peer.sees(location_id):
                 continue
             key = FamilyKey(peer.id, "location", sid)
             if isinstance(effect, LocationFull):

@@ -71,7 +71,7 @@ def hub_peer(bridge: Bridge) -> Peer | None:
     """The peer whose acknowledgements the web interface's lists and the CDR export show:
     the (first) registered hub, else the first peer that receives Locations."""
     peers = sorted(bridge.registered_peers(), key=lambda p: p.id)
-    hubs = [p for p in peers if p.is_hub]
+    hubs = [p for p in peers if p.policy.mobie] or [p for p in peers if p.is_hub]
     receivers = [p for p in peers if p.endpoint("locations", "RECEIVER")]
     chosen = hubs or receivers or peers
     return chosen[0] if chosen else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ from csms.ports import (
 )
 from csms.ports import Tx as JobDb
 
-from . import delivery
+from . import delivery, versions
 from .client import OcpiCallFailed
 from .compliance import ComplianceRecorder, limits_for
 from .delivery import (
@@ -58,6 +59,7 @@ from .delivery import (
 from .deliveryview import PendingPush
 from .locations import ConnectorState, active_connectors, removed_at
 from .outbox import Outbox, Push
+from .peers import location_for
 from .push_alerts import PushAlerts
 from .rules import (
     Commissioned,
@@ -133,6 +135,9 @@ class Pusher(BackgroundService):
         self._owners: dict[int, str | None] = {}  # transaction -> token owner
         # per defined station: its Location id and each EVSE's uid, by OCPP connector id
         self._places: dict[str, tuple[str, dict[int, str]]] = {}
+        self._recipients_of: tuple[Any, ...] | None = None  # the peers they were made of
+        self._recipients_made: list[Recipient] = []
+        self._reading: dict[tuple[Any, ...], asyncio.Future[Any]] = {}  # see _shared
         self._in_flight = InFlight(s.push_concurrency)
         # for measuring the rules (compliance.py): since when each thing is owed to a peer
         self.compliance = ComplianceRecorder(
@@ -233,16 +238,27 @@ class Pusher(BackgroundService):
     # ------------------------------------------------------------------ who gets what
 
     def _recipients(self) -> list[Recipient]:
-        """The registered peers, as the delivery policy takes them."""
-        return [
-            Recipient(
-                p.id,
-                frozenset(m for m in MODULES if p.endpoint(m, "RECEIVER") is not None),
-                p.is_hub,
-                frozenset(p.parties),
-            )
-            for p in self.bridge.registered_peers()
-        ]
+        """The active peers, as the delivery policy takes them (made again only when the
+        peers change: this runs for every event)."""
+        peers = self.bridge.registered_peers()
+        key = tuple((id(p), p.policy) for p in peers)
+        if self._recipients_of != key:
+            self._recipients_of = key
+            self._recipients_made = [
+                Recipient(
+                    p.id,
+                    frozenset(
+                        m
+                        for m in MODULES
+                        if p.endpoint(m, "RECEIVER") is not None and m in p.policy.receives
+                    ),
+                    p.routes_all,
+                    frozenset(p.parties),
+                    frozenset(h.upper() for h in p.policy.hidden),
+                )
+                for p in peers
+            ]
+        return self._recipients_made
 
     async def _owner(self, transaction_id: int) -> str | None:
         if transaction_id not in self._owners:
@@ -306,7 +322,9 @@ class Pusher(BackgroundService):
             owner = None
             if isinstance(effect, SessionPush):
                 owner = await self._owner(effect.transaction_id)
-            marks = delivery.fan_out(effect, self._recipients(), self.acks, owner)
+            place = self._places.get(getattr(effect, "station_id", ""))
+            location_id = place[0] if place is not None else None
+            marks = delivery.fan_out(effect, self._recipients(), self.acks, owner, location_id)
             delivery.apply(self.outbox, marks, now)
             for mark in marks:
                 if isinstance(mark, MarkEvse):
@@ -448,7 +466,8 @@ class Pusher(BackgroundService):
                 continue
             location = self.bridge.locations.location(station, now)
             for peer in location_peers:
-                marked += await self._resync_location(peer, station, connectors, location, now)
+                if peer.sees(location["id"]):
+                    marked += await self._resync_location(peer, station, connectors, location, now)
         session_peers = [p for p in recipients if p.receives("sessions")]
         cdr_peers = [p for p in recipients if p.receives("cdrs")]
         for tx in await self.bridge.csms.open_transactions():
@@ -600,6 +619,8 @@ class Pusher(BackgroundService):
             elapsed = time.perf_counter() - started
             self.outbox.done(push, ok, self.clock.now(), error)
             self.push_alerts.observe(peer_id, ok, self.clock.now(), error)
+            if prepared is not None or error is not None:  # (not: nothing to deliver)
+                self.bridge.traffic.push(peer_id, push.kind, ok, error)
             self._in_flight.ended(peer_id)
             self.metrics.pushes.labels(push.kind, "ok" if ok else "failed").inc()
             self.metrics.seconds.labels(push.kind).observe(elapsed)
@@ -635,6 +656,8 @@ class Pusher(BackgroundService):
             if touch is None:
                 return None
             location_id, last_updated = touch
+            if not peer.policy.sees_location(location_id):
+                return None
             send = delivery.location_touch_send(self.acks, peer.id, sid, last_updated)
             if send is None:
                 return None  # the peer has a newer time already
@@ -645,11 +668,15 @@ class Pusher(BackgroundService):
             self._take(prepared, ("R8", peer.id, sid))
             return prepared
         if push.kind == "location_put":
-            found = await self.bridge.location_of_station(sid)
+            found = await self._shared(("location", sid), self.bridge.location_of_station, sid)
             if found is None:
                 return None
             location, connectors = found
+            if not peer.policy.sees_location(location["id"]):
+                return None  # hidden from it since this was marked
+            location = location_for(peer.policy, location)
             send = delivery.location_put_send(self.acks, peer.id, sid, location, connectors)
+            send.body = versions.outgoing("location", send.body, peer.version)
             if send.raised_to is not None:
                 log.warning(
                     "Location older than the peer's copy: sent with the peer's time",
@@ -682,23 +709,47 @@ class Pusher(BackgroundService):
         tx_id = int(push.key.object_id)
         mobie = self.bridge.is_mobie(peer)
         if push.kind == "cdr_post":
-            cdr = await self.bridge.sessions.make_cdr(tx_id, self.clock.now())
+            cdr = await self._shared(
+                ("cdr", tx_id), self.bridge.sessions.make_cdr, tx_id, self.clock.now()
+            )
             base = peer.endpoint("cdrs", "RECEIVER")
             if cdr is None or base is None:
                 return None
             body = for_peer(cdr, peer.version, mobie)
+            if versions.needs_location("cdr", peer.version):  # 2.1.1: with its Location
+                place = await self.bridge.get_location(versions.location_id("cdr", cdr) or "")
+                place = location_for(peer.policy, place) if place else None
+                body = versions.outgoing("cdr", body, peer.version, location=place)
             send = delivery.cdr_post_send(self.acks, peer.id, cdr["id"], body)
             return Prepared("POST", base, "cdrs", send) if send is not None else None
-        session = await self.bridge.sessions.session(tx_id)
+        session = await self._shared(("session", tx_id), self.bridge.sessions.session, tx_id)
         base = peer.endpoint("sessions", "RECEIVER")
         if session is None or base is None:
             return None
         url = join_url(base, s.country_code, s.party_id, session["id"])
         if push.kind == "session_put":
             body = for_peer(session, peer.version, mobie)
+            if versions.needs_location("session", peer.version):  # 2.1.1: with its Location
+                place = await self.bridge.get_location(session["location_id"])
+                place = location_for(peer.policy, place) if place else None
+                body = versions.outgoing("session", body, peer.version, location=place)
             return Prepared("PUT", url, "sessions", delivery.session_put_send(session, body))
         send = delivery.session_patch_send(self.acks, peer.id, session)
+        send.body = versions.outgoing("session_patch", send.body, peer.version)
         return Prepared("PATCH", url, "sessions", send)
+
+    async def _shared(
+        self, key: tuple[Any, ...], read: Callable[..., Awaitable[Any]], *args: Any
+    ) -> Any:
+        """One read for the pushes of one object to several peers prepared together: a
+        change fans out to N peers in one dispatch round, and costs one read, not N. (What
+        is read is shared, never changed: each peer's body is made from it as a copy.)"""
+        future = self._reading.get(key)
+        if future is None:
+            future = asyncio.ensure_future(read(*args))
+            self._reading[key] = future
+            future.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(future)
 
     def _evse_patch(self, peer: Peer, push: Push) -> Prepared | None:
         """One EVSE status change, as it was when it happened (rule R6)."""
@@ -711,6 +762,8 @@ class Pusher(BackgroundService):
         if send is None:
             return None  # the peer has a newer status already: this one would be stale
         location_id, uids = place
+        if not peer.policy.sees_location(location_id):
+            return None
         base = peer.endpoint("locations", "RECEIVER")
         assert base is not None
         s = self.bridge.settings

@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from . import v211, versions
 from .charging_profiles import SCSP, ChargingProfiles
+from .hubclientinfo import HubClientInfo
+from .peers import PeerPolicy, location_for
 from .schemas import Token, TokenPatch, dump, parse
 from .store import Peer, UidTaken, token_digest
 from .transport import (
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("ocpi.server")
 
-V = r"{version:2\.2(?:\.1)?}"
+V = r"{version:2\.2(?:\.1)?|2\.1\.1}"
 S = "{_s:/?}"
 ID = "[^/]+"
 CONFIG_MODULES = frozenset({"versions", "details", "credentials"})
@@ -70,6 +73,7 @@ class OcpiHttp:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.charging_profiles = ChargingProfiles(bridge)
+        self.hub_client_info = HubClientInfo(bridge.store)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -109,6 +113,9 @@ class OcpiHttp:
         r.add_get(tokens, self.token_get, name="tokens-get")
         r.add_put(tokens, self.token_put, name="tokens-put")
         r.add_patch(tokens, self.token_patch, name="tokens-patch")
+        clientinfo = f"/{V}/hubclientinfo/{{country_code:{ID}}}/{{party_id:{ID}}}{S}"
+        r.add_get(clientinfo, self.client_info_get, name="hubclientinfo-get")
+        r.add_put(clientinfo, self.client_info_put, name="hubclientinfo-put")
         profiles = f"/{V}/chargingprofiles/{{session_id:{ID}}}{S}"
         r.add_get(profiles, self.charging_profile_get, name="chargingprofiles-get")
         r.add_put(profiles, self.charging_profile_put, name="chargingprofiles-put")
@@ -163,8 +170,10 @@ class OcpiHttp:
                 envelope(None, SERVER_ERROR, "internal error", self.bridge.clock.now()), 500
             )
         response.headers.update(echo)
+        caller: Caller | None = request.get(CALLER)
+        if caller is not None and caller.peer is not None:
+            self.bridge.traffic.request(caller.peer.id, module, response.status)
         if module in FUNCTIONAL_MODULES:
-            caller: Caller | None = request.get(CALLER)
             s = self.bridge.settings
             response.headers["OCPI-from-country-code"] = s.country_code
             response.headers["OCPI-from-party-id"] = s.party_id
@@ -245,28 +254,33 @@ class OcpiHttp:
         return self._ok([{"version": v, "url": self.bridge.details_url(v)} for v in VERSIONS])
 
     async def details(self, request: web.Request) -> web.Response:
+        """Our endpoints, as far as the caller may use them (its policy, or its token A's)."""
         version = request.match_info["version"]
-        endpoints = [
-            {
-                "identifier": identifier,
-                "role": role,
-                "url": self.bridge.module_url(version, identifier),
-            }
-            for identifier, role in self.bridge.modules
+        role, policy = await self._grant(request[CALLER])
+        modules = [
+            (i, r) for i, r in self.bridge.modules if i == "credentials" or policy.may_use(i)
         ]
-        if self.charging_profiles.offered_to(await self._grant_role(request[CALLER])):
-            url = self.bridge.module_url(version, "chargingprofiles")
-            endpoints.append({"identifier": "chargingprofiles", "role": "RECEIVER", "url": url})
-        return self._ok({"version": version, "endpoints": endpoints})
+        if self.charging_profiles.offered_to(role) and policy.may_use("chargingprofiles"):
+            modules.append(("chargingprofiles", "RECEIVER"))
+        if policy.may_use("hubclientinfo"):
+            modules.append(("hubclientinfo", "RECEIVER"))
+        endpoints = [
+            {"identifier": i, "role": r, "url": self.bridge.module_url(version, i)}
+            for i, r in modules
+        ]
+        return self._ok({"version": version, "endpoints": versions.endpoints(endpoints, version)})
 
-    async def _grant_role(self, caller: Caller) -> str | None:
-        """The role the operator granted the caller (a peer's, or its token A's)."""
+    async def _grant(self, caller: Caller) -> tuple[str | None, PeerPolicy]:
+        """The role the operator granted the caller (a peer's, or its token A's), and its
+        policy (a token A without one: its role's defaults)."""
         if caller.peer is not None:
-            return caller.peer.grant_role
+            return caller.peer.grant_role, caller.peer.policy
         if caller.token_a is not None:
             grant = await self.bridge.store.token_a_grant(caller.token_a)
-            return grant.role if grant is not None else None
-        return None
+            if grant is not None:
+                mobie = self.bridge.csms.settings.mobie_mode
+                return grant.role, grant.policy or PeerPolicy.default(grant.role, mobie)
+        return None, PeerPolicy.default(None)
 
     # ------------------------------------------------------------------ credentials
 
@@ -275,7 +289,8 @@ class OcpiHttp:
         version = request.match_info["version"]
         service = self.bridge.credentials
         if request.method == "GET":
-            return self._ok(self.bridge.our_credentials(caller.token))
+            ours = self.bridge.our_credentials(caller.token)
+            return self._ok(versions.credentials(ours, version))
         if request.method == "POST":
             if caller.peer is not None:
                 raise OcpiError(2000, "already registered: use PUT to update", 405)
@@ -294,29 +309,29 @@ class OcpiHttp:
 
     async def locations(self, request: web.Request) -> web.Response:
         page = self._page(request)
-        items, total = await self.bridge.list_locations(page)
-        return self._list(request, items, total, page)
+        items, total = await self.bridge.list_locations(page, self._peer(request))
+        return self._list(request, await self._versioned(request, "location", items), total, page)
 
     async def location(self, request: web.Request) -> web.Response:
         m = request.match_info
-        location = await self.bridge.get_location(m["location_id"])
+        location = await self.bridge.get_location(m["location_id"], self._peer(request))
         if location is None:
             raise OcpiError(UNKNOWN_LOCATION, f"unknown location {m['location_id']!r}", 404)
         if "evse_uid" not in m:
-            return self._ok(location)
+            return self._ok(_out(request, "location", location))
         evse = next(
             (e for e in location["evses"] if e["uid"].upper() == m["evse_uid"].upper()), None
         )
         if evse is None:
             raise OcpiError(2000, f"unknown EVSE {m['evse_uid']!r}", 404)
         if "connector_id" not in m:
-            return self._ok(evse)
+            return self._ok(_out(request, "evse", evse))
         connector = next(
             (c for c in evse["connectors"] if c["id"].upper() == m["connector_id"].upper()), None
         )
         if connector is None:
             raise OcpiError(2000, f"unknown connector {m['connector_id']!r}", 404)
-        return self._ok(connector)
+        return self._ok(_out(request, "connector", connector))
 
     # ------------------------------------------------------------------ sessions, CDRs, tariffs
 
@@ -324,7 +339,7 @@ class OcpiHttp:
         page = self._page(request, date_from_required=True)
         version = request.match_info["version"]
         items, total = await self.bridge.list_sessions(self._peer(request), page, version)
-        return self._list(request, items, total, page)
+        return self._list(request, await self._versioned(request, "session", items), total, page)
 
     async def charging_preferences(self, request: web.Request) -> web.Response:
         await request.json(loads=_loads)
@@ -337,19 +352,39 @@ class OcpiHttp:
         page = self._page(request)
         version = request.match_info["version"]
         items, total = await self.bridge.list_cdrs(self._peer(request), page, version)
-        return self._list(request, items, total, page)
+        return self._list(request, await self._versioned(request, "cdr", items), total, page)
 
     async def cdr(self, request: web.Request) -> web.Response:
         version = request.match_info["version"]
         cdr = await self.bridge.get_cdr(self._peer(request), request.match_info["cdr_id"], version)
         if cdr is None:
             raise OcpiError(2000, "unknown CDR", 404)
-        return self._ok(cdr)
+        return self._ok((await self._versioned(request, "cdr", [cdr]))[0])
 
     async def tariffs(self, request: web.Request) -> web.Response:
         page = self._page(request)
-        items, total = await self.bridge.list_tariffs(page)
-        return self._list(request, items, total, page)
+        items, total = await self.bridge.list_tariffs(page, self._peer(request))
+        return self._list(request, await self._versioned(request, "tariff", items), total, page)
+
+    async def _versioned(
+        self, request: web.Request, kind: str, items: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Objects (2.2.1) as the request's OCPI version has them (ocpi_bridge.versions); a
+        2.1.1 Session or CDR carries its Location, as the caller sees it."""
+        version = request.match_info["version"]
+        places: dict[str, dict[str, Any] | None] = {}
+        out = []
+        for obj in items:
+            location = None
+            if versions.needs_location(kind, version):
+                location_id = versions.location_id(kind, obj) or ""
+                if location_id not in places:
+                    found = await self.bridge.get_location(location_id) if location_id else None
+                    policy = self._peer(request).policy
+                    places[location_id] = location_for(policy, found) if found else None
+                location = places[location_id]
+            out.append(versions.outgoing(kind, obj, version, location=location))
+        return out
 
     # ------------------------------------------------------------------ commands (we receive)
 
@@ -361,9 +396,12 @@ class OcpiHttp:
             raise OcpiError(
                 INVALID_PARAMETERS, f"OCPI-from {party[0]}/{party[1]} is not one of your parties"
             )
-        status, response = await self.bridge.commands.receive(
-            peer, party, request.match_info["command"], body
-        )
+        command = request.match_info["command"]
+        if request.match_info["version"] == v211.VERSION:  # 2.1.1 bodies (its own Token)
+            body = v211.command_in(command, body, *party)
+        status, response = await self.bridge.commands.receive(peer, party, command, body)
+        if request.match_info["version"] == v211.VERSION:
+            response = v211.command_response_out(response)
         return json_response(envelope(response, status, now=self.bridge.clock.now()))
 
     # ------------------------------------------------------------------ charging profiles
@@ -393,6 +431,24 @@ class OcpiHttp:
         answer = await self.charging_profiles.clear(peer, party, session_id, request.query)
         return self._ok(answer)
 
+    # ------------------------------------------------------------------ hubclientinfo
+
+    async def client_info_put(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        body = await request.json(loads=_loads)
+        created = await self.hub_client_info.put(
+            self._peer(request), m["country_code"], m["party_id"], body
+        )
+        return self._ok(None, status=201 if created else 200)
+
+    async def client_info_get(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        peer = self._peer(request)
+        found = await self.hub_client_info.get(peer, m["country_code"], m["party_id"])
+        if not found:
+            raise OcpiError(2000, "unknown party", 404)
+        return self._ok(found[0])
+
     # ------------------------------------------------------------------ tokens (we receive)
 
     def _token_key(self, request: web.Request) -> tuple[str, str, str, str]:
@@ -406,16 +462,33 @@ class OcpiHttp:
             raise OcpiError(2000, f"{cc}/{pid} is not one of your parties", 404)
         return cc.upper(), pid.upper(), uid, token_type
 
+    async def _stored_type(self, request: web.Request, key: tuple[str, str, str, str]) -> str:
+        """2.1.1 has no ``?type=``: the type of the party's token with that uid (RFID or
+        OTHER, 2.1.1's types), RFID when it has none."""
+        cc, pid, uid, token_type = key
+        if request.match_info["version"] != v211.VERSION or "type" in request.query:
+            return token_type
+        for candidate in ("RFID", "OTHER"):
+            if await self.bridge.store.get_token(cc, pid, uid, candidate) is not None:
+                return candidate
+        return token_type
+
     async def token_get(self, request: web.Request) -> web.Response:
-        cc, pid, uid, token_type = self._token_key(request)
+        cc, pid, uid, token_type = key = self._token_key(request)
+        token_type = await self._stored_type(request, key)
         token = await self.bridge.store.get_token(cc, pid, uid, token_type)
         if token is None:
             raise OcpiError(UNKNOWN_TOKEN, "unknown token", 404)
+        if request.match_info["version"] == v211.VERSION:
+            return self._ok(v211.token_out(token))
         return self._ok(token)
 
     async def token_put(self, request: web.Request) -> web.Response:
         cc, pid, uid, token_type = self._token_key(request)
         body = await request.json(loads=_loads)
+        if request.match_info["version"] == v211.VERSION:  # auth_id; the URL gives the party
+            body = v211.token_in(body, cc, pid)
+            token_type = request.query.get("type", body["type"])
         token: Token = parse(Token, body)
         _same(("country_code", cc, token.country_code), ("party_id", pid, token.party_id))
         _same(("uid", uid, token.uid), ("type", token_type, token.type))
@@ -454,8 +527,11 @@ class OcpiHttp:
             ) from None
 
     async def token_patch(self, request: web.Request) -> web.Response:
-        cc, pid, uid, token_type = self._token_key(request)
+        cc, pid, uid, token_type = key = self._token_key(request)
         body = await request.json(loads=_loads)
+        if request.match_info["version"] == v211.VERSION:  # auth_id; the URL gives the party
+            body = v211.token_patch_in(body, cc, pid)
+            token_type = await self._stored_type(request, key)
         patch: TokenPatch = parse(TokenPatch, body)
         current = await self.bridge.store.get_token(cc, pid, uid, token_type)
         if current is None:
@@ -493,6 +569,11 @@ def _loads(text: str) -> Any:
         raise BodyNotJson(f"the body is not usable JSON: {reason}") from None
 
 
+def _out(request: web.Request, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """One object (2.2.1) as the request's OCPI version has it."""
+    return versions.outgoing(kind, obj, request.match_info["version"])
+
+
 def _echoable(value: str | None) -> str:
     """A caller's request id, echoed when it is printable ASCII of sane length."""
     if value and len(value) <= _MAX_ID and all(c in _ECHOABLE for c in value):
@@ -510,15 +591,20 @@ def _same(*checks: tuple[str, str, str]) -> None:
 
 
 def _check_powers(caller: Caller, module: str) -> None:
-    """A peer uses only the modules its grant allows (the operator's decision): only SCSP
-    opens chargingprofiles, and SCSP opens nothing of an eMSP's (HTTP 403, OCPI 2000)."""
+    """A peer uses only the modules the operator let it use (its policy, within what its
+    role allows: only SCSP opens chargingprofiles, SCSP opens nothing of an eMSP's), and
+    nothing while suspended (HTTP 403, OCPI 2000)."""
     peer = caller.peer
     if peer is None or module in CONFIG_MODULES:
         return
+    if peer.suspended_at is not None:
+        raise OcpiError(2000, "this connection is suspended by the operator", 403)
     if module == "chargingprofiles":
         ChargingProfiles.check_allowed(peer)
     elif peer.grant_role == SCSP and module in NOT_FOR_SCSP:
         raise OcpiError(2000, f"{module} is not for a smart charging party (SCSP)", 403)
+    if not peer.policy.may_use(module):
+        raise OcpiError(2000, f"the operator has not opened {module} to you", 403)
 
 
 def _requester_party(request: web.Request, caller: Caller | None) -> tuple[str, str] | None:

@@ -79,7 +79,8 @@ def for_peer(obj: dict[str, Any], version: str, mobie: bool = False) -> dict[str
     """A Session or CDR as one peer gets it: OCPI 2.2 has no country_code/party_id in
     CdrToken; and towards MOBI.E in MOBI.E mode (``mobie``), ``auth_method`` is WHITELIST as
     its profile fixes it (seed 001, Sessions and CDRs tables), also for a session started by
-    a command, which keeps its ``authorization_reference``."""
+    a command, which keeps its ``authorization_reference``. MOBI.E's extensions
+    (``mobie_*``) go to MOBI.E only."""
     out = obj
     if version == "2.2":
         out = dict(obj)
@@ -89,6 +90,11 @@ def for_peer(obj: dict[str, Any], version: str, mobie: bool = False) -> dict[str
         out["cdr_token"] = token
     if mobie and out.get("auth_method") != "WHITELIST":
         out = {**out, "auth_method": "WHITELIST"}
+    location = out.get("cdr_location")
+    if not mobie and isinstance(location, dict) and "mobie_voltage_level" in location:
+        # MOBI.E's extension is for MOBI.E: every other peer gets plain OCPI
+        plain = {k: v for k, v in location.items() if not k.startswith("mobie_")}
+        out = {**out, "cdr_location": plain}
     return out
 
 

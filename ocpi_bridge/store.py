@@ -15,6 +15,8 @@ import structlog
 from csms.ports import Clock, ExtensionDb, from_db, to_db
 from csms.ports import Tx as JobDb
 
+from .peers import PeerPolicy
+
 log = structlog.get_logger("ocpi.store")
 
 GRANT_ROLES = ("HUB", "EMSP", "SCSP")  # SCSP: a smart charging party (chargingprofiles)
@@ -48,10 +50,14 @@ class Grant:
 
     role: str
     parties: tuple[tuple[str, str], ...]
+    # what else the operator decided (ocpi_bridge.peers); None: the role's defaults
+    policy: PeerPolicy | None = None
 
     @classmethod
-    def make(cls, role: Any, parties: Any) -> Grant:
-        """From user input (CLI, API, web form); ValueError names what is wrong."""
+    def make(cls, role: Any, parties: Any, policy: Any = None, mobie_mode: bool = False) -> Grant:
+        """From user input (CLI, API, web form); ValueError names what is wrong.
+        ``policy``: a mapping of :class:`PeerPolicy` fields, over the role's defaults (in
+        MOBI.E mode a HUB's are MOBI.E's); None: the role's defaults, decided at use."""
         if not isinstance(role, str) or role.strip().upper() not in GRANT_ROLES:
             raise ValueError(f"role: one of {', '.join(GRANT_ROLES)}")
         if isinstance(parties, str):
@@ -68,7 +74,10 @@ class Grant:
                 raise ValueError(f"parties: {e}") from None
             if party not in out:
                 out.append(party)
-        return cls(role.strip().upper(), tuple(out))
+        role = role.strip().upper()
+        base = PeerPolicy.default(role, mobie_mode)
+        made = PeerPolicy.make(role, policy, base=base) if policy is not None else None
+        return cls(role, tuple(out), made)
 
     @property
     def allowed(self) -> set[tuple[str, str, str]]:
@@ -76,7 +85,8 @@ class Grant:
         return {(c, p, self.role) for c, p in self.parties}
 
     def describe(self) -> str:
-        return f"{self.role} {', '.join(f'{c}/{p}' for c, p in self.parties)}"
+        name = f" ({self.policy.name})" if self.policy and self.policy.name else ""
+        return f"{self.role} {', '.join(f'{c}/{p}' for c, p in self.parties)}{name}"
 
     def party_texts(self) -> list[str]:
         return [f"{c}/{p}" for c, p in self.parties]
@@ -103,6 +113,21 @@ class Peer:
     grant_source: str | None = None  # token_a | operator | legacy
     # (country_code, party_id, role) as granted: what its credentials may claim
     allowed: set[tuple[str, str, str]] = field(default_factory=set)
+    policy: PeerPolicy = field(default_factory=PeerPolicy)  # the operator's decisions
+    suspended_at: datetime | None = None  # suspended by the operator: refused, pushed nothing
+
+    @property
+    def name(self) -> str:
+        """What the operator calls it, else its first party and role."""
+        if self.policy.name:
+            return self.policy.name
+        cc, pid = self.primary_party
+        return f"{cc}/{pid} {self.grant_role or ''}".strip() if cc else f"peer {self.id}"
+
+    @property
+    def active(self) -> bool:
+        """Registered and not suspended: it may call us and gets pushes."""
+        return self.status == "registered" and self.suspended_at is None
 
     @property
     def is_hub(self) -> bool:
@@ -110,9 +135,16 @@ class Peer:
         granted HUB, whatever the peer's credentials say."""
         return self.grant_role == "HUB"
 
+    @property
+    def routes_all(self) -> bool:
+        """MOBI.E, the central hub (a HUB the operator made MOBI.E): it sees every party's
+        sessions and CDRs and speaks for every party. Any other hub routes for the parties
+        the operator granted it, like an eMSP."""
+        return self.is_hub and self.policy.mobie
+
     def owns(self, country_code: str, party_id: str) -> bool:
-        """May this peer act on objects of that party? A hub speaks for every party."""
-        return self.is_hub or (country_code.upper(), party_id.upper()) in self.parties
+        """May this peer act on objects of that party?"""
+        return self.routes_all or (country_code.upper(), party_id.upper()) in self.parties
 
     def endpoint(self, identifier: str, role: str | None = None) -> str | None:
         for e in self.endpoints:
@@ -139,7 +171,9 @@ def _peer(
     row: dict[str, Any],
     allowed: set[tuple[str, str, str]],
     grant: dict[str, Any] | None = None,
+    mobie_mode: bool = False,
 ) -> Peer:
+    role = grant["role"] if grant else None
     return Peer(
         id=row["id"],
         status=row["status"],
@@ -153,8 +187,10 @@ def _peer(
         initiated_by=row["initiated_by"],
         parties={(cc, pid) for cc, pid, _ in allowed},
         allowed=allowed,
-        grant_role=grant["role"] if grant else None,
+        grant_role=role,
         grant_source=grant["source"] if grant else None,
+        policy=PeerPolicy.from_json(grant.get("policy") if grant else None, role, mobie_mode),
+        suspended_at=from_db(grant.get("suspended_at")) if grant else None,
     )
 
 
@@ -182,14 +218,19 @@ class UidTaken(Exception):
 
 
 class OcpiStore:
-    def __init__(self, store: ExtensionDb, clock: Clock) -> None:
+    def __init__(self, store: ExtensionDb, clock: Clock, mobie_mode: bool = False) -> None:
         self.store = store
         self.clock = clock
+        self.mobie_mode = mobie_mode  # a HUB without a stored policy is MOBI.E
 
     # ------------------------------------------------------------------ token A
 
     async def add_token_a(
-        self, token: str, role: str | None = None, parties: list[str] | None = None
+        self,
+        token: str,
+        role: str | None = None,
+        parties: list[str] | None = None,
+        policy: PeerPolicy | None = None,
     ) -> None:
         """Store a token A (its digest) with its grant. Without a grant (``role`` None) an
         existing row is left as it is; with one, an unused row gets the new grant."""
@@ -206,11 +247,12 @@ class OcpiStore:
                 )
                 return
             await db.execute(
-                """INSERT INTO ocpi_tokens_a (token, created_at, role, parties)
-                   VALUES (?, ?, ?, ?)
+                """INSERT INTO ocpi_tokens_a (token, created_at, role, parties, policy)
+                   VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT (token) DO UPDATE SET role = excluded.role,
-                       parties = excluded.parties WHERE ocpi_tokens_a.used_at IS NULL""",
-                (digest, now, role, grant),
+                       parties = excluded.parties, policy = excluded.policy
+                   WHERE ocpi_tokens_a.used_at IS NULL""",
+                (digest, now, role, grant, policy.to_json() if policy else None),
             )
 
         await self.store.write(job)
@@ -224,13 +266,14 @@ class OcpiStore:
     async def token_a_grant(self, token: str) -> Grant | None:
         """The grant of an unused token A; None when it has none (made before grants)."""
         row = await self.store.read_one(
-            "SELECT role, parties FROM ocpi_tokens_a WHERE token = ? AND used_at IS NULL",
+            "SELECT role, parties, policy FROM ocpi_tokens_a WHERE token = ? AND used_at IS NULL",
             (token_digest(token),),
         )
         if row is None or not row["role"] or not row["parties"]:
             return None
         try:
-            return Grant.make(row["role"], json.loads(row["parties"]))
+            policy = json.loads(row["policy"]) if row["policy"] else None
+            return Grant.make(row["role"], json.loads(row["parties"]), policy)
         except ValueError:
             return None
 
@@ -288,7 +331,10 @@ class OcpiStore:
             by_peer.setdefault(p["peer_id"], set()).add(
                 (p["country_code"].upper(), p["party_id"].upper(), str(p["role"]).upper())
             )
-        return [_peer(r, by_peer.get(r["id"], set()), grants.get(r["id"])) for r in rows]
+        return [
+            _peer(r, by_peer.get(r["id"], set()), grants.get(r["id"]), self.mobie_mode)
+            for r in rows
+        ]
 
     async def register_peer(
         self,
@@ -342,10 +388,11 @@ class OcpiStore:
             row = await cur.fetchone()
             assert row is not None
             peer_id = int(row[0])
+            policy = grant.policy.to_json() if grant.policy else None
             await db.execute(
-                "INSERT INTO ocpi_peer_grants (peer_id, role, source, granted_at) "
-                "VALUES (?, ?, ?, ?)",
-                (peer_id, grant.role, grant_source, now),
+                "INSERT INTO ocpi_peer_grants (peer_id, role, source, granted_at, policy) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (peer_id, grant.role, grant_source, now, policy),
             )
             await _grant_parties(db, peer_id, grant)
             if token_a is not None:
@@ -392,6 +439,77 @@ class OcpiStore:
             )
 
         await self.store.write(job)
+
+    async def set_policy(self, peer_id: int, policy: PeerPolicy) -> bool:
+        """The operator changed what a peer may do; False when there is no such peer."""
+
+        async def job(db: JobDb) -> bool:
+            cur = await db.execute(
+                "UPDATE ocpi_peer_grants SET policy = ? WHERE peer_id = ?",
+                (policy.to_json(), peer_id),
+            )
+            return bool(cur.rowcount)
+
+        return await self.store.write(job)
+
+    async def set_suspended(self, peer_id: int, suspended: bool) -> bool:
+        """Suspend (or resume) a peer; False when there is no such peer."""
+        at = to_db(self.clock.now()) if suspended else None
+
+        async def job(db: JobDb) -> bool:
+            cur = await db.execute(
+                "UPDATE ocpi_peer_grants SET suspended_at = ? WHERE peer_id = ?", (at, peer_id)
+            )
+            return bool(cur.rowcount)
+
+        return await self.store.write(job)
+
+    # ------------------------------------------------------------------ hubclientinfo
+
+    async def put_client_info(self, hub_peer_id: int, info: dict[str, str]) -> bool:
+        """A hub's ClientInfo (upper-case party); True when it was new."""
+        now = to_db(self.clock.now())
+        key = (hub_peer_id, info["country_code"].upper(), info["party_id"].upper(), info["role"])
+
+        async def job(db: JobDb) -> bool:
+            cur = await db.execute(
+                "SELECT 1 FROM ocpi_hub_client_info WHERE hub_peer_id = ? AND country_code = ? "
+                "AND party_id = ? AND role = ?",
+                key,
+            )
+            existed = await cur.fetchone() is not None
+            await db.execute(
+                """INSERT INTO ocpi_hub_client_info (hub_peer_id, country_code, party_id, role,
+                       status, last_updated, received_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (hub_peer_id, country_code, party_id, role) DO UPDATE SET
+                       status = excluded.status, last_updated = excluded.last_updated,
+                       received_at = excluded.received_at""",
+                (*key, info["status"], info["last_updated"], now),
+            )
+            return not existed
+
+        return await self.store.write(job)
+
+    async def client_info(
+        self,
+        hub_peer_id: int | None = None,
+        country_code: str | None = None,
+        party_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        where, args = ["1 = 1"], []
+        if hub_peer_id is not None:
+            where.append("hub_peer_id = ?")
+            args.append(hub_peer_id)
+        if country_code is not None and party_id is not None:
+            where.append("country_code = ? AND party_id = ?")
+            args += [country_code.upper(), party_id.upper()]
+        return await self.store.read(
+            f"SELECT * FROM ocpi_hub_client_info WHERE {' AND '.join(where)} "
+            "ORDER BY country_code, party_id, role LIMIT ?",
+            (*args, limit),
+        )
 
     # ------------------------------------------------------------------ security events
 

@@ -1,8 +1,11 @@
 """eMSPs' tokens (pushed to our tokens Receiver) as a source of authorization for csms.
 
-A token is accepted when it is `valid` and whitelisted (`ALWAYS` or `ALLOWED`): MOBI.E does
-no real-time authorization, so `ALLOWED_OFFLINE` and `NEVER` tokens, which would need it,
-are refused. The OCPP idTag is the token's `uid`. The transaction it starts records the
+A token is accepted when it is `valid` and whitelisted (`ALWAYS` or `ALLOWED`), when its
+peer does no real-time authorization (MOBI.E's profile: `ALLOWED_OFFLINE` and `NEVER` tokens,
+which would need it, are refused). When its peer does (its policy's ``realtime_auth``), a
+token whitelisted `ALLOWED`, `ALLOWED_OFFLINE` or `NEVER` is asked of it, and a card no
+token matches is asked of every such peer (ocpi_bridge.realtime_auth). The OCPP idTag is
+the token's `uid`. The transaction it starts records the
 token's owner (``CC/PID``), which decides who may see the session and its CDR.
 
 A uid is held by one party only (the tokens Receiver refuses a uid another party holds). A
@@ -12,6 +15,7 @@ is refused (``Invalid``) and logged, never given to one of them, whose card it m
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +23,15 @@ import structlog
 
 from csms.ports import IdTagInfo, LocalListEntry
 
+from .realtime_auth import (
+    RealtimeAuth,
+    Verdict,
+    askable,
+    decide,
+    needs_asking,
+    owner_of,
+    whitelist_only,
+)
 from .store import OcpiStore
 
 log = structlog.get_logger("ocpi.tokens")
@@ -30,10 +43,6 @@ WHITELISTED = ("ALWAYS", "ALLOWED")
 OFFLINE_WHITELISTED = ("ALWAYS", "ALLOWED", "ALLOWED_OFFLINE")
 # cards a station's reader presents (an APP_USER or AD_HOC_USER uid is never read there)
 OFFLINE_TYPES = ("RFID", "OTHER")
-
-
-def owner_of(token: dict[str, object]) -> str:
-    return f"{str(token['country_code']).upper()}/{str(token['party_id']).upper()}"
 
 
 def offline_entry(token: dict[str, Any]) -> LocalListEntry | None:
@@ -54,8 +63,10 @@ def offline_entry(token: dict[str, Any]) -> LocalListEntry | None:
 class OcpiTokenSource:
     name = "ocpi"
 
-    def __init__(self, store: OcpiStore) -> None:
+    def __init__(self, store: OcpiStore, realtime: RealtimeAuth | None = None) -> None:
         self.store = store
+        # real-time authorization (issue 19): None = whitelist only
+        self.realtime = realtime
         # (station id, id tag) -> a remote start's grant, set by the commands service
         self.grants: Callable[[str, str], Any] = lambda station_id, id_tag: None
 
@@ -70,27 +81,83 @@ class OcpiTokenSource:
             # the token of an OCPI START_SESSION is accepted at that station, never
             # re-authorized (the eMSP already did; APP_USER tokens may be whitelist NEVER)
             return IdTagInfo("Accepted", source=self.name, owner=grant.owner)
-        tokens = await self.store.tokens_by_uid(id_tag)
-        if not tokens:
-            return None
+        rows = await self._tokens(id_tag)
+        if not rows:
+            return await self._unknown_card(id_tag, station_id)
+        tokens = [t for t, _ in rows]
         owners = sorted({owner_of(t) for t in tokens})
         if len(owners) > 1:
             # whose card is it? Sessions and CDRs would go to whichever we chose: nobody's
             log.warning("token uid held by several parties: refused", uid=id_tag, owners=owners)
             return IdTagInfo("Invalid", source=self.name)
-        usable = [t for t in tokens if t["valid"] and t["whitelist"] in WHITELISTED]
-        token = usable[0] if usable else tokens[0]
-        if not token["valid"]:
-            status = "Blocked"
-        elif token["whitelist"] not in WHITELISTED:
-            status = "Invalid"
+        usable = [(t, p) for t, p in rows if t["valid"] and t["whitelist"] in WHITELISTED]
+        token, peer_id = usable[0] if usable else rows[0]
+        peer = None
+        if self.realtime is not None and needs_asking(token):
+            peer = self.realtime.peer(peer_id, owner_of(token))
+            if peer is not None and not askable(peer):
+                peer = None
+        if peer is None:
+            verdict = whitelist_only(token)
+            if verdict.status == "Invalid":
+                log.info(
+                    "token needs real-time authorization, which its peer does not do: refused",
+                    uid=id_tag,
+                    whitelist=token["whitelist"],
+                )
+        else:
+            assert self.realtime is not None
+            answers, location_id = await self.realtime.ask(
+                [peer], id_tag, station_id, party=owner_of(token)
+            )
+            decided = decide(token, answers, location_id)
+            assert decided is not None  # (a token always has a verdict)
+            verdict = decided
             log.info(
-                "token needs real-time authorization, which MOBI.E does not use: refused",
+                "token authorized in real time",
                 uid=id_tag,
                 whitelist=token["whitelist"],
+                peer=peer.name,
+                status=verdict.status,
+                reason=verdict.reason,
             )
-        else:
-            status = "Accepted"
-        group = token.get("group_id")
-        parent = str(group) if isinstance(group, str) and len(group) <= 20 else None
-        return IdTagInfo(status, parent_id_tag=parent, source=self.name, owner=owner_of(token))
+        return self._info(verdict)
+
+    async def _unknown_card(self, id_tag: str, station_id: str) -> IdTagInfo | None:
+        """A card no pushed token matches: asked of the eMSPs that do real-time
+        authorization; None (csms's own rule) when none allows or refuses it."""
+        if self.realtime is None:
+            return None
+        peers = self.realtime.peers()
+        if not peers:
+            return None
+        answers, location_id = await self.realtime.ask(peers, id_tag, station_id)
+        verdict = decide(None, answers, location_id)
+        if verdict is None:
+            log.info("card unknown to every eMSP asked", uid=id_tag, asked=len(peers))
+            return None
+        log.info(
+            "card authorized in real time",
+            uid=id_tag,
+            status=verdict.status,
+            peer_id=verdict.peer_id,
+            owner=verdict.owner,
+        )
+        return self._info(verdict)
+
+    def _info(self, verdict: Verdict) -> IdTagInfo:
+        return IdTagInfo(
+            verdict.status,
+            parent_id_tag=verdict.parent_id_tag,
+            source=self.name,
+            owner=verdict.owner,
+        )
+
+    async def _tokens(self, uid: str) -> list[tuple[dict[str, Any], int | None]]:
+        """The pushed tokens with this uid (any case), newest first, with the peer that
+        pushed each (None for a token from before that was kept)."""
+        rows = await self.store.store.read(
+            "SELECT body, peer_id FROM ocpi_tokens WHERE uid = ? ORDER BY last_updated DESC",
+            (uid,),
+        )
+        return [(json.loads(r["body"]), r["peer_id"]) for r in rows]

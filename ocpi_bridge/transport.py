@@ -21,7 +21,8 @@ from aiohttp import web
 
 from csms.ports import dumps, to_iso
 
-VERSIONS = ("2.2.1", "2.2")
+# highest first: the handshake takes the first one both sides speak (2.1.1: ocpi_bridge.v211)
+VERSIONS = ("2.2.1", "2.2", "2.1.1")
 FUNCTIONAL_MODULES = frozenset(
     {"locations", "sessions", "cdrs", "tariffs", "tokens", "commands", "chargingprofiles"}
 )

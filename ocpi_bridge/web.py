@@ -13,11 +13,16 @@ What MOBI.E's viewers and the operator see of the hub link:
   meets R1 and R3 to R8 (measured by :mod:`ocpi_bridge.compliance` on every acknowledged
   push, and by :mod:`csms.traffic` for the stations' own intervals);
 - ``/hub``: the peers and what each was granted, what peers tried and were refused, the
-  pushes not acknowledged yet, and (admins) a new token A with its role and parties.
+  pushes not acknowledged yet, and (admins) a new token A with its role and parties;
+- ``/peers`` and ``/peers/{id}`` (issue 19): each peer as the operator defines it (role,
+  parties, policy: ocpi_bridge.peers), its state, failing pushes and traffic per hour
+  (ocpi_bridge.traffic); for admins, its policy form, suspend, resume, remove (confirmed),
+  and connecting a new peer (a token A with a policy, or registering with its token A).
+  A viewer (MOBI.E's login) sees no addresses, hidden Locations, tariffs or refusals.
 
 Every hook reads a few indexed rows for the ids it is given (a page of the list), or what
 the delivery has pending (``bridge.delivery``: the pusher, here or in csms's delivery
-process). Nothing here writes, except the token A form and the compliance
+process). Nothing here writes, except the token A forms, the peers' forms and the compliance
 recorder's flush of its counters before it is read (as the API does).
 """
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -49,13 +55,26 @@ from csms.ports import (
     web_fmt,
 )
 
+from .admin import (
+    PEER_EVENTS,
+    TRAFFIC_HOURS,
+    find_peer,
+    peer_id_of,
+    peer_item,
+    peer_security_events,
+    remove_peer,
+)
+from .client import OcpiCallFailed
 from .compliance import hour_of
 from .credentials import new_token
 from .deliveryview import PendingPush
 from .exports import CdrExport, hub_peer
 from .locations import MOBIE_NAMES
+from .peers import CALLABLE, PUSHED, ROLE_RECEIVES, ROLE_USES, VERSIONS, PeerPolicy
 from .prices import AD_HOC_TOKEN_TYPE, is_ad_hoc
+from .store import GRANT_ROLES as ROLES
 from .store import Grant, Peer
+from .transport import OcpiError
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -133,6 +152,7 @@ class OcpiWebProvider:
         self.nav = [
             NavEntry("/compliance", {"pt": "Conformidade", "en": "Compliance"}),
             NavEntry("/hub", {"pt": "Ligação ao hub", "en": "Hub link"}),
+            NavEntry("/peers", {"pt": "Partes OCPI", "en": "OCPI peers"}),
         ]
         # a button on csms's exports page (csms.web.pages), next to the sessions'
         self.exports = [
@@ -148,6 +168,14 @@ class OcpiWebProvider:
             WebRoute("GET", "/compliance", self.compliance_page),
             WebRoute("GET", "/hub", self.hub_page),
             WebRoute("POST", "/hub/token-a", self.create_token_a, access="admin"),
+            WebRoute("GET", "/peers", self.peers_page),
+            WebRoute("POST", "/peers/token-a", self.peers_token_a, access="admin"),
+            WebRoute("POST", "/peers/register", self.peers_register, access="admin"),
+            WebRoute("GET", "/peers/{peer_id}", self.peer_page),
+            WebRoute("POST", "/peers/{peer_id}/policy", self.peer_policy, access="admin"),
+            WebRoute("POST", "/peers/{peer_id}/suspend", self.peer_suspend, access="admin"),
+            WebRoute("POST", "/peers/{peer_id}/resume", self.peer_resume, access="admin"),
+            WebRoute("POST", "/peers/{peer_id}/remove", self.peer_remove, access="admin"),
             WebRoute("GET", "/exports/cdrs.csv", self.export_cdrs),
         ]
 
@@ -724,6 +752,361 @@ class OcpiWebProvider:
         )
         return await self.hub_page(request, token, grant=grant)
 
+    # ------------------------------------------------------------------ peers (issue 19)
+
+    async def _peer_rows(self) -> list[dict[str, Any]]:
+        """Every peer as the Peers page lists it: its grant, policy, status, failing pushes
+        now and the last 24 hours' traffic."""
+        peers = await self.bridge.store.peers()
+        since = self.bridge.clock.now() - timedelta(hours=TRAFFIC_HOURS)
+        traffic = await self.bridge.traffic.summary(since)
+        failing: dict[int, int] = {}
+        for f in await self._pending():
+            if f.failing_since is not None:
+                failing[f.peer_id] = failing.get(f.peer_id, 0) + 1
+        rows = []
+        for p in peers:
+            item = peer_item(p, traffic.get(p.id))
+            item["failing"] = failing.get(p.id, 0)
+            item["state"] = _peer_state(p)
+            rows.append(item)
+        return rows
+
+    def _peers_context(self) -> dict[str, Any]:
+        s = self.bridge.settings
+        return {
+            "title": self.ui.t("ocpi.peers.title"),
+            "versions_url": self.bridge.versions_url,
+            "party": f"{s.country_code}/{s.party_id}",
+            "roles": ROLES,
+            "callable": CALLABLE,
+            "pushed": PUSHED,
+            "versions": VERSIONS,
+            "tz": self.ui.settings.time_zone,
+            "form": {},
+        }
+
+    async def peers_page(
+        self,
+        request: web.Request,
+        *,
+        status: int = 200,
+        **extra: Any,
+    ) -> web.Response:
+        """The peers: who they are, what they may use and receive, how their traffic goes;
+        for admins, the forms connecting a new one."""
+        data = self._peers_context()
+        data.update(
+            {
+                "peers": await self._peer_rows(),
+                "flash": self.ui.pop_flash(self.ui.session_of(request)),
+                "mobie_mode": self.bridge.store.mobie_mode,
+            }
+        )
+        data.update(extra)
+        return self.ui.render(request, "ocpi/peers.html", data, status=status)
+
+    async def peers_token_a(self, request: web.Request) -> web.StreamResponse:
+        """A token A for a new peer, granting a role for parties with a policy; shown once,
+        with our versions URL."""
+        form = self.ui.form(request)
+        try:
+            texts = _form_texts(form, GRANT_FIELDS)
+            grant = Grant.make(
+                texts["role"],
+                texts["parties"],
+                _policy_form(form, texts, new=True),
+                self.bridge.store.mobie_mode,
+            )
+        except ValueError as e:
+            return await self.peers_page(request, status=422, token_error=str(e), form=_echo(form))
+        token = new_token()
+        await self.bridge.store.add_token_a(token, grant.role, grant.party_texts(), grant.policy)
+        session = self.ui.session_of(request)
+        log.info(
+            "token A created from the peers page",
+            user=session and session.user,
+            granted=grant.describe(),
+        )
+        return await self.peers_page(
+            request, status=201, token_a=token, token_a_grant=grant.describe()
+        )
+
+    async def peers_register(self, request: web.Request) -> web.StreamResponse:
+        """We register with a peer that gave us its versions URL and a token A."""
+        form = self.ui.form(request)
+        try:
+            texts = _form_texts(form, REGISTER_FIELDS)
+            url, token = texts["versions_url"].strip(), texts["token"].strip()
+            if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+                raise ValueError("versions_url: an http(s) URL is required")
+            if not token or not all(33 <= ord(c) < 127 for c in token):
+                raise ValueError("token: the peer's token A (printable characters, no spaces)")
+            grant = Grant.make(
+                texts["role"],
+                texts["parties"],
+                _policy_form(form, texts, new=True),
+                self.bridge.store.mobie_mode,
+            )
+        except ValueError as e:
+            return await self.peers_page(
+                request, status=422, register_error=str(e), form=_echo(form)
+            )
+        try:
+            peer = await self.bridge.credentials.register_with(url, token, grant)
+        except OcpiError as e:
+            error, status = f"OCPI {e.status_code}: {e.message}", 502
+        except OcpiCallFailed as e:
+            error, status = str(e), 502
+        except ValueError as e:  # a granted party is already another peer's
+            error, status = str(e), 409
+        else:
+            session = self.ui.session_of(request)
+            log.info(
+                "registered with a peer from the peers page",
+                user=session and session.user,
+                peer_id=peer.id,
+                granted=grant.describe(),
+            )
+            if session is not None:
+                self.ui.flash(session, {"ok": True, "message": self.ui.t("ocpi.peers.registered")})
+            return _see_other(f"/peers/{peer.id}")
+        return await self.peers_page(
+            request, status=status, register_error=error[:300], form=_echo(form)
+        )
+
+    async def _peer_or_404(self, request: web.Request) -> Peer | web.Response:
+        peer = await find_peer(self.bridge, peer_id_of(request))
+        if peer is None:
+            return self.ui.error(request, 404, "ocpi.peers.unknown")
+        return peer
+
+    async def peer_page(
+        self, request: web.Request, *, status: int = 200, **extra: Any
+    ) -> web.Response:
+        """One peer: its policy (a form for admins), suspend, resume, remove, its traffic
+        per hour, failing pushes, refusals and (a hub) the parties it connects. A viewer
+        sees neither its addresses nor what the operator agreed with it (hidden Locations,
+        tariffs) nor other parties' details."""
+        found = await self._peer_or_404(request)
+        if isinstance(found, web.Response):
+            return found
+        peer = found
+        session = self.ui.session_of(request)
+        admin = bool(session and session.is_admin)
+        now = self.bridge.clock.now()
+        since = now - timedelta(hours=TRAFFIC_HOURS)
+        traffic = self.bridge.traffic
+        item = peer_item(peer, (await traffic.summary(since)).get(peer.id))
+        item["state"] = _peer_state(peer)
+        pending = [f for f in await self._pending() if f.peer_id == peer.id]
+        data = self._peers_context()
+        data.update(
+            {
+                "title": self.ui.t("ocpi.peers.peer_title", name=peer.name),
+                "peer": item,
+                "hourly": list(reversed(await traffic.hourly(peer.id, since))),
+                "failures": await traffic.failures(peer.id, since),
+                "failing_now": sum(1 for f in pending if f.failing_since is not None),
+                "backlog": len(pending),
+                "events": await peer_security_events(self.bridge, peer.id, PEER_EVENTS)
+                if admin
+                else [],
+                "clients": await self.bridge.store.client_info(hub_peer_id=peer.id, limit=500)
+                if admin and peer.is_hub
+                else [],
+                "uses_allowed": [m for m in CALLABLE if m in ROLE_USES.get(item_role(peer), ())],
+                "receives_allowed": [
+                    m for m in PUSHED if m in ROLE_RECEIVES.get(item_role(peer), ())
+                ],
+                "policy_form": _policy_echo(peer.policy),
+                "flash": self.ui.pop_flash(session),
+            }
+        )
+        data.update(extra)
+        return self.ui.render(request, "ocpi/peer.html", data, status=status)
+
+    async def peer_policy(self, request: web.Request) -> web.StreamResponse:
+        found = await self._peer_or_404(request)
+        if isinstance(found, web.Response):
+            return found
+        peer = found
+        form = self.ui.form(request)
+        try:
+            texts = _form_texts(form, POLICY_FIELDS)
+            data = _policy_form(form, texts, new=False)
+            policy = PeerPolicy.make(item_role(peer), data, base=peer.policy)
+        except ValueError as e:
+            return await self.peer_page(
+                request, status=422, policy_error=str(e), policy_form=_echo(form)
+            )
+        await self.bridge.store.set_policy(peer.id, policy)
+        await self.bridge.peers_changed()
+        session = self.ui.session_of(request)
+        log.info("peer policy changed from the web", user=session and session.user, peer_id=peer.id)
+        if session is not None:
+            self.ui.flash(session, {"ok": True, "message": self.ui.t("ocpi.peers.saved")})
+        return _see_other(f"/peers/{peer.id}")
+
+    async def peer_suspend(self, request: web.Request) -> web.StreamResponse:
+        return await self._suspend(request, True)
+
+    async def peer_resume(self, request: web.Request) -> web.StreamResponse:
+        return await self._suspend(request, False)
+
+    async def _suspend(self, request: web.Request, suspended: bool) -> web.StreamResponse:
+        found = await self._peer_or_404(request)
+        if isinstance(found, web.Response):
+            return found
+        peer = found
+        session = self.ui.session_of(request)
+        if peer.status != "registered":
+            return await self.peer_page(
+                request, status=409, action_error=self.ui.t("ocpi.peers.not_registered")
+            )
+        if (peer.suspended_at is not None) != suspended:
+            await self.bridge.store.set_suspended(peer.id, suspended)
+            await self.bridge.peers_changed()
+            log.info(
+                "peer suspended from the web" if suspended else "peer resumed from the web",
+                user=session and session.user,
+                peer_id=peer.id,
+            )
+        if session is not None:
+            key = "ocpi.peers.suspended_done" if suspended else "ocpi.peers.resumed_done"
+            self.ui.flash(session, {"ok": True, "message": self.ui.t(key)})
+        return _see_other(f"/peers/{peer.id}")
+
+    async def peer_remove(self, request: web.Request) -> web.StreamResponse:
+        """Remove a peer, once the admin confirmed it (the confirmation box)."""
+        found = await self._peer_or_404(request)
+        if isinstance(found, web.Response):
+            return found
+        peer = found
+        if peer.status != "registered":
+            return await self.peer_page(
+                request, status=409, action_error=self.ui.t("ocpi.peers.not_registered")
+            )
+        if self.ui.form(request).get("confirm") != "yes":
+            return await self.peer_page(
+                request, status=422, action_error=self.ui.t("ocpi.peers.confirm_needed")
+            )
+        result = await remove_peer(self.bridge, peer)
+        session = self.ui.session_of(request)
+        log.info("peer removed from the web", user=session and session.user, peer_id=peer.id)
+        if session is not None:
+            key = "ocpi.peers.removed_told" if result["peer_notified"] else "ocpi.peers.removed"
+            self.ui.flash(
+                session,
+                {"ok": True, "message": self.ui.t(key, name=peer.name, answer=result["answer"])},
+            )
+        return _see_other("/peers")
+
+
+# ---------------------------------------------------------------------- peers' forms
+
+POLICY_FIELDS = {
+    "name": 200,
+    "hidden": 40_000,
+    "tariffs": 20_000,
+    "version": 10,
+    "mobie": 5,
+    "realtime_auth": 5,
+}
+GRANT_FIELDS = {"role": 10, "parties": 1000, **POLICY_FIELDS}
+REGISTER_FIELDS = {"versions_url": 500, "token": 500, **GRANT_FIELDS}
+MULTILINE = frozenset({"hidden", "tariffs", "parties"})
+MAX_CHOICES = 20  # ticked modules in a form
+
+
+def _form_texts(form: Mapping[str, Any], fields: dict[str, int]) -> dict[str, str]:
+    """The text fields of a posted form, each checked: not longer than its limit, no control
+    characters (line breaks only in the multi-line ones). ValueError names the field."""
+    out: dict[str, str] = {}
+    for name, limit in fields.items():
+        value = form.get(name)
+        text = value if isinstance(value, str) else ""
+        if len(text) > limit:
+            raise ValueError(f"{name}: at most {limit} characters")
+        allowed = "\r\n\t" if name in MULTILINE else ""
+        if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in text):
+            raise ValueError(f"{name}: control characters are not allowed")
+        out[name] = text
+    return out
+
+
+def _choices(form: Any, key: str) -> list[str]:
+    values = [v for v in form.getall(key, []) if isinstance(v, str)]
+    if len(values) > MAX_CHOICES:
+        raise ValueError(f"{key}: at most {MAX_CHOICES} modules")
+    return values
+
+
+def _policy_form(form: Any, texts: dict[str, str], new: bool) -> dict[str, Any] | None:
+    """A policy's fields from a form. ``new`` (a token A, a registration): what is left
+    empty is the role's default (no module ticked: what the role allows; MOBI.E and
+    real-time authorization: yes, no or the role's default). Otherwise (the policy form of
+    a peer, which shows every field): the form is the whole policy."""
+    data: dict[str, Any] = {}
+    for key in ("name", "hidden", "tariffs"):
+        if texts[key].strip() or not new:
+            data[key] = texts[key]
+    for key in ("uses", "receives"):
+        values = _choices(form, key)
+        if values or not new:
+            data[key] = values
+    for key in ("mobie", "realtime_auth"):
+        value = texts[key]
+        if new:
+            if value in ("yes", "no"):
+                data[key] = value == "yes"
+            elif value:
+                raise ValueError(f"{key}: yes, no, or the role's default")
+        else:
+            data[key] = value in ("yes", "on")
+    if texts["version"] or not new:
+        data["version"] = texts["version"] or None
+    return data if data or not new else None
+
+
+def _echo(form: Any) -> dict[str, Any]:
+    """What a refused form had, to show it again (cut short)."""
+    out: dict[str, Any] = {
+        k: v[:2000] for k, v in form.items() if isinstance(v, str) and k not in ("csrf", "token")
+    }
+    for key in ("uses", "receives"):
+        out[key] = [v for v in form.getall(key, []) if isinstance(v, str)][:MAX_CHOICES]
+    return out
+
+
+def _policy_echo(policy: PeerPolicy) -> dict[str, Any]:
+    """A policy as its form shows it."""
+    return {
+        "name": policy.name,
+        "uses": sorted(policy.uses),
+        "receives": sorted(policy.receives),
+        "mobie": "yes" if policy.mobie else "",
+        "realtime_auth": "yes" if policy.realtime_auth else "",
+        "hidden": "\n".join(sorted(policy.hidden)),
+        "tariffs": "\n".join(f"{k}={v}" for k, v in sorted(policy.tariffs.items())),
+        "version": policy.version or "",
+    }
+
+
+def _peer_state(peer: Peer) -> str:
+    if peer.status != "registered":
+        return "unregistered"
+    return "suspended" if peer.suspended_at is not None else "active"
+
+
+def item_role(peer: Peer) -> str:
+    """The role a peer's policy is checked against (a peer without a grant: EMSP's)."""
+    return peer.grant_role or "EMSP"
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
 
 # The provider's own reads (tests/test_web_ocpi_volume.py checks their plans at volume).
 # What one peer acknowledged of some objects: a search on the primary key.
@@ -1033,5 +1416,187 @@ EN: dict[str, str] = {
     "ocpi.kind.location": "Location",
     "ocpi.kind.session": "Session/CDR",
 }
+
+# The peers pages (issue 19).
+PEERS_PT: dict[str, str] = {
+    "ocpi.peers.title": "Partes OCPI",
+    "ocpi.peers.intro": (
+        "Cada parte (a MOBI.E, um eMSP, outro hub): o papel e as partes que lhe concedemos, "
+        "o que pode usar e receber, o seu tráfego. A ligação ao hub continua em"
+    ),
+    "ocpi.peers.name": "Nome",
+    "ocpi.peers.parties": "Partes",
+    "ocpi.peers.state": "Estado",
+    "ocpi.peers.state.active": "ativa",
+    "ocpi.peers.state.suspended": "suspensa",
+    "ocpi.peers.state.unregistered": "removida",
+    "ocpi.peers.uses": "Pode usar",
+    "ocpi.peers.receives": "Recebe",
+    "ocpi.peers.traffic_24h": "Últimas 24 h",
+    "ocpi.peers.version_set": "fixada: {version}",
+    "ocpi.peers.requests_short": "pedidos: {ok} ok, {refused} recusados, {failed} erros",
+    "ocpi.peers.pushes_short": "envios: {ok} ok, {failed} falhados",
+    "ocpi.peers.none": "Nenhuma parte registada.",
+    "ocpi.peers.default_when_none": "(nenhum marcado: o que o papel permite)",
+    "ocpi.peers.mobie": "Regras e perfil MOBI.E",
+    "ocpi.peers.realtime_auth": "Autorização em tempo real",
+    "ocpi.peers.role_default": "o do papel",
+    "ocpi.peers.yes": "sim",
+    "ocpi.peers.no": "não",
+    "ocpi.peers.version_choice": "Versão OCPI",
+    "ocpi.peers.version_auto": "a mais alta comum",
+    "ocpi.peers.hidden": "Locations escondidas (ids)",
+    "ocpi.peers.tariffs": "Tarifas substituídas (NOSSA=DELA)",
+    "ocpi.peers.connect": "Ligar uma nova parte",
+    "ocpi.peers.token_made": (
+        "Token A criado (só é mostrado agora). Envie-o à parte com o nosso URL de versões:"
+    ),
+    "ocpi.peers.token_a": "Token A",
+    "ocpi.peers.token_form": "A parte regista-se connosco: um token A",
+    "ocpi.peers.token_help": (
+        "O token A serve para um registo e concede o papel, as partes e a política "
+        "escolhidos; um registo que reclame mais é recusado."
+    ),
+    "ocpi.peers.register_form": "Registamo-nos na parte: o URL de versões e o token A dela",
+    "ocpi.peers.register_help": (
+        "Chamamos as versões da parte com o token A dela e enviamos as nossas credenciais; "
+        "ela fica com o papel, as partes e a política escolhidos."
+    ),
+    "ocpi.peers.their_versions_url": "URL de versões da parte",
+    "ocpi.peers.their_token": "Token A da parte",
+    "ocpi.peers.register": "Registar",
+    "ocpi.peers.back": "← Partes OCPI",
+    "ocpi.peers.peer_title": "Parte OCPI {name}",
+    "ocpi.peers.suspended_since": "desde {since}",
+    "ocpi.peers.claimed": "Credenciais dela",
+    "ocpi.peers.endpoints": "Módulos dela",
+    "ocpi.peers.actions": "Suspender ou remover",
+    "ocpi.peers.suspend_help": (
+        "Suspensa, a parte é recusada (HTTP 403) e não recebe nada até ser retomada."
+    ),
+    "ocpi.peers.suspend": "Suspender",
+    "ocpi.peers.resume_help": "Retomada, recebe o que lhe faltou.",
+    "ocpi.peers.resume": "Retomar",
+    "ocpi.peers.remove_help": (
+        "Remover: o token dela deixa de funcionar já e apagamos as nossas credenciais na "
+        "parte (se responder)."
+    ),
+    "ocpi.peers.remove_confirm": "Confirmo que quero remover {name}",
+    "ocpi.peers.remove": "Remover",
+    "ocpi.peers.policy": "Política",
+    "ocpi.peers.save": "Guardar",
+    "ocpi.peers.hourly": "Tráfego por hora (últimas 24 h)",
+    "ocpi.peers.hour": "Hora",
+    "ocpi.peers.requests_ok": "Pedidos ok",
+    "ocpi.peers.requests_refused": "Recusados (4xx)",
+    "ocpi.peers.requests_failed": "Erros (5xx)",
+    "ocpi.peers.pushes_ok": "Envios ok",
+    "ocpi.peers.pushes_failed": "Envios falhados",
+    "ocpi.peers.failures": "Envios falhados (últimas 24 h)",
+    "ocpi.peers.no_failures": "Nenhum envio falhou.",
+    "ocpi.peers.clients": "Partes ligadas através deste hub (hubclientinfo)",
+    "ocpi.peers.no_clients": "O hub não enviou nenhuma.",
+    "ocpi.peers.registered": "Registados na parte.",
+    "ocpi.peers.unknown": "Não há essa parte OCPI.",
+    "ocpi.peers.saved": "Política guardada: aplica-se já.",
+    "ocpi.peers.not_registered": "Esta parte já não está registada.",
+    "ocpi.peers.suspended_done": "Parte suspensa.",
+    "ocpi.peers.resumed_done": "Parte retomada: recebe o que lhe faltou.",
+    "ocpi.peers.confirm_needed": "Para remover, marque a confirmação.",
+    "ocpi.peers.removed_told": "{name} removida; a parte confirmou ({answer}).",
+    "ocpi.peers.removed": "{name} removida; a parte não confirmou: {answer}",
+}
+
+PEERS_EN: dict[str, str] = {
+    "ocpi.peers.title": "OCPI peers",
+    "ocpi.peers.intro": (
+        "Each peer (MOBI.E, an eMSP, another hub): the role and parties we granted it, what "
+        "it may use and receive, its traffic. The hub link is still at"
+    ),
+    "ocpi.peers.name": "Name",
+    "ocpi.peers.parties": "Parties",
+    "ocpi.peers.state": "State",
+    "ocpi.peers.state.active": "active",
+    "ocpi.peers.state.suspended": "suspended",
+    "ocpi.peers.state.unregistered": "removed",
+    "ocpi.peers.uses": "May use",
+    "ocpi.peers.receives": "Receives",
+    "ocpi.peers.traffic_24h": "Last 24 h",
+    "ocpi.peers.version_set": "set: {version}",
+    "ocpi.peers.requests_short": "requests: {ok} ok, {refused} refused, {failed} errors",
+    "ocpi.peers.pushes_short": "pushes: {ok} ok, {failed} failed",
+    "ocpi.peers.none": "No peer registered.",
+    "ocpi.peers.default_when_none": "(none ticked: what the role allows)",
+    "ocpi.peers.mobie": "MOBI.E's rules and profile",
+    "ocpi.peers.realtime_auth": "Real-time authorization",
+    "ocpi.peers.role_default": "the role's",
+    "ocpi.peers.yes": "yes",
+    "ocpi.peers.no": "no",
+    "ocpi.peers.version_choice": "OCPI version",
+    "ocpi.peers.version_auto": "the highest in common",
+    "ocpi.peers.hidden": "Hidden Locations (ids)",
+    "ocpi.peers.tariffs": "Tariffs replaced (OURS=THEIRS)",
+    "ocpi.peers.connect": "Connect a new peer",
+    "ocpi.peers.token_made": (
+        "Token A created (shown only now). Send it to the peer with our versions URL:"
+    ),
+    "ocpi.peers.token_a": "Token A",
+    "ocpi.peers.token_form": "The peer registers with us: a token A",
+    "ocpi.peers.token_help": (
+        "A token A serves one registration and grants the role, parties and policy chosen; "
+        "a registration claiming more is refused."
+    ),
+    "ocpi.peers.register_form": "We register with the peer: its versions URL and token A",
+    "ocpi.peers.register_help": (
+        "We call the peer's versions with its token A and send our credentials; it gets "
+        "the role, parties and policy chosen."
+    ),
+    "ocpi.peers.their_versions_url": "The peer's versions URL",
+    "ocpi.peers.their_token": "The peer's token A",
+    "ocpi.peers.register": "Register",
+    "ocpi.peers.back": "← OCPI peers",
+    "ocpi.peers.peer_title": "OCPI peer {name}",
+    "ocpi.peers.suspended_since": "since {since}",
+    "ocpi.peers.claimed": "Its credentials",
+    "ocpi.peers.endpoints": "Its modules",
+    "ocpi.peers.actions": "Suspend or remove",
+    "ocpi.peers.suspend_help": (
+        "Suspended, the peer is refused (HTTP 403) and receives nothing until resumed."
+    ),
+    "ocpi.peers.suspend": "Suspend",
+    "ocpi.peers.resume_help": "Resumed, it receives what it missed.",
+    "ocpi.peers.resume": "Resume",
+    "ocpi.peers.remove_help": (
+        "Remove: its token stops working at once and we delete our credentials at the peer "
+        "(if it answers)."
+    ),
+    "ocpi.peers.remove_confirm": "I confirm I want to remove {name}",
+    "ocpi.peers.remove": "Remove",
+    "ocpi.peers.policy": "Policy",
+    "ocpi.peers.save": "Save",
+    "ocpi.peers.hourly": "Traffic per hour (last 24 h)",
+    "ocpi.peers.hour": "Hour",
+    "ocpi.peers.requests_ok": "Requests ok",
+    "ocpi.peers.requests_refused": "Refused (4xx)",
+    "ocpi.peers.requests_failed": "Errors (5xx)",
+    "ocpi.peers.pushes_ok": "Pushes ok",
+    "ocpi.peers.pushes_failed": "Pushes failed",
+    "ocpi.peers.failures": "Failed pushes (last 24 h)",
+    "ocpi.peers.no_failures": "No push failed.",
+    "ocpi.peers.clients": "Parties connected through this hub (hubclientinfo)",
+    "ocpi.peers.no_clients": "The hub has sent none.",
+    "ocpi.peers.registered": "Registered with the peer.",
+    "ocpi.peers.unknown": "There is no such OCPI peer.",
+    "ocpi.peers.saved": "Policy saved: it applies at once.",
+    "ocpi.peers.not_registered": "This peer is no longer registered.",
+    "ocpi.peers.suspended_done": "Peer suspended.",
+    "ocpi.peers.resumed_done": "Peer resumed: it receives what it missed.",
+    "ocpi.peers.confirm_needed": "To remove it, tick the confirmation.",
+    "ocpi.peers.removed_told": "{name} removed; the peer confirmed ({answer}).",
+    "ocpi.peers.removed": "{name} removed; the peer did not confirm: {answer}",
+}
+
+PT.update(PEERS_PT)
+EN.update(PEERS_EN)
 
 MESSAGES: dict[str, dict[str, str]] = {"pt": PT, "en": EN}

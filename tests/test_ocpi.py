@@ -136,7 +136,7 @@ async def test_versions_and_details_with_token_a(cpo: Running) -> None:
             body = await r.json()
             assert r.status == 200
     checks.check_envelope(body, True, kind="version")
-    assert [v["version"] for v in body["data"]] == ["2.2.1", "2.2"]
+    assert [v["version"] for v in body["data"]] == ["2.2.1", "2.2", "2.1.1"]
     for version in ("2.2.1", "2.2"):
         status, body, headers = await ocpi_get(cpo, f"/ocpi/{version}", a)
         assert status == 200
@@ -328,7 +328,8 @@ async def test_peer_pulls_every_module_and_all_of_it_is_valid(cpo: Running, peer
         checks.check_location(loc)
     assert {e["status"] for e in by_id["LOC-MOD2"]["evses"]} == {"PLANNED"}
     assert [e["status"] for e in by_id["LOC-MOD1"]["evses"]] == ["AVAILABLE", "AVAILABLE"]
-    assert by_id["LOC-MOD1"]["mobie_voltage_level"] == "BTN"
+    # MOBI.E's extension goes to MOBI.E only: an eMSP gets plain OCPI (issue 19)
+    assert "mobie_voltage_level" not in by_id["LOC-MOD1"]
     # the newest of its EVSEs', or (R8) the station's latest frame, when that is newer
     newest = max(e["last_updated"] for e in by_id["LOC-MOD1"]["evses"])
     _, station = await cpo.api.get("/api/v1/stations/MOD1")
@@ -350,7 +351,7 @@ async def test_peer_pulls_every_module_and_all_of_it_is_valid(cpo: Running, peer
     [cdr] = cdrs["objects"]
     checks.check_cdr(cdr)
     assert cdr["session_id"] == str(tx) and cdr["total_energy"] == 9.0
-    assert cdr["cdr_location"]["mobie_voltage_level"] == "BTN"
+    assert "mobie_voltage_level" not in cdr["cdr_location"]  # (MOBI.E's only)
     assert cdr["tariffs"][0]["id"] == "T-ENERGY"
     assert cdr["total_energy_cost"] == {"excl_vat": 2.25, "incl_vat": 2.7675}
 
@@ -451,7 +452,10 @@ async def test_tokens_receiver(cpo: Running, peer: EmspPeer) -> None:
 async def test_ocpi_token_authorizes_ocpp_and_invalid_ones_do_not(
     cpo: Running, peer: EmspPeer
 ) -> None:
-    await registered(cpo, peer)
+    # whitelist only, as MOBI.E's profile has it (real-time authorization, which the
+    # operator turns off here: tests/test_ocpi_realtime_auth.py)
+    versions_url, a = await token_a(cpo, {**peer.grant, "policy": {"realtime_auth": False}})
+    assert (await peer.register_with(versions_url, a))["ok"]
     await cpo.define_station("AUTH1")
     tokens = {
         "GOODTAG": {},

@@ -548,9 +548,13 @@ async def test_only_scsp_may_steer_and_scsp_only_steers(scene: Scene, ems: EmspP
         assert status == 403 and envelope["status_code"] == 2000, envelope
         assert "SCSP" in envelope["status_message"], envelope
     assert tx_profiles(scene.st, scene.tx) == []
-    # and a smart charging party does not act as an eMSP
+    # and a smart charging party does not act as an eMSP: those modules are not listed to
+    # it, and refused when called anyway
+    listed = {e["identifier"] for e in (await scene.peer.state())["current"]["endpoints"]}
+    assert not listed & {"sessions", "cdrs", "tokens", "commands"}, listed
+    base = f"{scene.cpo.http_url}/ocpi/2.2.1"
     for module, path in (("sessions", ""), ("cdrs", ""), ("tokens", "PT/SCP/X1")):
-        exchange = await scene.peer.call("GET", module=module, path=path)
+        exchange = await scene.peer.call("GET", url=f"{base}/{module}/{path}")
         response = exchange["response"]
         assert response is not None, exchange
         assert response["status"] == 403 and response["json"]["status_code"] == 2000, response

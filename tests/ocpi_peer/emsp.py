@@ -1541,7 +1541,134 @@ def build_control_app() -> FastAPI:
             raise ControlError(404, "action is one of get, renew, delete")
         return answer(await control_credentials(action, await read_body(request)))
 
+    add_authorize_control(control, read_body)  # (steered real-time authorization, below)
     return control
+
+
+# ================================================================================================
+# Steered real-time authorization (issue 19): POST _control/authorize sets, per token uid, how
+# the peer answers POST tokens/{uid}/authorize (any version): after `delay_s`, an
+# AuthorizationInfo with `allowed` (any text: hostile answers too), or a raw answer
+# (`http_status`, `raw` text, `envelope` JSON, `huge_kb` of filler); without either, the
+# library answers (after the delay). Every request is still recorded.
+# ================================================================================================
+
+AUTHORIZE_PATH = re.compile(r"/tokens/([^/]+)/authorize/?$")
+AUTHORIZE_RULES: dict[str, dict[str, Any]] = {}  # uid (lower case) -> rule
+AUTHORIZE_RULE_KEYS = {
+    "allowed",
+    "delay_s",
+    "http_status",
+    "raw",
+    "envelope",
+    "huge_kb",
+    "token",
+    "location",
+    "authorization_reference",
+}
+
+
+def set_authorize_rules(body: dict[str, Any]) -> dict[str, Any]:
+    """``{uid: rule or null}``: set (or, with null, remove) the rule of each uid."""
+    for uid, rule in body.items():
+        if rule is None:
+            AUTHORIZE_RULES.pop(uid.lower(), None)
+            continue
+        if not isinstance(rule, dict) or set(rule) - AUTHORIZE_RULE_KEYS:
+            keys = sorted(AUTHORIZE_RULE_KEYS)
+            raise ControlError(400, f"rule of {uid!r}: an object with some of {keys}")
+        delay = rule.get("delay_s", 0)
+        if not isinstance(delay, int | float) or not 0 <= delay <= 60:
+            raise ControlError(400, f"rule of {uid!r}: delay_s is 0..60")
+        AUTHORIZE_RULES[uid.lower()] = dict(rule)
+    return {"rules": AUTHORIZE_RULES}
+
+
+def steered_authorization(uid: str, rule: dict[str, Any], body: Any) -> dict[str, Any]:
+    """The AuthorizationInfo of a rule with ``allowed``: the peer's own token of that uid
+    (or one made up with the peer's party), the LocationReferences asked (or the rule's)."""
+    token = next(
+        (
+            copy.deepcopy(r["object"])
+            for r in PEER.objects["tokens"].values()
+            if str(r["object"].get("uid", "")).lower() == uid and not r.get("deleted")
+        ),
+        None,
+    ) or {
+        "country_code": PEER.country_code,
+        "party_id": PEER.party_id,
+        "uid": uid,
+        "type": "RFID",
+        "contract_id": f"{PEER.country_code}-{PEER.party_id}-C-{uid}"[:36],
+        "issuer": PEER.args.name or "OCPI test peer",
+        "valid": True,
+        "whitelist": "ALLOWED",
+        "last_updated": utc_now(),
+    }
+    token.update(rule.get("token") or {})
+    info: dict[str, Any] = {"allowed": rule["allowed"], "token": token}
+    location = rule.get("location", body if isinstance(body, dict) else None)
+    if location is not None:
+        info["location"] = location
+    if rule.get("authorization_reference") is not None:
+        info["authorization_reference"] = rule["authorization_reference"]
+    return info
+
+
+class AuthorizeSteering:
+    """ASGI: answers POST .../tokens/{uid}/authorize as its rule says (see above)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        match = AUTHORIZE_PATH.search(scope.get("path", "")) if scope["type"] == "http" else None
+        rule = AUTHORIZE_RULES.get(match.group(1).lower()) if match else None
+        if rule is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        await asyncio.sleep(float(rule.get("delay_s", 0)))
+        if "allowed" in rule:
+            current = CURRENT_REQUEST.get()
+            asked = current.get("body") if current else None
+            info = steered_authorization(match.group(1).lower(), rule, asked)
+            payload = json.dumps(
+                {"data": info, "status_code": 1000, "timestamp": utc_now()}
+            ).encode()
+        elif "envelope" in rule:
+            payload = json.dumps(rule["envelope"]).encode()
+        elif "huge_kb" in rule:
+            payload = b"x" * (1024 * int(rule["huge_kb"]))
+        elif "raw" in rule or "http_status" in rule:
+            payload = str(rule.get("raw", "")).encode()
+        else:
+            await self.app(scope, receive, send)
+            return
+        kind = b"application/json" if "allowed" in rule or "envelope" in rule else b"text/plain"
+        length = str(len(payload)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": int(rule.get("http_status", 200)),
+                "headers": [(b"content-type", kind), (b"content-length", length)],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def add_authorize_control(control: FastAPI, read_body: Any) -> None:
+    @control.post("/_control/authorize")
+    async def post_authorize(request: Request) -> JSONResponse:
+        return JSONResponse(set_authorize_rules(await read_body(request)))
+
+    @control.get("/_control/authorize")
+    async def get_authorize() -> JSONResponse:
+        return JSONResponse({"rules": AUTHORIZE_RULES})
+
+    @control.delete("/_control/authorize")
+    async def clear_authorize() -> JSONResponse:
+        AUTHORIZE_RULES.clear()
+        return JSONResponse({"rules": AUTHORIZE_RULES})
 
 
 def library_version() -> str:
@@ -1623,7 +1750,7 @@ def configure_library_environment(args: argparse.Namespace, port: int) -> None:
 
 
 async def serve(sock: socket.socket, ready: dict[str, Any]) -> None:
-    app = Recorder(build_app(), build_control_app())
+    app = Recorder(AuthorizeSteering(build_app()), build_control_app())
     config = uvicorn.Config(
         app,
         log_level="debug" if PEER.args.debug else "warning",
