@@ -48,8 +48,10 @@ from .delivery import (
     Ack,
     AckRecord,
     Acks,
+    FamilyKey,
     InFlight,
     MarkEvse,
+    MarkLocation,
     MarkTouch,
     Recipient,
     Send,
@@ -138,6 +140,7 @@ class Pusher(BackgroundService):
         self._recipients_of: tuple[Any, ...] | None = None  # the peers they were made of
         self._recipients_made: list[Recipient] = []
         self._reading: dict[tuple[Any, ...], asyncio.Future[Any]] = {}  # see _shared
+        self._views: dict[int, frozenset[tuple[str, str]]] = {}  # see reconcile
         self._in_flight = InFlight(s.push_concurrency)
         # for measuring the rules (compliance.py): since when each thing is owed to a peer
         self.compliance = ComplianceRecorder(
@@ -439,6 +442,11 @@ class Pusher(BackgroundService):
         stations = await self.bridge.csms.defined_stations()
         recipients = self._recipients()
         location_peers = [p for p in recipients if p.receives("locations")]
+        # a peer whose tariff replacements changed gets its Locations again (their
+        # connectors' tariff_ids are its own; the Locations' times did not change)
+        views = {p.id: frozenset(p.policy.tariffs.items()) for p in self.bridge.registered_peers()}
+        new_view = {pid for pid, view in views.items() if self._views.get(pid, view) != view}
+        self._views = views
         returns = {
             r["station_id"]: from_db(r["returned_at"])
             for r in await store.read("SELECT * FROM ocpi_station_returns")
@@ -468,6 +476,10 @@ class Pusher(BackgroundService):
             for peer in location_peers:
                 if peer.sees(location["id"]):
                     marked += await self._resync_location(peer, station, connectors, location, now)
+                    if peer.id in new_view:
+                        key = FamilyKey(peer.id, "location", sid)
+                        delivery.apply(self.outbox, [MarkLocation(key)], now)
+                        marked += 1
         session_peers = [p for p in recipients if p.receives("sessions")]
         cdr_peers = [p for p in recipients if p.receives("cdrs")]
         for tx in await self.bridge.csms.open_transactions():

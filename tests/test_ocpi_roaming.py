@@ -7,7 +7,9 @@ object: every peer gets the Locations it may see (A has one hidden), Sessions an
 to the token's owner and to MOBI.E, never to the other eMSP; a peer uses only the modules
 the operator opened to it; a suspended peer is refused and gets nothing until resumed,
 then what it missed; a peer that is down does not delay the others; hubclientinfo is
-taken from the hub only.
+taken from the hub only; tariffs reach each peer (a private replacement only its peer,
+also on its Locations' connectors; MOBI.E none pushed); real-time authorization accepts,
+refuses, times out without waiting for the slow eMSP, caches, and never asks MOBI.E.
 """
 
 from __future__ import annotations
@@ -97,7 +99,13 @@ async def connect(cpo: Running, peer: EmspPeer, policy: dict[str, Any] | None = 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     system, session, cpo = await start_system(
-        tmp_path, ocpi={"offline_after": 30, "session_update_interval": 1, "push_timeout": 3}
+        tmp_path,
+        ocpi={
+            "offline_after": 30,
+            "session_update_interval": 1,
+            "push_timeout": 3,
+            "realtime_auth_timeout": 2,
+        },
     )
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -362,3 +370,74 @@ async def _hub_clientinfo_url(world: World) -> str:
         listed[name] = {e["identifier"]: e["url"] for e in endpoints}
     assert "hubclientinfo" not in listed["a"]
     return listed["hub"]["hubclientinfo"].rstrip("/")
+
+
+async def tariff_ids_at(peer: EmspPeer) -> set[str]:
+    """The ids of our tariffs the peer holds: PUT and not DELETEd since."""
+    out: dict[str, str] = {}
+    for r in await peer.requests(path="/tariffs/"):
+        if r["method"] in ("PUT", "DELETE"):
+            out[r["path"].rstrip("/").rsplit("/", 1)[1].upper()] = r["method"]
+    return {t for t, m in out.items() if m == "PUT"}
+
+
+async def test_tariffs_and_real_time_authorization_with_three_peers(world: World) -> None:
+    cpo, hub, a, b = world.cpo, world.hub, world.a, world.b
+    # eMSP A has its own price: our STD is PARTNER-A for it (private: nobody else sees it;
+    # the replacement is named first, so PARTNER-A is private from the moment it exists)
+    status, body = await cpo.api.request(
+        "PATCH", f"/api/v1/ocpi/peers/{world.ids['a']}", {"tariffs": {"STD": "PARTNER-A"}}
+    )
+    assert status == 200, body
+    assert (await cpo.api.put("/api/v1/tariffs/PARTNER-A", TARIFF))[0] in (200, 201)
+
+    async def tariffs_placed() -> bool:
+        return await tariff_ids_at(a) == {"STD", "PARTNER-A"} and await tariff_ids_at(b) == {"STD"}
+
+    await eventually(tariffs_placed)
+    assert not [r for r in await b.requests(path="PARTNER-A")]  # never, not even once
+    assert await tariff_ids_at(hub) == set()  # MOBI.E's profile: it GETs tariffs, not pushed
+    got = await hub.pull("tariffs")
+    assert {t["id"].upper() for t in got["objects"]} == {"STD"}
+    puts_b = [r["body"] for r in await pushed(b, "tariffs")]
+    assert puts_b and all("country_code" not in t for t in puts_b)  # (2.1.1 Tariffs)
+
+    # A's Locations are pushed again with its own tariff on every connector
+    async def a_has_its_price() -> bool:
+        puts = [r["body"] for r in await pushed(a, "locations") if r["method"] == "PUT"]
+        latest = {p["id"]: p for p in puts}
+        return latest.get("LOC-RS1") is not None and all(
+            c["tariff_ids"] == ["PARTNER-A"]
+            for e in latest["LOC-RS1"]["evses"]
+            for c in e["connectors"]
+        )
+
+    await eventually(a_has_its_price)
+    hub_puts = [r["body"] for r in await pushed(hub, "locations") if r["method"] == "PUT"]
+    assert all(
+        c["tariff_ids"] == ["STD"] for p in hub_puts for e in p["evses"] for c in e["connectors"]
+    )
+
+    # a card no eMSP pushed: A answers ALLOWED, B does not know it; MOBI.E is never asked
+    await a.control("POST", "authorize", {"CARD0001": {"allowed": "ALLOWED"}})
+    await b.control("POST", "authorize", {"CARD0001": {"allowed": "NOT_ALLOWED"}})
+    await a.control("POST", "authorize", {"CARD0002": {"allowed": "BLOCKED"}})
+    await b.control("POST", "authorize", {"CARD0003": {"allowed": "ALLOWED", "delay_s": 30}})
+    st = Station("RS1", cpo.ocpp_url, 2, behaviour=Behaviour(auto_heartbeat=False))
+    await st.connect()
+    try:
+        await st.boot_and_report()
+        assert (await st.authorize("CARD0001"))["idTagInfo"]["status"] == "Accepted"
+        assert (await st.authorize("CARD0002"))["idTagInfo"]["status"] == "Blocked"
+        # B is slower than the timeout (2 s here): refused, without waiting for B
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        assert (await st.authorize("CARD0003"))["idTagInfo"]["status"] == "Invalid"
+        assert loop.time() - began < 10
+        asks_a = len(await a.requests(method="POST", path="authorize"))
+        # cached: asked again within the cache time, A is not asked again
+        assert (await st.authorize("CARD0001"))["idTagInfo"]["status"] == "Accepted"
+        assert len(await a.requests(method="POST", path="authorize")) == asks_a
+    finally:
+        await st.disconnect()
+    assert not await hub.requests(method="POST", path="authorize")
