@@ -296,6 +296,14 @@ MODULE_PATHS = [
     ("POST", "2.2.1/commands/{cmd}"),
     ("*", "2.2.1/tokens/{cc}/{pid}/{uid}"),
     ("*", "2.2/tokens/{cc}/{pid}/{uid}"),
+    # OCPI 2.1.1 (its own bodies) and hubclientinfo (issue 19)
+    ("GET", "2.1.1/locations/{loc}"),
+    ("GET", "2.1.1/sessions"),
+    ("GET", "2.1.1/cdrs/{id}"),
+    ("GET", "2.1.1/tariffs"),
+    ("POST", "2.1.1/commands/{cmd}"),
+    ("*", "2.1.1/tokens/{cc}/{pid}/{uid}"),
+    ("*", "2.2.1/hubclientinfo/{cc}/{pid}"),
     ("*", "2.2.1/{a}"),
     ("*", "{a}/{a}"),
 ]
