@@ -29,6 +29,8 @@ import structlog
 from csms.ports import Clock, ExtensionDb, from_db, to_db
 from csms.ports import Tx as JobDb
 
+from .peers import CALLABLE
+
 log = structlog.get_logger("ocpi.traffic")
 
 KEEP_DAYS = 14
@@ -38,21 +40,7 @@ MAX_ERROR = 200
 IN, OUT = "in", "out"
 # what a request's module or a push's kind may be called in the table
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
-KNOWN_MODULES = frozenset(
-    {
-        "versions",
-        "details",
-        "credentials",
-        "locations",
-        "sessions",
-        "cdrs",
-        "tariffs",
-        "tokens",
-        "commands",
-        "chargingprofiles",
-        "hubclientinfo",
-    }
-)
+KNOWN_MODULES = frozenset({"versions", "details", "credentials", *CALLABLE})
 
 
 @dataclass
