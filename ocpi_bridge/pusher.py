@@ -139,6 +139,7 @@ class Pusher(BackgroundService):
         self._places: dict[str, tuple[str, dict[int, str]]] = {}
         self._recipients_of: tuple[Any, ...] | None = None  # the peers they were made of
         self._recipients_made: list[Recipient] = []
+        self._measured: set[int] = set()  # the peers whose pushes MOBI.E's rules measure
         self._reading: dict[tuple[Any, ...], asyncio.Future[Any]] = {}  # see _shared
         self._views: dict[int, frozenset[tuple[str, str]]] = {}  # see reconcile
         self._in_flight = InFlight(s.push_concurrency)
@@ -247,6 +248,7 @@ class Pusher(BackgroundService):
         key = tuple((id(p), p.policy) for p in peers)
         if self._recipients_of != key:
             self._recipients_of = key
+            self._measured = {p.id for p in peers if p.policy.mobie}
             self._recipients_made = [
                 Recipient(
                     p.id,
@@ -376,6 +378,8 @@ class Pusher(BackgroundService):
     def _measure(
         self, peer_id: int, push: Push, prepared: Prepared, ok: bool, now: datetime
     ) -> None:
+        if peer_id not in self._measured:
+            return  # MOBI.E's rules are measured for MOBI.E (the compliance page is its view)
         kind = "session" if push.key.kind == "session" else "station"
         obj = push.key.object_id
         if not ok:
