@@ -28,6 +28,8 @@ from csms.ports import client_context
 from .transport import FUNCTIONAL_MODULES, authorization_header, dumps, new_request_ids
 
 log = structlog.get_logger("ocpi.client")
+# the longest answer of a peer we read (the largest page of a pull is far smaller)
+MAX_ANSWER = 16 * 1024 * 1024
 
 
 @dataclass
@@ -207,14 +209,14 @@ class OcpiClient:
                 # the peer's certificate verified (system CAs and tls.ca_file), TLS 1.2 at least
                 ssl=client_context(),
             ) as resp:
-                raw = await resp.read()
+                raw = await read_capped(resp, MAX_ANSWER)
                 try:
                     # JSON is UTF-8 (RFC 8259); no charset sniffing of every answer
                     parsed: Any = json.loads(raw) if raw else None
                 except ValueError:
                     parsed = raw.decode("utf-8", "replace")
                 reply = OcpiReply(resp.status, parsed, dict(resp.headers))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        except (aiohttp.ClientError, TimeoutError, ValueError, AnswerTooBig) as e:
             refused = _refusal(e) or _tls_refusal(e, url.startswith("https:"))
             error = refused or f"{type(e).__name__}: {e}"
             log.warning(
@@ -237,6 +239,25 @@ class OcpiClient:
             "request_id": headers["X-Request-ID"],
             "module": module,
         }
+
+
+class AnswerTooBig(Exception):
+    """A peer's answer longer than we read (a peer cannot make us hold gigabytes)."""
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body of an answer, unless it is longer than ``cap`` bytes: then AnswerTooBig,
+    having read at most ``cap`` bytes and one chunk."""
+    if resp.content_length is not None and resp.content_length > cap:
+        raise AnswerTooBig(f"the answer is {resp.content_length} bytes, more than {cap}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise AnswerTooBig(f"the answer is more than {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _tls_refusal(exc: BaseException, https: bool) -> str | None:
