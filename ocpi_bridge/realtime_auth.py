@@ -10,7 +10,10 @@ facts in, verdict out); :class:`RealtimeAuth` is the shell that calls the peers:
 once (at most :data:`MAX_ASKED`), within ``ocpi.realtime_auth_timeout`` seconds of real
 time, the first ``ALLOWED`` winning. Answers are cached per (peer, uid, type) for
 ``ocpi.realtime_auth_cache`` seconds of the bridge's clock; a failure (no answer in time,
-an HTTP error, anything that is not an OCPI ``AuthorizationInfo``) is never cached.
+an HTTP error, anything that is not an OCPI ``AuthorizationInfo``) is never cached. An
+answer's token is checked (the peer's party, the uid asked, OCPI's lengths and TokenType):
+it becomes the CdrToken of the Session and CDR (:func:`authorization_record`), so a token
+that is not what OCPI allows refuses the answer rather than being stored as sent.
 
 How a pushed token's whitelist is read (OCPI 2.2.1 WhitelistType):
 
@@ -37,7 +40,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -71,6 +74,8 @@ MAX_ASKED = 32  # peers asked at once for one card
 MAX_IN_FLIGHT = 64  # authorize requests in flight at once, over all cards
 CACHE_ENTRIES = 10_000
 _REFERENCE = re.compile(r"[ -~]{1,36}")
+_TOKEN_TEXT = re.compile(r"[ -~]{1,36}")  # a token's uid and contract_id: CiString(36)
+TOKEN_TYPES = ("AD_HOC_USER", "APP_USER", "OTHER", "RFID")
 _PARTY = re.compile(r"[A-Za-z]{2}"), re.compile(r"[A-Za-z0-9]{3}")
 
 
@@ -94,6 +99,9 @@ class Answer:
     authorization_reference: str | None = None
     location_id: str | None = None  # the answer allows only this Location
     error: str | None = None
+    # the answer's token, as a CdrToken (country_code, party_id upper-case, uid, type,
+    # contract_id); None when the answer has none (2.1.1) or an incomplete one
+    token: dict[str, str] | None = field(default=None, compare=False)
 
     @property
     def cacheable(self) -> bool:
@@ -118,6 +126,8 @@ class Verdict:
     authorization_reference: str | None = None
     peer_id: int | None = None  # the peer whose answer decided (None: the whitelist did)
     reason: str = ""
+    # a card no pushed token matches, accepted: the token the eMSP answered (as a CdrToken)
+    token: dict[str, str] | None = None
 
 
 def owner_of(token: dict[str, Any]) -> str:
@@ -203,6 +213,7 @@ def decide(
                 allowed.authorization_reference,
                 allowed.peer_id,
                 "allowed by the eMSP",
+                allowed.token,
             )
         refusals = [a for a in answers if a.kind == "answer"]
         if not refusals:
@@ -267,6 +278,46 @@ def _allowed_here(answer: Answer, location_id: str | None) -> str:
     return str(answer.allowed)
 
 
+def authorization_record(
+    verdict: Verdict, id_tag: str, token_type: str, pushed: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """What ``ocpi_authorizations`` keeps of a verdict, for the Session and CDR of the charge
+    it starts (ocpi_bridge.sessions): only a card accepted by a peer's answer (None
+    otherwise: refused, or accepted by the whitelist, or without asking). The token is the
+    pushed one (``pushed``) when there is one, else the eMSP's answer's, else (2.1.1, or an
+    answer without a complete token) the owner's party with the id tag as uid and
+    contract_id."""
+    if verdict.status != "Accepted" or verdict.peer_id is None or not verdict.owner:
+        return None
+    if pushed is not None:
+        cc, _, pid = owner_of(pushed).partition("/")
+        token = {
+            "country_code": cc,
+            "party_id": pid,
+            "uid": str(pushed["uid"]),
+            "type": str(pushed["type"]),
+            "contract_id": str(pushed["contract_id"]),
+        }
+    elif verdict.token is not None:
+        token = dict(verdict.token)
+    else:
+        cc, _, pid = verdict.owner.partition("/")
+        token = {
+            "country_code": cc,
+            "party_id": pid,
+            "uid": id_tag,
+            "type": token_type,
+            "contract_id": id_tag,
+        }
+    return {
+        "id_tag": id_tag.upper(),
+        "owner": verdict.owner,
+        **token,
+        "authorization_reference": verdict.authorization_reference,
+        "peer_id": verdict.peer_id,
+    }
+
+
 def location_references(
     location: dict[str, Any] | None, version: str, hidden: Callable[[str], bool]
 ) -> dict[str, Any] | None:
@@ -297,11 +348,18 @@ def parse_reply(
     body: Any,
     owns: Callable[[str, str], bool],
     default_owner: str | None,
+    uid: str | None = None,
 ) -> Answer:
     """A peer's HTTP answer to an authorize, as an :class:`Answer` (pure; ``body`` is the
     parsed JSON, or None when it was not JSON). ``owns(cc, pid)``: may this peer speak for
     that party (an answer naming another party's token is refused); ``default_owner``:
-    the owner when the answer names none (2.1.1's AuthorizationInfo has no token)."""
+    the owner when the answer names none (2.1.1's AuthorizationInfo has no token); ``uid``:
+    the uid asked (an answer about another token is refused).
+
+    The answer's token is kept (for the Session and CDR) when it has a uid, type and
+    contract_id; one of them absent: not kept; one of them not what OCPI allows (not a
+    string of 1 to 36 printable ASCII characters, not a TokenType, another uid): the answer
+    is refused, never stored as sent."""
 
     def failed(error: str) -> Answer:
         return Answer(peer_id, "failed", error=error)
@@ -341,6 +399,11 @@ def parse_reply(
         owner = f"{cc.upper()}/{pid.upper()}"
     elif token is not None and not isinstance(token, dict):
         return failed("token is not an object")
+    cdr_token = None
+    if isinstance(token, dict) and owner is not None:
+        problem, cdr_token = _answered_token(token, owner, uid)
+        if problem:
+            return failed(problem)
     reference = data.get("authorization_reference")
     if not (isinstance(reference, str) and _REFERENCE.fullmatch(reference)):
         reference = None
@@ -356,7 +419,35 @@ def parse_reply(
         parent_id_tag=_parent(token.get("group_id")) if isinstance(token, dict) else None,
         authorization_reference=reference,
         location_id=only,
+        token=cdr_token,
     )
+
+
+def _answered_token(
+    token: dict[str, Any], owner: str, uid: str | None
+) -> tuple[str | None, dict[str, str] | None]:
+    """(what is wrong with it, or None; the token as a CdrToken, or None when incomplete)."""
+    fields = {k: token.get(k) for k in ("uid", "type", "contract_id")}
+    for key in ("uid", "contract_id"):
+        value = fields[key]
+        if value is not None and not (isinstance(value, str) and _TOKEN_TEXT.fullmatch(value)):
+            return f"token {key} is not 1 to 36 printable characters", None
+    kind = fields["type"]
+    if kind is not None and not (isinstance(kind, str) and kind.upper() in TOKEN_TYPES):
+        return "token type is not a TokenType", None
+    answered = fields["uid"]
+    if uid is not None and answered is not None and answered.upper() != uid.upper():
+        return "token of another uid", None
+    if answered is None or kind is None or fields["contract_id"] is None:
+        return None, None
+    cc, _, pid = owner.partition("/")
+    return None, {
+        "country_code": cc,
+        "party_id": pid,
+        "uid": uid if uid is not None else answered,  # (the same, but as the station read it)
+        "type": kind.upper(),
+        "contract_id": fields["contract_id"],
+    }
 
 
 class AnswerCache:
@@ -575,7 +666,7 @@ class RealtimeAuth:
             parsed: Any = json.loads(raw) if raw else None
         except ValueError:
             parsed = None
-        return parse_reply(peer.id, status, parsed, peer.owns, default_owner)
+        return parse_reply(peer.id, status, parsed, peer.owns, default_owner, uid)
 
 
 def _result(task: asyncio.Task[Answer], peer: Peer) -> Answer:

@@ -10,6 +10,11 @@
   with the connector's AD_HOC_PAYMENT tariff, any other with its first other tariff).
 - An ad hoc transaction (``prices.is_ad_hoc`` of its token owner) carries our own CdrToken,
   of type AD_HOC_USER, with the id tag as uid and contract_id.
+- A card accepted by real-time authorization (``POST tokens/{uid}/authorize``, kept in
+  ``ocpi_authorizations`` by ocpi_bridge.tokens) gives its transaction's Session and CDR
+  ``auth_method`` AUTH_REQUEST, the ``authorization_reference`` the eMSP answered and, when
+  no pushed token of that owner has the uid, the CdrToken the eMSP answered (its party,
+  type and contract_id). A session started by a command is COMMAND; any other WHITELIST.
 - Who sees what: a hub (MOBI.E) sees every session and CDR; an eMSP only those started with
   its own tokens (never an ad hoc one: its owner is no eMSP's party).
 """
@@ -17,7 +22,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -26,6 +32,7 @@ from csms.ports import (
     CsmsPort,
     StationSnapshot,
     TransactionView,
+    from_db,
     to_db,
 )
 
@@ -49,6 +56,11 @@ log = structlog.get_logger("ocpi.sessions")
 
 # finished transactions looked at per read when making the CDRs missing
 MISSING_CDR_PAGE = 500
+# a real-time authorization is the one of a transaction when made at most AUTH_BEFORE before
+# csms received its StartTransaction, or AUTH_AFTER after (the StartTransaction's own
+# lookup, which asks the eMSP when nothing is cached, finishes after its receipt)
+AUTH_BEFORE = timedelta(minutes=10)
+AUTH_AFTER = timedelta(seconds=60)
 
 
 def _filters(
@@ -98,6 +110,32 @@ def for_peer(obj: dict[str, Any], version: str, mobie: bool = False) -> dict[str
     return out
 
 
+def realtime_authorization(
+    tx: TransactionView, records: Iterable[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The real-time authorization that let ``tx`` start (a row of ``ocpi_authorizations``),
+    or None: the newest of the same station, id tag (any case) and owner, made between
+    AUTH_BEFORE before and AUTH_AFTER after csms received the StartTransaction."""
+    if not tx.tag_owner or is_ad_hoc(tx.tag_owner):
+        return None
+    since = tx.start_received_at - AUTH_BEFORE
+    until = tx.start_received_at + AUTH_AFTER
+    best: tuple[datetime, dict[str, Any]] | None = None
+    for r in records:
+        if (
+            r["station_id"] != tx.station_id
+            or str(r["id_tag"]).upper() != tx.id_tag.upper()
+            or r["owner"] != tx.tag_owner
+        ):
+            continue
+        at = from_db(r["authorized_at"])
+        if at is None or not since <= at <= until:
+            continue
+        if best is None or at > best[0]:
+            best = (at, r)
+    return best[1] if best is not None else None
+
+
 class SessionBuilder:
     def __init__(self, settings: OcpiSettings, csms: CsmsPort, ocpi: OcpiStore) -> None:
         self.settings = settings
@@ -110,7 +148,36 @@ class SessionBuilder:
     async def _stations(self, station_ids: set[str]) -> dict[str, StationSnapshot]:
         return await self.csms.stations(station_ids)
 
-    async def _cdr_token(self, tx: TransactionView) -> dict[str, Any]:
+    async def _realtime(self, txs: list[TransactionView]) -> dict[int, dict[str, Any]]:
+        """Transactions whose card was accepted by real-time authorization -> that record
+        (:func:`realtime_authorization`); one read for all of them."""
+        txs = [t for t in txs if t.tag_owner and not is_ad_hoc(t.tag_owner)]
+        if not txs:
+            return {}
+        rows = await self.ocpi.authorizations(
+            {t.station_id for t in txs},
+            {t.id_tag for t in txs},
+            min(t.start_received_at for t in txs) - AUTH_BEFORE,
+            max(t.start_received_at for t in txs) + AUTH_AFTER,
+        )
+        if not rows:
+            return {}
+        by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            by_key.setdefault((r["station_id"], str(r["id_tag"]).upper()), []).append(r)
+        out = {}
+        for tx in txs:
+            found = realtime_authorization(tx, by_key.get((tx.station_id, tx.id_tag.upper()), []))
+            if found is not None:
+                out[tx.id] = found
+        return out
+
+    async def _cdr_token(
+        self, tx: TransactionView, realtime: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The CdrToken: ours for an ad hoc transaction; else the owner's pushed token of
+        that uid; else the token the eMSP answered in real time (``realtime``); else our
+        party with the id tag as uid and contract_id."""
         owner = tx.tag_owner
         s = self.settings
         if is_ad_hoc(owner):  # paid on the spot: our own token, of MOBI.E's ad hoc type
@@ -132,6 +199,10 @@ class SessionBuilder:
                         "type": token["type"],
                         "contract_id": token["contract_id"],
                     }
+        if realtime is not None:
+            return {
+                k: realtime[k] for k in ("country_code", "party_id", "uid", "type", "contract_id")
+            }
         return {
             "country_code": s.country_code,
             "party_id": s.party_id,
@@ -213,22 +284,37 @@ class SessionBuilder:
         return out
 
     @staticmethod
-    def _authorization(obj: dict[str, Any], tx_id: int, commanded: dict[int, str | None]) -> None:
+    def _authorization(
+        obj: dict[str, Any],
+        tx_id: int,
+        commanded: dict[int, str | None],
+        realtime: dict[int, dict[str, Any]] | None = None,
+    ) -> None:
+        """``auth_method`` and ``authorization_reference``: COMMAND (started by an OCPI
+        START_SESSION), AUTH_REQUEST (accepted by real-time authorization), else as built
+        (WHITELIST)."""
         if tx_id in commanded:
             obj["auth_method"] = "COMMAND"
             if commanded[tx_id]:
                 obj["authorization_reference"] = commanded[tx_id]
+            return
+        record = (realtime or {}).get(tx_id)
+        if record is not None:
+            obj["auth_method"] = "AUTH_REQUEST"
+            if record["authorization_reference"]:
+                obj["authorization_reference"] = record["authorization_reference"]
 
     async def sessions_for(self, txs: list[TransactionView]) -> list[dict[str, Any]]:
         stations = await self._stations({t.station_id for t in txs})
         points = await meter_points(self.csms, [t.id for t in txs])
         commanded = await self._commanded(txs)
+        realtime = await self._realtime(txs)
         out = []
         for tx in txs:
-            token = await self._cdr_token(tx)
+            token = await self._cdr_token(tx, realtime.get(tx.id))
             s = self._session(tx, stations.get(tx.station_id), points.get(tx.id, []), token)
             if s is not None:
-                self._authorization(s, tx.id, commanded)
+                self._authorization(s, tx.id, commanded, realtime)
                 out.append(s)
         return out
 
@@ -289,6 +375,7 @@ class SessionBuilder:
             await connector_tariff_rows(self.ocpi, connector), is_ad_hoc(tx.tag_owner)
         )
         s = self.settings
+        realtime = await self._realtime([tx])
         tariffs = [
             TariffDef.model_validate(r["body"]).to_ocpi(
                 s.country_code, s.party_id, r["last_updated"]
@@ -333,7 +420,7 @@ class SessionBuilder:
             "start_date_time": ocpi_time(start),
             "end_date_time": ocpi_time(end),
             "session_id": str(transaction_id),
-            "cdr_token": await self._cdr_token(tx),
+            "cdr_token": await self._cdr_token(tx, realtime.get(transaction_id)),
             "auth_method": "WHITELIST",
             "cdr_location": {k: v for k, v in cdr_location.items() if v is not None},
             "currency": s.currency,
@@ -348,7 +435,7 @@ class SessionBuilder:
         meter_id = (station.boot_info if station is not None else {}).get("meterSerialNumber")
         if meter_id:
             cdr["meter_id"] = str(meter_id)[:255]
-        self._authorization(cdr, transaction_id, await self._commanded([tx]))
+        self._authorization(cdr, transaction_id, await self._commanded([tx]), realtime)
         if not tariffs:
             del cdr["tariffs"]
         created = await self.ocpi.insert_cdr(cdr["id"], transaction_id, tx.tag_owner, cdr, now)

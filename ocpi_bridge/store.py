@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -707,6 +707,89 @@ class OcpiStore:
             (json.dumps(transaction_ids),),
         )
         return {int(r["transaction_id"]) for r in rows}
+
+    # ------------------------------------------------------------------ real-time authorizations
+
+    async def record_authorization(
+        self, station_id: str, record: dict[str, Any], gap: timedelta
+    ) -> bool:
+        """Keep a card accepted by real-time authorization (ocpi_bridge.realtime_auth.
+        authorization_record). Within ``gap`` of the newest row of that station and id tag,
+        that row is kept (the same answer) or changed (another), never a second row. True
+        when something was written."""
+        now = self.clock.now()
+        values = tuple(record[k] for k in _AUTH_FIELDS)
+
+        async def job(db: JobDb) -> bool:
+            rows = await db.execute_fetchall(
+                f"SELECT id, authorized_at, {', '.join(_AUTH_FIELDS[1:])} "
+                "FROM ocpi_authorizations WHERE station_id = ? AND id_tag = ? "
+                "ORDER BY authorized_at DESC, id DESC LIMIT 1",
+                (station_id, record["id_tag"]),
+            )
+            newest = rows[0] if rows else None
+            if newest is not None and (from_db(newest[1]) or now) > now - gap:
+                if tuple(newest[2:]) == values[1:]:
+                    return False
+                sets = ", ".join(f"{k} = ?" for k in _AUTH_FIELDS[1:])
+                await db.execute(
+                    f"UPDATE ocpi_authorizations SET {sets}, authorized_at = ? WHERE id = ?",
+                    (*values[1:], to_db(now), newest[0]),
+                )
+                return True
+            await db.execute(
+                f"INSERT INTO ocpi_authorizations (station_id, {', '.join(_AUTH_FIELDS)}, "
+                f"authorized_at) VALUES (?, {', '.join('?' * len(_AUTH_FIELDS))}, ?)",
+                (station_id, *values, to_db(now)),
+            )
+            return True
+
+        return await self.store.write(job)
+
+    async def authorizations(
+        self, station_ids: set[str], id_tags: set[str], since: datetime, until: datetime
+    ) -> list[dict[str, Any]]:
+        """The kept authorizations at these stations of these id tags (upper-case) made
+        between ``since`` and ``until`` (inclusive), newest first."""
+        if not station_ids or not id_tags:
+            return []
+        values = self.store.dialect.json_values
+        return await self.store.read(
+            f"SELECT * FROM ocpi_authorizations WHERE station_id IN ({values('?')}) "
+            f"AND id_tag IN ({values('?')}) AND authorized_at >= ? AND authorized_at <= ? "
+            "ORDER BY authorized_at DESC, id DESC",
+            (
+                json.dumps(sorted(station_ids)),
+                json.dumps(sorted(t.upper() for t in id_tags)),
+                to_db(since),
+                to_db(until),
+            ),
+        )
+
+    async def prune_authorizations(self, before: datetime) -> int:
+        """Delete the authorizations kept from before ``before``; how many."""
+
+        async def job(db: JobDb) -> int:
+            cur = await db.execute(
+                "DELETE FROM ocpi_authorizations WHERE authorized_at < ?", (to_db(before),)
+            )
+            return max(cur.rowcount, 0)
+
+        return await self.store.write(job)
+
+
+# ocpi_authorizations' columns a record gives (after station_id), in this order
+_AUTH_FIELDS = (
+    "id_tag",
+    "owner",
+    "country_code",
+    "party_id",
+    "uid",
+    "type",
+    "contract_id",
+    "authorization_reference",
+    "peer_id",
+)
 
 
 async def _grant_parties(db: JobDb, peer_id: int, grant: Grant) -> None:

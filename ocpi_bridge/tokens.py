@@ -6,7 +6,10 @@ which would need it, are refused). When its peer does (its policy's ``realtime_a
 token whitelisted `ALLOWED`, `ALLOWED_OFFLINE` or `NEVER` is asked of it, and a card no
 token matches is asked of every such peer (ocpi_bridge.realtime_auth). The OCPP idTag is
 the token's `uid`. The transaction it starts records the
-token's owner (``CC/PID``), which decides who may see the session and its CDR.
+token's owner (``CC/PID``), which decides who may see the session and its CDR. A card a
+peer's answer accepted is kept in ``ocpi_authorizations`` (the token the eMSP answered, its
+authorization_reference), so that the Session and CDR of the charge it starts carry them
+(ocpi_bridge.sessions; built in the delivery process, the database is the shared place).
 
 A uid is held by one party only (the tokens Receiver refuses a uid another party holds). A
 uid that several parties hold anyway (a database from before that rule) is ambiguous: it
@@ -16,7 +19,9 @@ is refused (``Invalid``) and logged, never given to one of them, whose card it m
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -27,6 +32,7 @@ from .realtime_auth import (
     RealtimeAuth,
     Verdict,
     askable,
+    authorization_record,
     decide,
     needs_asking,
     owner_of,
@@ -43,6 +49,13 @@ WHITELISTED = ("ALWAYS", "ALLOWED")
 OFFLINE_WHITELISTED = ("ALWAYS", "ALLOWED", "ALLOWED_OFFLINE")
 # cards a station's reader presents (an APP_USER or AD_HOC_USER uid is never read there)
 OFFLINE_TYPES = ("RFID", "OTHER")
+# cards accepted in real time, kept for their Sessions and CDRs (ocpi_authorizations): at
+# most one row per (station, id tag) per RECORD_GAP, none older than RECORDS_KEPT, pruned
+# at most once per PRUNE_EVERY
+RECORD_GAP = timedelta(seconds=10)
+RECORDS_KEPT = timedelta(days=7)
+PRUNE_EVERY = timedelta(hours=1)
+RECENT_RECORDS = 10_000  # what this process remembers writing (to skip a write)
 
 
 def offline_entry(token: dict[str, Any]) -> LocalListEntry | None:
@@ -69,6 +82,9 @@ class OcpiTokenSource:
         self.realtime = realtime
         # (station id, id tag) -> a remote start's grant, set by the commands service
         self.grants: Callable[[str, str], Any] = lambda station_id, id_tag: None
+        # (station id, id tag) -> when and what this process last kept (see _remember)
+        self._recent: OrderedDict[tuple[str, str], tuple[datetime, dict[str, Any]]] = OrderedDict()
+        self._pruned_at: datetime | None = None
 
     async def offline_entries(self, limit: int) -> list[LocalListEntry]:
         """csms's offline list source (``CsmsPort.add_offline_list_source``)."""
@@ -121,6 +137,7 @@ class OcpiTokenSource:
                 status=verdict.status,
                 reason=verdict.reason,
             )
+            await self._remember(verdict, id_tag, station_id, token)
         return self._info(verdict)
 
     async def _unknown_card(self, id_tag: str, station_id: str) -> IdTagInfo | None:
@@ -143,7 +160,39 @@ class OcpiTokenSource:
             peer_id=verdict.peer_id,
             owner=verdict.owner,
         )
+        await self._remember(verdict, id_tag, station_id, None)
         return self._info(verdict)
+
+    async def _remember(
+        self,
+        verdict: Verdict,
+        id_tag: str,
+        station_id: str,
+        pushed: dict[str, Any] | None,
+    ) -> None:
+        """Keep a card a peer's answer accepted, for the Session and CDR of the charge it
+        starts (built in the delivery process: the database is the shared place). A failure
+        to keep it is logged, never the card refused."""
+        record = authorization_record(verdict, id_tag, "RFID", pushed)
+        if record is None:
+            return
+        now = self.store.clock.now()
+        key = (station_id, record["id_tag"])
+        last = self._recent.get(key)
+        if last is not None and last[1] == record and now - last[0] < RECORD_GAP:
+            return  # (Authorize then StartTransaction: one row is enough)
+        try:
+            await self.store.record_authorization(station_id, record, RECORD_GAP)
+            if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+                self._pruned_at = now
+                await self.store.prune_authorizations(now - RECORDS_KEPT)
+        except Exception:
+            log.exception("real-time authorization not kept", uid=id_tag, station_id=station_id)
+            return
+        self._recent.pop(key, None)
+        self._recent[key] = (now, record)
+        while len(self._recent) > RECENT_RECORDS:
+            self._recent.popitem(last=False)
 
     def _info(self, verdict: Verdict) -> IdTagInfo:
         return IdTagInfo(
