@@ -52,7 +52,7 @@ from .transport import join_url
 from .versions import outgoing
 
 if TYPE_CHECKING:
-    from .bridge import Bridge
+    from .context import BridgeContext
 
 log = structlog.get_logger("ocpi.tariffs")
 
@@ -72,7 +72,7 @@ def receiver_url(peer: Peer) -> str | None:
 class TariffPusher(BackgroundService):
     def __init__(
         self,
-        bridge: Bridge,
+        bridge: BridgeContext,
         metrics: Any = None,
         observe: Callable[[int, bool, datetime, str | None], None] | None = None,
     ) -> None:
@@ -233,9 +233,7 @@ class TariffPusher(BackgroundService):
             self.metrics.seconds.labels(kind).observe(seconds)
         if self.observe is not None:
             self.observe(job.peer_id, ok, now, error)
-        traffic = getattr(self.bridge, "traffic", None)
-        if traffic is not None:
-            traffic.push(job.peer_id, "tariff", ok, error)
+        self.bridge.traffic.push(job.peer_id, "tariff", ok, error)
         (log.info if ok else log.warning)(
             "push",
             peer_id=job.peer_id,
