@@ -431,10 +431,13 @@ async def test_an_active_session_is_patched_in_211(cpo: Running, peer: EmspPeer)
         tx = int(answer["transactionId"])
 
         async def patched() -> list[dict[str, Any]]:
+            # (one that carries energy: under load, the first PATCH may precede it)
             return [
                 r
                 for r in await peer.requests(method="PATCH")
-                if f"/2.1.1/sessions/PT/CPO/{tx}" in r["path"] and r["response"]
+                if f"/2.1.1/sessions/PT/CPO/{tx}" in r["path"]
+                and r["response"]
+                and (r["body"] or {}).get("kwh", 0) > 0
             ]
 
         for i in range(1, 40):

@@ -135,6 +135,8 @@ async def test_sign_over_profile_2_then_raise_to_profile_3(
                 and conn.security_profile == 3
                 and view["security_profile"] == 3
                 and st.connected
+                # (the simulator records the key once its reconnection returned)
+                and st.config.get("SecurityProfile") == "3"
                 and conn
             )
 
