@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 # the modules of ours a peer may call (beyond versions and credentials, always open)
@@ -197,8 +198,13 @@ class PeerPolicy:
     def may_use(self, module: str) -> bool:
         return module in self.uses
 
+    @cached_property
+    def _hidden_upper(self) -> frozenset[str]:
+        return frozenset(h.upper() for h in self.hidden)
+
     def sees_location(self, location_id: str) -> bool:
-        return location_id.upper() not in {h.upper() for h in self.hidden}
+        """(Asked for every EVSE status pushed to every peer: the set is made once.)"""
+        return location_id.upper() not in self._hidden_upper
 
     def tariff_id(self, ours: str) -> str:
         """The tariff id this peer sees on a connector that has ``ours``."""
